@@ -1,0 +1,12 @@
+"""AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) as the paper describes it.
+
+    import alexnet
+    model = alexnet.build_model(layout="towers", devices=["cuda:0", "cuda:1"])
+"""
+
+from .errors import AlexNetError
+from .model import INIT_PRESETS, LAYERS, build_model, resolve
+
+__version__ = "0.1.0"
+
+__all__ = ["AlexNetError", "INIT_PRESETS", "LAYERS", "build_model", "resolve", "__version__"]

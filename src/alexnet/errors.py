@@ -1,0 +1,29 @@
+"""Errors a user can act on. The CLI prints any of these as one line, without a traceback."""
+
+
+class AlexNetError(Exception):
+    """Base class: the message names the option, file or value and what would be right."""
+
+
+class ConfigError(AlexNetError, ValueError):
+    """An option or setting has an impossible value."""
+
+
+class DeviceError(AlexNetError, ValueError):
+    """A requested device does not exist or its backend is unavailable."""
+
+
+class DataError(AlexNetError, ValueError):
+    """A dataset, image or statistics file is missing or unreadable."""
+
+
+class CheckpointError(AlexNetError, ValueError):
+    """A checkpoint or run folder is missing, unreadable or does not fit the model."""
+
+
+class TrainingError(AlexNetError, RuntimeError):
+    """Training cannot go on (for example, the loss became NaN)."""
+
+
+class InputError(AlexNetError, ValueError):
+    """A batch handed to the network has the wrong shape."""

@@ -1,0 +1,98 @@
+"""A column of the network: the layers of one tower, or of both towers side by side.
+
+The two-tower net has one column per tower (each holding its half of every split layer);
+the grouped net is a single column holding both halves, with ``groups=2`` wherever a layer
+reads only its own tower. Both are built here from the same resolved layer table and run
+each block with the same code, so the two layouts cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from .lrn import LocalResponseNorm
+from .spec import CROP, INPUT_SIZES, PADDED_CROP, NetSpec, ResolvedLayer
+
+
+def prepare_input(x: torch.Tensor) -> torch.Tensor:
+    """Check a batch of crops and pad a 224 crop to 227 the way cuda-convnet reads it.
+
+    cuda-convnet rounds conv1's output size up ((224-11)/4+1 = 54.25 -> 55) and reads the
+    pixels past the right and bottom edges as zero, so a 224 crop acts exactly as a 227
+    input with 3 zero columns and rows (after mean subtraction). A 227 crop passes as is.
+    """
+    if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3] or x.shape[2] not in INPUT_SIZES:
+        raise InputError(
+            "AlexNet takes a batch of RGB crops shaped (N, 3, 224, 224) or (N, 3, 227, 227); "
+            f"got {tuple(x.shape)}"
+        )
+    if x.shape[-1] == CROP:
+        pad = PADDED_CROP - CROP
+        x = F.pad(x, (0, pad, 0, pad))  # (N, 3, 227, 227): zeros at the right and bottom
+    return x
+
+
+def layer_number(layer: ResolvedLayer) -> str:
+    """'conv1' -> '1', 'fc6' -> '6': names the LRN, pooling and dropout after the layer."""
+    return layer.name.lstrip("convfc")
+
+
+class Column(nn.Module):
+    """The layers of ``share`` towers out of ``spec.towers``, on one device.
+
+    ``share == spec.towers``: the whole net on one device (the grouped layout).
+    ``share == 1`` with two towers: one tower of the two-tower net.
+    Modules are named after the paper: conv1, lrn1, pool1, ..., fc7, drop7.
+    """
+
+    def __init__(self, spec: NetSpec, share: int, layers: Iterable[ResolvedLayer], device=None,
+                 lrn_impl: str = "fast"):
+        super().__init__()
+        self.spec, self.share = spec, share
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.layers = tuple(layers)
+        pool_kernel, pool_stride = spec.pool
+        for layer in self.layers:
+            row = layer.layer
+            n = layer_number(layer)
+            # A split layer keeps `share` of its towers' halves here; fc8 is never split.
+            out_channels = layer.out_channels * share // spec.towers if row.split else layer.out_channels
+            if row.reads == "own":
+                # Reads only its own tower's maps: one group per tower in this column.
+                in_channels, groups = layer.in_channels * share // spec.towers, share
+            else:
+                # The image, or both towers' maps after an exchange: dense.
+                in_channels, groups = layer.in_channels, 1
+            if row.kind == "conv":
+                module = nn.Conv2d(in_channels, out_channels, row.kernel, row.stride, row.pad,
+                                   groups=groups, device=self.device)
+            else:
+                module = nn.Linear(in_channels, out_channels, device=self.device)
+            self.add_module(layer.name, module)
+            if row.lrn and spec.lrn:
+                self.add_module("lrn" + n, LocalResponseNorm(out_channels, groups=share, impl=lrn_impl))
+            if row.pool:
+                self.add_module("pool" + n, nn.MaxPool2d(pool_kernel, pool_stride))
+            if row.dropout:
+                self.add_module("drop" + n, nn.Dropout(spec.dropout))
+
+    def stage(self, layer: ResolvedLayer, x: torch.Tensor) -> torch.Tensor:
+        """One block: conv/fc -> ReLU -> LRN -> max-pool -> dropout, as the table says (§3.5)."""
+        row, n = layer.layer, layer_number(layer)
+        if row.kind == "fc" and x.dim() > 2:
+            x = torch.flatten(x, 1)  # (N, C, 6, 6) -> (N, C·36), channel-major as in the grouped net
+        x = getattr(self, layer.name)(x)
+        if row.relu:
+            x = F.relu(x, inplace=True)  # the conv/fc output is not needed for its backward
+        if row.lrn and self.spec.lrn:
+            x = getattr(self, "lrn" + n)(x)
+        if row.pool:
+            x = getattr(self, "pool" + n)(x)
+        if row.dropout:
+            x = getattr(self, "drop" + n)(x)
+        return x

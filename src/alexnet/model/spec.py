@@ -1,0 +1,255 @@
+"""The paper's architecture as data: one layer table, and the variants derived from it.
+
+Every network in this package (the two-tower net, the grouped net, the paper's one-GPU
+comparison net) is built from ``LAYERS`` below, and ``alexnet summary`` prints it back.
+Numbers are from §3.5 and Figure 2 of Krizhevsky, Sutskever & Hinton (NIPS 2012); see
+docs/faithfulness.md for the sources of each one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from ..errors import ConfigError
+
+#: Local response normalization (§3.3): b = a / (k + alpha/n * sum a_j^2)^beta over n maps.
+#: ``alpha`` is the paper's α; the window sum is divided by n as in the authors' code and in
+#: torch.nn.LocalResponseNorm (FACTS §2), so the kernel computes 2 + (1e-4/5)·Σa².
+LRN_SIZE = 5  # n
+LRN_ALPHA = 1e-4  # α
+LRN_BETA = 0.75  # β
+LRN_K = 2.0  # k
+
+#: Pooling (§3.4): overlapping z=3, s=2; the ablation's non-overlapping z=2, s=2.
+POOL_OVERLAP = (3, 2)
+POOL_NON_OVERLAP = (2, 2)
+
+#: The network reads 224x224 crops (§2). cuda-convnet rounds conv1's output size up and
+#: reads pixels past the edge as zero, so a 224 crop acts as a 227 input with 3 zero rows
+#: and columns at the bottom and right (FACTS §3). 227 crops (Caffe's choice) are accepted too.
+CROP = 224
+PADDED_CROP = 227
+INPUT_SIZES = (CROP, PADDED_CROP)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One row of the layer table: a conv or FC layer and what follows it in its block."""
+
+    name: str  # the paper's name: conv1..conv5, fc6..fc8
+    kind: str  # "conv" or "fc"
+    filters: int  # kernels (conv) or neurons (fc), over both towers
+    kernel: int = 0  # conv kernel size (square)
+    stride: int = 1
+    pad: int = 0
+    reads: str = "own"  # "image": the input image; "own": own tower only; "both": both towers
+    split: bool = True  # half of the layer in each tower; False: one layer on tower 0 (fc8)
+    relu: bool = True
+    lrn: bool = False  # local response normalization after the ReLU (conv1, conv2)
+    pool: bool = False  # max-pooling after the ReLU (and LRN): conv1, conv2, conv5
+    dropout: bool = False  # dropout after the ReLU (fc6, fc7)
+    halved_in_one_gpu: bool = True  # §3.2 footnote: the one-GPU net halves conv1..conv4 only
+
+
+#: Figure 2 of the paper, over both towers. `reads="both"` marks the four points where data
+#: crosses between the towers (conv3, fc6, fc7, fc8).
+LAYERS: Tuple[Layer, ...] = (
+    #     name     kind    filters kernel stride pad  reads
+    Layer("conv1", "conv", 96, 11, 4, 0, reads="image", lrn=True, pool=True),
+    Layer("conv2", "conv", 256, 5, 1, 2, reads="own", lrn=True, pool=True),
+    Layer("conv3", "conv", 384, 3, 1, 1, reads="both"),
+    Layer("conv4", "conv", 384, 3, 1, 1, reads="own"),
+    Layer("conv5", "conv", 256, 3, 1, 1, reads="own", pool=True, halved_in_one_gpu=False),
+    Layer("fc6", "fc", 4096, reads="both", dropout=True, halved_in_one_gpu=False),
+    Layer("fc7", "fc", 4096, reads="both", dropout=True, halved_in_one_gpu=False),
+    Layer("fc8", "fc", 1000, reads="both", split=False, relu=False, halved_in_one_gpu=False),
+)
+
+VARIANTS = ("two-gpu", "one-gpu")
+
+
+@dataclass(frozen=True)
+class ResolvedLayer:
+    """A layer of one concrete network, with every size worked out."""
+
+    layer: Layer
+    towers: int  # how many towers share this layer (1 for fc8 and for the one-GPU net)
+    out_channels: int  # over all towers
+    in_channels: int  # over all towers (what the layer would read if dense)
+    groups: int  # 2 for conv2, conv4, conv5 of the two-GPU net; else 1
+    in_size: int  # spatial size of the input (conv) or 1 (fc)
+    out_size: int  # spatial size after the layer, before pooling
+    pooled_size: int  # spatial size after pooling (== out_size without pooling)
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def in_per_group(self) -> int:
+        return self.in_channels // self.groups
+
+    @property
+    def weight_shape(self) -> Tuple[int, ...]:
+        if self.layer.kind == "conv":
+            k = self.layer.kernel
+            return (self.out_channels, self.in_per_group, k, k)
+        return (self.out_channels, self.in_channels)
+
+    @property
+    def params(self) -> int:
+        n = 1
+        for d in self.weight_shape:
+            n *= d
+        return n + self.out_channels
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds per image."""
+        if self.layer.kind == "conv":
+            k = self.layer.kernel
+            return self.out_size * self.out_size * self.out_channels * self.in_per_group * k * k
+        return self.in_channels * self.out_channels
+
+    @property
+    def out_shape(self) -> Tuple[int, ...]:
+        """Per-image output shape after the whole block (pooling included), all towers."""
+        if self.layer.kind == "conv":
+            return (self.out_channels, self.pooled_size, self.pooled_size)
+        return (self.out_channels,)
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A concrete network: the variant and options applied to the layer table."""
+
+    variant: str
+    lrn: bool
+    overlap: bool
+    num_classes: int
+    dropout: float
+    towers: int
+    layers: Tuple[ResolvedLayer, ...]
+
+    @property
+    def pool(self) -> Tuple[int, int]:
+        return POOL_OVERLAP if self.overlap else POOL_NON_OVERLAP
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    def __getitem__(self, name: str) -> ResolvedLayer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def exchanges(self):
+        """The points where data crosses between towers, with values sent per image.
+
+        Returns a list of dicts: the layer that reads both towers, what it reads, how many
+        values each sending tower hands over per image, and in which directions.
+        """
+        if self.towers < 2:
+            return []
+        points = []
+        previous = None
+        for layer in self.layers:
+            if layer.layer.reads == "both" and previous is not None:
+                half = 1
+                for d in previous.out_shape:
+                    half *= d
+                half //= self.towers
+                # A split layer needs both halves on both towers; the unsplit fc8 lives on
+                # tower 0, so only tower 1 sends.
+                directions = ("0->1", "1->0") if layer.layer.split else ("1->0",)
+                points.append(
+                    {
+                        "layer": layer.name,
+                        "reads": _block_output_name(previous),
+                        "values_per_direction": half,
+                        "directions": directions,
+                    }
+                )
+            previous = layer
+        return points
+
+
+def _block_output_name(layer: ResolvedLayer) -> str:
+    if layer.layer.pool:
+        return "pool" + layer.name[len("conv"):]
+    return layer.name
+
+
+def conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def resolve(
+    variant: str = "two-gpu",
+    lrn: bool = True,
+    overlap: bool = True,
+    num_classes: int = 1000,
+    dropout: float = 0.5,
+) -> NetSpec:
+    """Apply a variant and the ablation options to ``LAYERS``."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive integer; got {num_classes!r}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1); got {dropout!r}")
+    towers = 2 if variant == "two-gpu" else 1
+    pool_k, pool_s = POOL_OVERLAP if overlap else POOL_NON_OVERLAP
+    resolved = []
+    channels, size = 3, PADDED_CROP
+    for layer in LAYERS:
+        filters = layer.filters
+        if layer.name == "fc8":
+            filters = num_classes
+        elif towers == 1 and layer.halved_in_one_gpu:
+            filters //= 2
+        layer_towers = towers if layer.split else 1
+        groups = towers if layer.reads == "own" else 1
+        if layer.kind == "conv":
+            out_size = conv_out(size, layer.kernel, layer.stride, layer.pad)
+            pooled = conv_out(out_size, pool_k, pool_s, 0) if layer.pool else out_size
+            in_channels, in_size = channels, size
+        else:
+            out_size = pooled = 1
+            in_channels, in_size = channels * size * size, size
+        resolved.append(
+            ResolvedLayer(
+                layer=layer,
+                towers=layer_towers,
+                out_channels=filters,
+                in_channels=in_channels,
+                groups=groups,
+                in_size=in_size,
+                out_size=out_size,
+                pooled_size=pooled,
+            )
+        )
+        channels, size = filters, pooled
+    return NetSpec(
+        variant=variant,
+        lrn=bool(lrn),
+        overlap=bool(overlap),
+        num_classes=num_classes,
+        dropout=float(dropout),
+        towers=towers,
+        layers=tuple(resolved),
+    )
+
+
+def table_rows(spec: Optional[NetSpec] = None):
+    """The layer table as plain dicts (for printing and JSON)."""
+    spec = spec or resolve()
+    return [dataclasses.asdict(layer.layer) for layer in spec.layers]
