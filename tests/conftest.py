@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+from alexnet.model.init import canonical_init
+from alexnet.model.spec import resolve
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def paper_state():
+    """One seeded canonical state dict of the paper's net, shared by the layout tests."""
+    return canonical_init(resolve(), "paper", seed=1234)
+
+
+def cuda_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def needs_gpus(n: int):
+    return pytest.mark.skipif(cuda_count() < n, reason=f"needs {n} CUDA device(s); {cuda_count()} visible")

@@ -1,0 +1,118 @@
+"""LRN (§3.3) against a direct loop over the formula, and the two implementations against each other."""
+
+import pytest
+import torch
+
+from alexnet.model.lrn import LocalResponseNorm, stock_lrn, window_sum
+
+
+def direct_lrn(a, groups, n=5, alpha=1e-4, beta=0.75, k=2.0):
+    """FACTS §2, written out: b_c = a_c / (k + alpha/n · Σ_{j=c-n/2}^{c+n/2} a_j²)^beta, the sum
+    running over the maps of c's own tower only (zero past its first and last map)."""
+    N, C, H, W = a.shape
+    per = C // groups
+    b = torch.empty_like(a)
+    for c in range(C):
+        tower = c // per
+        lo, hi = max(tower * per, c - n // 2), min((tower + 1) * per - 1, c + n // 2)
+        s = torch.zeros_like(a[:, 0])
+        for j in range(lo, hi + 1):
+            s += a[:, j] ** 2
+        b[:, c] = a[:, c] / (k + alpha / n * s) ** beta
+    return b
+
+
+def activations(shape, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # ReLU outputs on the paper's 0-255 input scale: large enough that the window sum matters.
+    return (torch.randn(shape, generator=g, dtype=dtype) * 80).relu()
+
+
+@pytest.mark.parametrize("impl", ["fast", "stock"])
+@pytest.mark.parametrize("channels,groups", [(96, 2), (20, 2), (12, 1), (7, 1)])
+def test_lrn_equals_the_formula(impl, channels, groups):
+    a = activations((3, channels, 5, 4))
+    expected = direct_lrn(a, groups)
+    got = LocalResponseNorm(channels, groups=groups, impl=impl)(a.float())
+    torch.testing.assert_close(got, expected.float(), rtol=1e-6, atol=1e-6)
+    # The effect is not negligible at this scale: a plain identity would fail the comparison.
+    assert (expected / a.clamp_min(1e-9))[a > 0].min() < 0.5
+
+
+@pytest.mark.parametrize("impl", ["fast", "stock"])
+def test_lrn_window_never_crosses_the_tower_boundary(impl):
+    lrn = LocalResponseNorm(96, groups=2, impl=impl)
+    a = activations((2, 96, 3, 3)).float()
+    b = a.clone()
+    b[:, 48:50] *= 10  # tower 1's first maps, right beside tower 0's last ones
+    ya, yb = lrn(a), lrn(b)
+    torch.testing.assert_close(ya[:, :48], yb[:, :48], rtol=0, atol=0)
+    assert not torch.allclose(ya[:, 50:52], yb[:, 50:52])
+    # The same change inside one 96-map window (as Caffe computes it) does reach map 47.
+    one = LocalResponseNorm(96, groups=1, impl=impl)
+    assert not torch.allclose(one(a)[:, 46:48], one(b)[:, 46:48])
+
+
+def test_stock_matches_torch_local_response_norm_per_half():
+    a = activations((2, 96, 6, 6)).float()
+    ref = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    expected = torch.cat([ref(a[:, :48]), ref(a[:, 48:])], dim=1)
+    torch.testing.assert_close(stock_lrn(a, groups=2), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape,groups", [((4, 96, 55, 55), 2), ((3, 256, 27, 27), 2), ((2, 48, 9, 7), 1),
+                                          ((5, 10, 3, 3), 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_matches_stock_in_value_and_gradient(shape, groups, channels_last):
+    x = activations(shape, dtype=torch.float32, seed=1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    results = {}
+    for impl in ("fast", "stock"):
+        xi = x.clone().requires_grad_(True)
+        y = LocalResponseNorm(shape[1], groups=groups, impl=impl)(xi)
+        y.backward(g)
+        results[impl] = (y.detach(), xi.grad)
+    (yf, gf), (ys, gs) = results["fast"], results["stock"]
+    torch.testing.assert_close(yf, ys, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gf, gs, rtol=1e-5, atol=1e-6 * gs.abs().max().item())
+
+
+def test_fast_gradient_is_exact_in_float64():
+    x = activations((2, 10, 3, 3), seed=3).requires_grad_(True)
+    lrn = LocalResponseNorm(10, groups=2, impl="fast")
+    assert torch.autograd.gradcheck(lrn, (x,), eps=1e-3, atol=1e-7)
+
+
+def test_fast_works_through_the_batch_in_chunks(monkeypatch):
+    """A tiny chunk size exercises the chunked CPU path; the result must not depend on it."""
+    import alexnet.model.lrn as lrn_module
+
+    x = activations((7, 16, 5, 5), dtype=torch.float32).requires_grad_(True)
+    lrn = LocalResponseNorm(16, groups=2, impl="fast")
+    y_whole = lrn(x)
+    (g_whole,) = torch.autograd.grad(y_whole.sum(), x)
+    monkeypatch.setattr(lrn_module, "CPU_CHUNK_BYTES", 1)
+    y_chunked = lrn(x)
+    (g_chunked,) = torch.autograd.grad(y_chunked.sum(), x)
+    torch.testing.assert_close(y_chunked, y_whole, rtol=0, atol=0)
+    torch.testing.assert_close(g_chunked, g_whole, rtol=0, atol=0)
+
+
+def test_window_sum_is_a_sum_over_neighbours():
+    t = torch.arange(1.0, 9.0).view(1, 8, 1, 1)  # maps 1..8, two towers of 4
+    got = window_sum(t, groups=2).flatten().tolist()
+    # tower 0: [1,2,3,4] -> 1+2+3, 1+2+3+4, 1+2+3+4, 2+3+4; tower 1 likewise on [5..8]
+    assert got == [6, 10, 10, 9, 18, 26, 26, 21]
+
+
+@pytest.mark.parametrize("impl", ["fast", "stock"])
+def test_lrn_runs_in_fp32_under_bf16_autocast(impl):
+    x = activations((2, 96, 5, 5), dtype=torch.float32).to(torch.bfloat16)
+    lrn = LocalResponseNorm(96, groups=2, impl=impl)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = lrn(x)
+    assert y.dtype == torch.bfloat16
+    expected = direct_lrn(x.double(), 2).to(torch.bfloat16)
+    torch.testing.assert_close(y, expected, rtol=1e-2, atol=1e-2)
