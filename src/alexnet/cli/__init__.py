@@ -38,4 +38,4 @@ def main():
     """
 
 
-from . import summary as _summary  # noqa: E402,F401  (registers its commands)
+from . import summary, data, train, bench  # noqa: E402,F401  (each registers its commands)

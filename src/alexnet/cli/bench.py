@@ -1,0 +1,1 @@
+"""alexnet bench commands (registered on the main group by importing this module)."""

@@ -1,0 +1,1 @@
+"""alexnet data commands (registered on the main group by importing this module)."""

@@ -1,0 +1,1 @@
+"""alexnet train commands (registered on the main group by importing this module)."""
