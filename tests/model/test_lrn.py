@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from alexnet.model.lrn import LocalResponseNorm, stock_lrn, window_sum
+from alexnet.model.lrn import LocalResponseNorm, fusable, relu_lrn_maxpool, stock_lrn, window_sum
 
 
 def direct_lrn(a, groups, n=5, alpha=1e-4, beta=0.75, k=2.0):
@@ -116,3 +116,110 @@ def test_lrn_runs_in_fp32_under_bf16_autocast(impl):
     assert y.dtype == torch.bfloat16
     expected = direct_lrn(x.double(), 2).to(torch.bfloat16)
     torch.testing.assert_close(y, expected, rtol=1e-2, atol=1e-2)
+
+
+# -- ReLU -> LRN -> max-pool in one pass (the CPU path of blocks 1 and 2) -------------------
+
+def _unfused(z, groups, pool):
+    """The three modules one after the other, with the stock LRN: the reference."""
+    return pool(stock_lrn(torch.relu(z), groups))
+
+
+@pytest.mark.parametrize("shape,groups,pool", [
+    ((3, 96, 55, 55), 2, (3, 2)),  # AlexNet's LRN1 and pool1
+    ((2, 256, 27, 27), 2, (3, 2)),  # LRN2 and pool2
+    ((4, 10, 7, 8), 2, (2, 2)),  # few maps: every window reaches a tower's edge; 2x2 pooling
+    ((3, 12, 9, 9), 1, (3, 2)),  # one tower (the one-GPU net)
+])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 30])  # one sample per chunk; the whole batch at once
+def test_relu_lrn_maxpool_matches_the_three_modules(monkeypatch, shape, groups, pool, channels_last, chunk_bytes):
+    import alexnet.model.lrn as lrn_module
+
+    monkeypatch.setattr(lrn_module, "CPU_CHUNK_BYTES", chunk_bytes)
+    z = torch.randn(shape, generator=torch.Generator().manual_seed(4)) * 80  # about half the maps < 0
+    if channels_last:
+        z = z.contiguous(memory_format=torch.channels_last)
+    lrn, maxpool = LocalResponseNorm(shape[1], groups=groups), torch.nn.MaxPool2d(*pool)
+    zf, zs = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    yf = relu_lrn_maxpool(zf, lrn, maxpool)
+    ys = _unfused(zs, groups, maxpool)
+    g = torch.randn(ys.shape, generator=torch.Generator().manual_seed(5))
+    yf.backward(g)
+    ys.backward(g)
+    torch.testing.assert_close(yf, ys, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(zf.grad, zs.grad, rtol=1e-5, atol=1e-6 * zs.grad.abs().max().item())
+    assert (zf.grad[z < 0] == 0).all()  # the ReLU's gradient is part of it
+    assert yf.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_relu_lrn_maxpool_gradient_is_exact_in_float64():
+    z = torch.randn(2, 10, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(6)) * 80
+    # Keep every input away from the ReLU's kink and every window's maximum unique, where the
+    # gradient is defined.
+    z = torch.where(z.abs() < 1, z.sign() * 1.0 + z, z).requires_grad_(True)
+    lrn, pool = LocalResponseNorm(10, groups=2), torch.nn.MaxPool2d(3, 2)
+    assert torch.autograd.gradcheck(lambda t: relu_lrn_maxpool(t, lrn, pool), (z,), eps=1e-4, atol=1e-7)
+
+
+def test_relu_lrn_maxpool_window_never_crosses_the_tower_boundary():
+    lrn, pool = LocalResponseNorm(96, groups=2), torch.nn.MaxPool2d(3, 2)
+    a = activations((2, 96, 7, 7)).float()
+    b = a.clone()
+    b[:, 48:50] *= 10
+    ya, yb = relu_lrn_maxpool(a, lrn, pool), relu_lrn_maxpool(b, lrn, pool)
+    torch.testing.assert_close(ya[:, :48], yb[:, :48], rtol=0, atol=0)
+    assert not torch.allclose(ya[:, 50:52], yb[:, 50:52])
+
+
+def test_relu_lrn_maxpool_under_bf16_autocast_matches_the_modules():
+    z = (torch.randn(2, 96, 13, 13, generator=torch.Generator().manual_seed(7)) * 80).to(torch.bfloat16)
+    lrn, pool = LocalResponseNorm(96, groups=2), torch.nn.MaxPool2d(3, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        zf, zs = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+        yf = relu_lrn_maxpool(zf, lrn, pool)
+        ys = pool(lrn(torch.relu(zs)))
+    assert yf.dtype == ys.dtype == torch.bfloat16
+    torch.testing.assert_close(yf, ys, rtol=0, atol=0)
+    yf.float().sum().backward()
+    ys.float().sum().backward()
+    assert zf.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(zf.grad.float(), zs.grad.float(), rtol=1e-2, atol=1e-2 * zs.grad.float().abs().max().item())
+
+
+def test_fused_path_only_where_it_stands_in_exactly():
+    lrn, pool = LocalResponseNorm(96, groups=2), torch.nn.MaxPool2d(3, 2)
+    x = torch.zeros(1, 96, 13, 13)
+    assert fusable(x, lrn, pool)
+    assert not fusable(x, LocalResponseNorm(96, groups=2, impl="stock"), pool)
+    assert not fusable(x.to("meta"), lrn, pool)
+    assert not fusable(x, lrn, torch.nn.MaxPool2d(3, 2, padding=1))
+    handle = lrn.register_forward_hook(lambda *args: None)  # a hook expects lrn's own output
+    assert not fusable(x, lrn, pool)
+    handle.remove()
+    assert fusable(x, lrn, pool)
+
+
+def test_the_net_on_the_cpu_uses_the_fused_blocks_and_computes_the_same(paper_state):
+    from alexnet import build_model
+
+    fused = build_model(init=None, dropout=0.0)
+    modular = build_model(init=None, dropout=0.0)
+    fused.load_state_dict(paper_state)
+    modular.load_state_dict(paper_state)
+    calls = []
+    for name in ("lrn1", "pool1", "lrn2", "pool2"):  # hooks send the net through the modules
+        getattr(modular, name).register_forward_hook(lambda m, i, o, name=name: calls.append(name))
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(8)) * 255 - 120
+    target = torch.tensor([1, 2])
+    out = {}
+    for key, model in (("fused", fused), ("modular", modular)):
+        logits = model(x)
+        torch.nn.functional.cross_entropy(logits, target).backward()
+        out[key] = (logits.detach(), {n: p.grad for n, p in model.named_parameters()})
+    assert calls == ["lrn1", "pool1", "lrn2", "pool2"]
+    (lf, gf), (lm, gm) = out["fused"], out["modular"]
+    torch.testing.assert_close(lf, lm, rtol=1e-5, atol=1e-5 * lm.abs().max().item())
+    for name in gm:
+        torch.testing.assert_close(gf[name], gm[name], rtol=1e-4, atol=1e-5 * gm[name].abs().max().item() + 1e-12,
+                                   msg=lambda m, name=name: f"{name}: {m}")

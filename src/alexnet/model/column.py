@@ -15,16 +15,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .lrn import LocalResponseNorm
+from .lrn import LocalResponseNorm, fusable, relu_lrn_maxpool
 from .spec import CROP, INPUT_SIZES, PADDED_CROP, NetSpec, ResolvedLayer
 
 
-def prepare_input(x: torch.Tensor) -> torch.Tensor:
+def prepare_input(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """Check a batch of crops and pad a 224 crop to 227 the way cuda-convnet reads it.
 
     cuda-convnet rounds conv1's output size up ((224-11)/4+1 = 54.25 -> 55) and reads the
     pixels past the right and bottom edges as zero, so a 224 crop acts exactly as a 227
     input with 3 zero columns and rows (after mean subtraction). A 227 crop passes as is.
+    ``channels_last``: return the batch in that memory format (the CPU path, see
+    ``Column.stage``), padding straight into it instead of padding and then converting.
     """
     if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3] or x.shape[2] not in INPUT_SIZES:
         raise InputError(
@@ -32,9 +34,16 @@ def prepare_input(x: torch.Tensor) -> torch.Tensor:
             f"got {tuple(x.shape)}"
         )
     if x.shape[-1] == CROP:
+        if channels_last:
+            padded = torch.empty((x.shape[0], 3, PADDED_CROP, PADDED_CROP), dtype=x.dtype, device=x.device,
+                                 memory_format=torch.channels_last)
+            padded[:, :, CROP:].zero_()  # zeros at the bottom
+            padded[:, :, :CROP, CROP:].zero_()  # and at the right
+            padded[:, :, :CROP, :CROP] = x
+            return padded
         pad = PADDED_CROP - CROP
         x = F.pad(x, (0, pad, 0, pad))  # (N, 3, 227, 227): zeros at the right and bottom
-    return x
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def layer_number(layer: ResolvedLayer) -> str:
@@ -86,7 +95,19 @@ class Column(nn.Module):
         row, n = layer.layer, layer_number(layer)
         if row.kind == "fc" and x.dim() > 2:
             x = torch.flatten(x, 1)  # (N, C, 6, 6) -> (N, C·36), channel-major as in the grouped net
+        if row.reads == "image" and x.device.type == "cpu":
+            # On the CPU the conv layers run channels-last (NHWC): PyTorch's CPU max-pooling is
+            # several times faster in it, and mkldnn's convolutions and the LRN's passes are no
+            # slower. Every later op keeps the format; the function is the same (up to float
+            # rounding in the convolutions). The models hand over the image in this format
+            # already when they run on the CPU, so this is then a no-op.
+            x = x.contiguous(memory_format=torch.channels_last)
         x = getattr(self, layer.name)(x)
+        if row.relu and row.lrn and self.spec.lrn and row.pool and not row.dropout:
+            lrn, pool = getattr(self, "lrn" + n), getattr(self, "pool" + n)
+            if fusable(x, lrn, pool):
+                # ReLU -> LRN -> max-pool as one pass over the batch, in the cache (lrn.py).
+                return relu_lrn_maxpool(x, lrn, pool)
         if row.relu:
             x = F.relu(x, inplace=True)  # the conv/fc output is not needed for its backward
         if row.lrn and self.spec.lrn:

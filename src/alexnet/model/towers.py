@@ -123,7 +123,8 @@ class TowersAlexNet(nn.Module):
         return tuple(tower.device for tower in self.towers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = prepare_input(x)  # (N, 3, 227, 227)
+        # (N, 3, 227, 227); channels-last when every tower is on the CPU (see Column.stage)
+        x = prepare_input(x, channels_last=x.device.type == "cpu" and all(d.type == "cpu" for d in self.devices))
         h = [self.handoff.send(x, tower.device) for tower in self.towers]  # the image, on each tower
         # Layer by layer, tower 0 then tower 1: kernels on two GPUs are queued without waiting,
         # so both devices work at once.
