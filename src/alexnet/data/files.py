@@ -1,0 +1,53 @@
+"""Where the data pipeline keeps things, and how it writes them (atomically)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Callable, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+def cache_dir() -> Path:
+    """``$ALEXNET_CACHE`` if set, else ``~/.cache/alexnet``: the built-in dataset, statistics of
+    read-only datasets and the throughput benchmark's packed copies live here."""
+    return Path(os.environ.get("ALEXNET_CACHE") or Path.home() / ".cache" / "alexnet").expanduser()
+
+
+def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename it over ``path``: a
+    reader sees the old file or the whole new one, never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex}.part"))  # created by write(): the umask applies
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path: PathLike, data) -> Path:
+    """A human-readable JSON file, written atomically."""
+    def write(tmp):
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+    return write_atomically(path, write)
+
+
+def is_writable_dir(folder: PathLike) -> bool:
+    """Whether files can be created in ``folder`` (tried, not guessed from permission bits)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".alexnet-write-test.", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(tmp)
+    return True

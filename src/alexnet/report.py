@@ -1,0 +1,51 @@
+"""The one place library code reports progress: the CLI hands in an enabled Reporter,
+a Python user gets a silent one by default."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+
+class _NullBar:
+    n = 0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Reporter:
+    """Progress bars (tqdm) and one-line messages, or nothing when disabled."""
+
+    def __init__(self, enabled: bool = True, stream=None):
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+
+    def line(self, message: str) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            tqdm.write(message, file=self.stream)
+
+    def bar(self, total: Optional[int], desc: str, initial: int = 0, unit: str = "batch"):
+        if not self.enabled:
+            return _NullBar()
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream,
+                    dynamic_ncols=True, leave=False, mininterval=0.5)
+
+
+SILENT = Reporter(enabled=False)

@@ -1,0 +1,91 @@
+"""alexnet stats and alexnet prepare through the CLI: summaries, files, one-line errors."""
+
+import json
+import re
+
+from click.testing import CliRunner
+from imagesets import folder_root, private_cache  # noqa: F401 (fixtures)
+
+import alexnet.data.synthetic as synthetic
+from alexnet.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def error_line(result):
+    """The one line an error prints (after any progress bar on stderr)."""
+    assert result.exit_code == 2 and result.output.count("Error:") == 1, result.output
+    return result.output.splitlines()[-1] + "\n"
+
+
+def test_stats_prints_the_summary_and_saves_beside_the_data(folder_root):
+    result = run("stats", folder_root, "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert "statistics of 12 training images" in result.output
+    assert re.search(r"channel mean +R \d+\.\d\d +G \d+\.\d\d +B \d+\.\d\d", result.output)
+    assert re.search(r"eigenvalues +\d+\.\d +\d+\.\d +\d+\.\d", result.output)
+    assert f"saved in       {folder_root.resolve() / 'alexnet-stats'}" in result.output
+    saved = json.loads((folder_root / "alexnet-stats" / "stats.json").read_text())
+    assert saved["images"] == 12
+
+
+def test_stats_without_data_uses_the_builtin_dataset(tmp_path, monkeypatch):
+    monkeypatch.setattr(synthetic, "TRAIN_PER_CLASS", 1)
+    monkeypatch.setattr(synthetic, "VAL_PER_CLASS", 1)
+    result = run("stats", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert "statistics of 10 training images" in result.output
+    assert (tmp_path / "cache" / f"builtin-v{synthetic.VERSION}" / "alexnet-stats" / "stats.json").is_file()
+
+
+def test_stats_skip_bad_counts(folder_root):
+    (folder_root / "train" / "cat" / "img0.jpg").write_bytes(b"")
+    failed = run("stats", folder_root, "--workers", "0")
+    assert error_line(failed) == f"Error: {folder_root / 'train' / 'cat' / 'img0.jpg'}: empty file (0 bytes), not an image\n"
+    result = run("stats", folder_root, "--workers", "0", "--skip-bad")
+    assert result.exit_code == 0 and "statistics of 11 training images (1 unreadable skipped)" in result.output
+
+
+def test_prepare_then_refuse_to_overwrite(folder_root, tmp_path):
+    result = run("prepare", folder_root, tmp_path / "p", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert f"packed 12 train + 6 val images (raw, 3 classes) into {tmp_path / 'p'}" in result.output
+    assert (tmp_path / "p" / "packed.json").is_file()
+    again = run("prepare", folder_root, tmp_path / "p", "--workers", "0")
+    assert error_line(again) == (f"Error: {tmp_path / 'p'}: already a finished packed dataset; "
+                            f"pass --overwrite to replace it\n")
+    jpeg = run("prepare", folder_root, tmp_path / "p", "--format", "jpeg", "--quality", "80", "--overwrite",
+               "--workers", "0")
+    assert jpeg.exit_code == 0 and "(jpeg, 3 classes)" in jpeg.output
+    stats = run("stats", tmp_path / "p", "--workers", "0")
+    assert stats.exit_code == 0 and "statistics of 12 training images" in stats.output
+
+
+def test_prepare_skip_bad_reports_the_files(folder_root, tmp_path):
+    bad = folder_root / "val" / "eel" / "img1.jpg"
+    bad.write_text("plain text")
+    failed = run("prepare", folder_root, tmp_path / "p", "--workers", "0")
+    assert error_line(failed) == f"Error: {bad}: not an image file (PIL cannot identify its format)\n"
+    half = run("stats", tmp_path / "p")
+    assert "half-written packed dataset" in error_line(half) and half.output.count("\n") == 1
+    result = run("prepare", folder_root, tmp_path / "q", "--workers", "0", "--skip-bad")
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 unreadable image(s):" in result.output and str(bad) in result.output
+
+
+def test_bad_paths_are_one_line(tmp_path):
+    for args, message in [
+        (("stats", tmp_path / "none"), f"Error: {tmp_path / 'none'}: no such file or folder\n"),
+        (("prepare", tmp_path / "none", tmp_path / "p"), f"Error: {tmp_path / 'none'}: no such folder\n"),
+    ]:
+        assert run(*args).output == message and error_line(run(*args)) == message
+
+
+def test_help_explains():
+    for command in ("stats", "prepare"):
+        result = run(command, "--help")
+        assert result.exit_code == 0
+    assert "built-in dataset" in run("stats", "--help").output
+    assert "--overwrite" in run("prepare", "--help").output

@@ -1,0 +1,94 @@
+"""Class-folder datasets and what --data may point at; every bad layout named on one line."""
+
+import shutil
+
+import pytest
+import torch
+from imagesets import folder_root, private_cache, write_image  # noqa: F401 (fixtures)
+
+from alexnet.data import FolderDataset, open_dataset, resolve_data_root
+from alexnet.data.images import load_image
+from alexnet.errors import DataError
+
+
+def test_classes_are_sorted_folder_names_and_labels_follow(folder_root):
+    write_image(folder_root / "train" / "ant" / "x.jpg")
+    write_image(folder_root / "val" / "ant" / "x.jpg")
+    (folder_root / "train" / ".hidden").mkdir()
+    (folder_root / "train" / "cat" / ".DS_Store").write_bytes(b"\0")
+    train = open_dataset(folder_root, "train")
+    assert isinstance(train, FolderDataset) and train.root == folder_root
+    assert train.classes == ["ant", "cat", "dog", "eel"]
+    assert len(train) == 13
+    assert [label for _, label in train.samples] == [0] + [1] * 4 + [2] * 4 + [3] * 4
+    image, label = train[1]
+    assert label == 1 and torch.equal(image, load_image(folder_root / "train" / "cat" / "img0.jpg"))
+    assert open_dataset(folder_root, "val").classes == train.classes
+
+
+def test_imagenet_style_names(tmp_path):
+    for split in ("train", "val"):
+        for synset in ("n01440764", "n01443537"):
+            write_image(tmp_path / "in" / split / synset / f"{synset}_1.JPEG")
+    assert open_dataset(tmp_path / "in", "val").classes == ["n01440764", "n01443537"]
+
+
+def test_resolve_data_root_accepts_folders_and_names_what_is_wrong(folder_root, tmp_path):
+    assert resolve_data_root(folder_root) == folder_root
+    assert resolve_data_root(str(folder_root)) == folder_root
+    with pytest.raises(DataError, match=f"^{tmp_path / 'nowhere'}: no such file or folder$"):
+        resolve_data_root(tmp_path / "nowhere")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(DataError, match=f"^{tmp_path / 'file.txt'}: not a folder"):
+        resolve_data_root(tmp_path / "file.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=f"^{tmp_path / 'empty'}: not a dataset"):
+        resolve_data_root(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("missing", ["train", "val"])
+def test_a_missing_split_is_named(folder_root, missing):
+    shutil.rmtree(folder_root / missing)
+    with pytest.raises(DataError, match=f"^{folder_root / missing}: missing"):
+        resolve_data_root(folder_root)
+    with pytest.raises(DataError, match=f"^{folder_root / missing}: missing"):
+        open_dataset(folder_root, "train")
+
+
+def test_an_empty_class_folder_is_named(folder_root):
+    (folder_root / "train" / "fox").mkdir()
+    (folder_root / "val" / "fox").mkdir()
+    write_image(folder_root / "val" / "fox" / "a.jpg")
+    with pytest.raises(DataError, match=f"^{folder_root / 'train' / 'fox'}: empty class folder"):
+        open_dataset(folder_root, "train")
+
+
+def test_a_split_without_class_folders_is_named(folder_root):
+    shutil.rmtree(folder_root / "val")
+    (folder_root / "val").mkdir()
+    write_image(folder_root / "val" / "stray.jpg")
+    with pytest.raises(DataError, match=f"^{folder_root / 'val'}: no class folders"):
+        open_dataset(folder_root, "val")
+
+
+def test_val_classes_must_be_trains(folder_root):
+    shutil.rmtree(folder_root / "val" / "dog")
+    write_image(folder_root / "val" / "emu" / "a.jpg")
+    with pytest.raises(DataError) as error:
+        open_dataset(folder_root, "val")
+    assert str(error.value) == f"{folder_root / 'val'}: val classes differ from train's (missing dog; extra emu)"
+    assert len(open_dataset(folder_root, "train")) == 12  # train alone is fine
+
+
+def test_a_non_image_file_is_named_when_read(folder_root):
+    notes = folder_root / "train" / "dog" / "notes.txt"
+    notes.write_text("these are dogs\n")
+    dataset = open_dataset(folder_root, "train")
+    index = [path for path, _ in dataset.samples].index(str(notes))
+    with pytest.raises(DataError, match=f"^{notes}: not an image file"):
+        dataset[index]
+
+
+def test_bad_split_name():
+    with pytest.raises(DataError, match="split must be one of train, val; got 'test'"):
+        open_dataset(None, "test")

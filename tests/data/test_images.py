@@ -1,0 +1,106 @@
+"""One file to the paper's 256×256 RGB image (§2), every mode converted, every bad file named."""
+
+import numpy as np
+import pytest
+import torch
+from imagesets import private_cache, smooth_image, write_image  # noqa: F401 (fixtures)
+from PIL import Image
+
+from alexnet.data.images import IMAGE_SIZE, load_image, load_image_torchvision, resized_size
+from alexnet.errors import DataError
+
+
+def test_image_size_is_the_papers():
+    assert IMAGE_SIZE == 256
+
+
+@pytest.mark.parametrize("size, resized, box", [
+    ((400, 300), (341, 256), (42, 0)),   # landscape: 256·400/300 = 341.3 -> 341, (341-256)//2 = 42
+    ((300, 400), (256, 341), (0, 42)),   # portrait
+    ((256, 256), (256, 256), (0, 0)),    # already the paper's size: untouched
+    ((500, 500), (256, 256), (0, 0)),
+    ((1000, 257), (996, 256), (370, 0)),  # 256·1000/257 = 996.1
+])
+def test_shorter_side_to_256_then_centre_crop(tmp_path, size, resized, box):
+    path = write_image(tmp_path / "a.png", *size, seed=3, fmt="PNG")
+    assert resized_size(*size) == resized
+    # the direct computation: PIL's bilinear resize of the whole image, then plain slicing
+    expected = np.asarray(Image.open(path).convert("RGB").resize(resized, Image.BILINEAR))
+    left, top = box
+    expected = expected[top:top + 256, left:left + 256].transpose(2, 0, 1)
+    image = load_image(path)
+    assert image.dtype == torch.uint8 and image.shape == (3, 256, 256)
+    assert np.array_equal(image.numpy(), expected)
+
+
+def test_an_image_already_256_is_read_unchanged(tmp_path):
+    pixels = smooth_image(256, 256, seed=1)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    assert np.array_equal(load_image(tmp_path / "a.png").numpy(), pixels.transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "P", "LA", "RGBA", "I;16"])
+def test_every_mode_becomes_rgb(tmp_path, mode):
+    rgb = smooth_image(300, 280, seed=2)
+    if mode == "I;16":
+        image = Image.fromarray((rgb[..., 0].astype(np.uint16) * 257))
+    else:
+        image = Image.fromarray(rgb).convert(mode)
+    fmt = "JPEG" if mode in ("L", "CMYK") else "PNG"
+    path = tmp_path / f"a.{fmt.lower()}"
+    image.save(path, fmt)
+    out = load_image(path)
+    assert out.dtype == torch.uint8 and out.shape == (3, 256, 256)
+    if mode in ("L", "LA", "I;16"):
+        assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])
+    if mode == "I;16":  # 16-bit grey keeps its top 8 bits: value·257 >> 8 = value
+        expected = Image.fromarray(rgb[..., 0]).resize((300 * 256 // 280, 256), Image.BILINEAR)
+        left = (300 * 256 // 280 - 256) // 2
+        assert np.array_equal(out[0].numpy(), np.asarray(expected)[:, left:left + 256])
+
+
+def test_transparency_shows_white(tmp_path):
+    rgba = np.zeros((256, 256, 4), dtype=np.uint8)
+    rgba[..., 0] = 200  # red under a fully transparent left half
+    rgba[:, 128:, 3] = 255  # opaque right half
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    out = load_image(tmp_path / "a.png")
+    assert (out[:, :, :128] == 255).all()
+    assert (out[:, :, 128:] == torch.tensor([200, 0, 0], dtype=torch.uint8).view(3, 1, 1)).all()
+
+
+def test_torchvision_decoder_agrees_with_pil(tmp_path):
+    path = write_image(tmp_path / "a.jpg", 410, 290, seed=5)
+    pil, tv = load_image(path).float(), load_image_torchvision(path).float()
+    assert tv.shape == (3, 256, 256)
+    assert (pil - tv).abs().mean() < 1.5
+
+
+def _truncated(path):
+    write_image(path, 400, 300, seed=1)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _corrupt(path):
+    write_image(path, 400, 300, seed=1)
+    data = bytearray(path.read_bytes())
+    data[200:] = bytes(len(data) - 200)  # header intact, scan data zeroed out... and no end marker
+    path.write_bytes(bytes(data[:len(data) // 2]))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b""), "empty file (0 bytes), not an image"),
+    (lambda p: p.write_text("just some notes, not a picture\n"), "not an image file"),
+    (_truncated, "truncated or corrupt JPEG image"),
+    (_corrupt, "truncated or corrupt JPEG image"),
+])
+@pytest.mark.parametrize("load", [load_image, load_image_torchvision])
+def test_bad_files_give_one_line_naming_them(tmp_path, make, message, load):
+    path = tmp_path / "bad.jpg"
+    make(path)
+    with pytest.raises(DataError) as error:
+        load(path)
+    text = str(error.value)
+    assert text.startswith(f"{path}: ") and message in text
+    assert "\n" not in text
