@@ -17,6 +17,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except AlexNetError as error:
             raise _OneLine(str(error)) from None
+        except click.UsageError as error:
+            # click's usage errors span four lines; one is enough, with where to look.
+            where = f" (see {error.ctx.command_path} --help)" if error.ctx is not None else ""
+            raise _OneLine(error.format_message() + where) from None
 
 
 class _OneLine(click.ClickException):

@@ -25,14 +25,18 @@ def devices_options(func):
 
 
 def model_options(func):
-    """The variant and the paper's ablation switches."""
+    """The variant and the paper's ablation switches (the class count comes from the data
+    where there is data; see ``num_classes_option``)."""
     @click.option("--variant", type=click.Choice(VARIANTS), default="two-gpu", show_default=True,
                   help="two-gpu: the paper's net; one-gpu: the single-column comparison net of §3.2.")
     @click.option("--lrn/--no-lrn", default=True, show_default=True, help="Local response normalization (§3.3).")
     @click.option("--overlap/--no-overlap", default=True, show_default=True,
                   help="Overlapping 3x3/2 max-pooling (§3.4), or non-overlapping 2x2/2.")
-    @click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True)
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         return func(*args, **kwargs)
     return wrapper
+
+
+num_classes_option = click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True,
+                                  help="Classes of fc8.")

@@ -10,12 +10,13 @@ from ..devices import resolve_placement
 from ..model.spec import resolve
 from ..model.summary import format_summary, summarize
 from . import main
-from .options import devices_options, model_options
+from .options import devices_options, model_options, num_classes_option
 
 
 @main.command()
 @devices_options
 @model_options
+@num_classes_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON, for scripts.")
 def summary(devices, layout, variant, lrn, overlap, num_classes, as_json):
     """Print the layer table: per layer and per tower the output shape, parameters,

@@ -27,19 +27,26 @@ def split_decay(model: nn.Module) -> Tuple[list, list]:
 
 
 def paper_sgd(model: nn.Module, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4,
-              decay_biases: bool = False) -> torch.optim.SGD:
+              decay_biases: bool = False, bias_lr_mult: float = 1.0) -> torch.optim.SGD:
+    """SGD with the weights in one group and the biases in another (no decay by default;
+    Caffe's recipe also doubles the biases' learning rate: ``bias_lr_mult=2``)."""
     weights, biases = split_decay(model)
-    groups = [{"params": weights, "weight_decay": weight_decay},
-              {"params": biases, "weight_decay": weight_decay if decay_biases else 0.0}]
+    groups = [{"params": weights, "weight_decay": weight_decay, "lr_mult": 1.0},
+              {"params": biases, "weight_decay": weight_decay if decay_biases else 0.0,
+               "lr_mult": bias_lr_mult}]
+    for group in groups:
+        group["lr"] = lr * group["lr_mult"]
     return torch.optim.SGD(groups, lr=lr, momentum=momentum)
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
-    return float(optimizer.param_groups[0]["lr"])
+    """The base learning rate ε (a group's rate divided by its multiplier)."""
+    group = optimizer.param_groups[0]
+    return float(group["lr"]) / float(group.get("lr_mult", 1.0))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float, keep_velocity: bool = True) -> None:
-    """Change the learning rate; with ``keep_velocity`` the paper's v = -ε·b stays continuous."""
+    """Change the base learning rate; with ``keep_velocity`` the paper's v = -ε·b stays continuous."""
     old = current_lr(optimizer)
     if keep_velocity and old > 0 and lr > 0 and old != lr:
         scale = old / lr
@@ -49,7 +56,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float, keep_velocity: bool = Tr
                 if buf is not None:
                     buf.mul_(scale)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * float(group.get("lr_mult", 1.0))
 
 
 def parameters_of(optimizer: torch.optim.Optimizer) -> Iterable[torch.Tensor]:

@@ -1,0 +1,176 @@
+"""Top-1 and top-5 error: the centre crop, and the paper's ten-crop protocol (§4.1: four
+corner and centre patches and their mirrors; the network's softmax outputs averaged)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import make_loader
+from ..data.transforms import center_crops, ten_crops, train_crops
+from ..report import SILENT, Reporter
+from .step import autocast_context
+
+# FACTS §7: the paper's single-model results and two well-known ports, for comparison tables.
+PAPER_RESULTS = [
+    {"what": "paper, ILSVRC-2010 test, 1 CNN, 10 patches", "top1_error": 0.375, "top5_error": 0.170},
+    {"what": "paper, ILSVRC-2010 test, 1 CNN, single patch", "top1_error": 0.390, "top5_error": 0.183},
+    {"what": "paper, ILSVRC-2012 val, 1 CNN", "top1_error": 0.407, "top5_error": 0.182},
+    {"what": "Caffe bvlc_alexnet, ILSVRC-2012 val, centre crop", "top1_error": 0.429, "top5_error": 0.198},
+    {"what": "torchvision alexnet (single column), centre crop", "top1_error": 0.435, "top5_error": 0.209},
+]
+
+
+@dataclass
+class Preprocess:
+    """uint8 (B, 3, 256, 256) batches on the model's device -> the network's input.
+
+    Mean subtraction (and the colour noise in training) come from ``alexnet.data.transforms``;
+    ``divide_std`` divides by the per-channel pixel std as most ports do (not the paper's
+    input, kept for the trainability experiment); ``channels_last`` sets the memory format.
+    """
+
+    stats: object  # alexnet.data.DatasetStats, on the model's device
+    mean: str = "image"
+    divide_std: bool = False
+    channels_last: bool = False
+    pca: Optional[str] = None  # None: alexnet.data.transforms' default convention
+    pca_std: float = 0.1
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        if self.divide_std:
+            std = self.stats.covariance.diagonal().sqrt().to(x)
+            x = x / std.view(*([1] * (x.dim() - 3)), 3, 1, 1)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def train(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        kwargs = {"mean": self.mean, "pca_std": self.pca_std}
+        if self.pca is not None:
+            kwargs["pca"] = self.pca
+        return self._finish(train_crops(images, self.stats, generator, **kwargs))
+
+    def centre(self, images: torch.Tensor) -> torch.Tensor:
+        return self._finish(center_crops(images, self.stats, mean=self.mean))
+
+    def ten(self, images: torch.Tensor) -> torch.Tensor:
+        return self._finish(ten_crops(images, self.stats, mean=self.mean))  # (B, 10, 3, 224, 224)
+
+
+def average_softmax(model: nn.Module, crops: torch.Tensor, amp_dtype=None,
+                    channels_last: bool = False) -> torch.Tensor:
+    """(B, K, 3, H, W) crops -> (B, classes): the mean of the K crops' softmax probabilities."""
+    b, k = crops.shape[:2]
+    flat = crops.flatten(0, 1)
+    if channels_last:
+        flat = flat.contiguous(memory_format=torch.channels_last)
+    with autocast_context(model.devices, amp_dtype):
+        logits = model(flat)
+    return F.softmax(logits.float(), dim=1).view(b, k, -1).mean(dim=1)
+
+
+def topk_errors(probs: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Per-sample top-1 and top-5 misses (bool) for probabilities (B, C)."""
+    k = min(5, probs.shape[1])
+    top = probs.topk(k, dim=1).indices
+    hit5 = (top == labels[:, None]).any(dim=1)
+    return {"top1": top[:, 0] != labels, "top5": ~hit5}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, preprocess: Preprocess, *, batch_size: int = 128,
+             ten_crop: bool = False, amp_dtype=None, workers: Optional[int] = None,
+             reporter: Reporter = SILENT, desc: str = "eval") -> Dict:
+    """Top-1/top-5 error and loss over ``dataset`` (the model is left in eval mode)."""
+    model.eval()
+    device = model.devices[0]
+    loader = make_loader(dataset, batch_size, shuffle=False, workers=workers,
+                         pin_memory=device.type == "cuda")
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # images, top-1 misses, top-5 misses, loss
+    with reporter.bar(len(loader), desc) as bar:
+        for images, labels in loader:
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            crops = preprocess.ten(images) if ten_crop else preprocess.centre(images).unsqueeze(1)
+            probs = average_softmax(model, crops, amp_dtype, preprocess.channels_last)
+            misses = topk_errors(probs, labels)
+            nll = -torch.log(probs.gather(1, labels[:, None]).clamp_min(1e-12)).sum()
+            totals += torch.stack([torch.tensor(float(len(labels)), device=device, dtype=torch.float64),
+                                   misses["top1"].sum().double(), misses["top5"].sum().double(), nll.double()])
+            bar.update(1)
+    n, top1, top5, loss = totals.tolist()
+    if n == 0:
+        return {"images": 0, "top1_error": math.nan, "top5_error": math.nan, "loss": math.nan,
+                "protocol": "ten-crop" if ten_crop else "centre crop"}
+    return {"images": int(n), "top1_error": top1 / n, "top5_error": top5 / n, "loss": loss / n,
+            "protocol": "ten-crop" if ten_crop else "centre crop"}
+
+
+def format_results(results: Dict[str, Dict], include_paper: bool = True) -> str:
+    """A table of our errors beside the paper's (FACTS §7)."""
+    lines = [f"{'':<52} {'top-1 error':>12} {'top-5 error':>12}"]
+    for name, r in results.items():
+        lines.append(f"{name:<52} {100 * r['top1_error']:>11.2f}% {100 * r['top5_error']:>11.2f}%")
+    if include_paper:
+        lines.append("for comparison (ImageNet, 1000 classes):")
+        for r in PAPER_RESULTS:
+            lines.append(f"  {r['what']:<50} {100 * r['top1_error']:>11.1f}% {100 * r['top5_error']:>11.1f}%")
+    return "\n".join(lines)
+
+
+def preprocess_from_checkpoint(payload: Dict, device, channels_last: bool = False) -> Preprocess:
+    """The preprocessing a checkpoint's run trained with: its dataset statistics and mean mode."""
+    from .checkpoint import stats_from_checkpoint
+
+    recipe = payload.get("config", {}).get("recipe", {})
+    return Preprocess(stats=stats_from_checkpoint(payload).to(device), mean=recipe.get("mean", "image"),
+                      divide_std=recipe.get("input_divide_std", False), channels_last=channels_last)
+
+
+def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size: int = 64, ten_crop: bool = True,
+                        devices: str = "auto", layout=None, amp: str = "auto", channels_last: bool = False,
+                        workers=None, lrn_impl: str = "fast", out=None, reporter: Reporter = SILENT) -> Dict:
+    """Centre-crop (and ten-crop) errors of a checkpoint on a dataset split, saved as JSON."""
+    from pathlib import Path
+
+    from ..data import open_dataset, resolve_data_root
+    from ..devices import resolve_placement
+    from ..errors import CheckpointError
+    from .checkpoint import model_from_checkpoint, read_checkpoint
+    from .loop import resolve_amp
+    from .runs import CHECKPOINTS, write_json
+
+    payload = read_checkpoint(checkpoint)
+    placement = resolve_placement(devices, layout, payload["model_config"]["variant"])
+    amp_dtype = resolve_amp(amp, placement)
+    if data is None:
+        data = payload["config"].get("data_root") or payload["config"].get("data")
+    root = resolve_data_root(data)
+    dataset = open_dataset(root, split)
+    if list(dataset.classes) != list(payload["classes"]):
+        raise CheckpointError(f"{payload['path']}: trained on {len(payload['classes'])} classes, but {root} "
+                              f"({split}) has {len(dataset.classes)} (or in another order)")
+    model = model_from_checkpoint(payload, placement.layout, placement.devices, lrn_impl)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    preprocess = preprocess_from_checkpoint(payload, placement.primary, channels_last)
+    kwargs = dict(batch_size=batch_size, amp_dtype=amp_dtype, workers=workers, reporter=reporter)
+    results = [evaluate(model, dataset, preprocess, desc="centre crop", **kwargs)]
+    if ten_crop:
+        results.append(evaluate(model, dataset, preprocess, ten_crop=True, desc="ten crops", **kwargs))
+    path = Path(payload["path"])
+    if out is None:
+        run = path.parent.parent if path.parent.name == CHECKPOINTS else None
+        out = run / "eval.json" if run is not None else path.with_name(path.name + ".eval.json")
+    summary = {"checkpoint": str(path), "dataset": str(root), "split": split, "classes": list(dataset.classes),
+               "placement": placement.as_dict(), "progress": payload.get("progress", {}),
+               "results": results, "paper": PAPER_RESULTS}
+    write_json(out, summary)
+    summary["saved_to"] = str(out)
+    return summary

@@ -1,0 +1,167 @@
+"""Training recipes as data: the paper's (§5), Caffe's, and a short one for the built-in dataset.
+
+A recipe is a plain dataclass; the CLI overrides it field by field, and the run folder records
+the fully resolved one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Dict
+
+from ..errors import ConfigError
+from ..data.transforms import DEFAULT_PCA, MEANS, PCA_CONVENTIONS
+from ..model.init import INIT_PRESETS
+
+SCHEDULES = ("plateau", "step")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str = ""
+    # §5: SGD, batch 128, momentum 0.9, weight decay 5e-4 (not on biases, as in the authors' code)
+    epochs: int = 90
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    decay_biases: bool = False
+    bias_lr_mult: float = 1.0
+    # §5: "divide the learning rate by 10 when the validation error rate stopped improving";
+    # "reduced three times prior to termination". "step" divides every `step_epochs` instead.
+    schedule: str = "plateau"
+    lr_drop_factor: float = 0.1
+    max_lr_drops: int = 3
+    plateau_patience: int = 1  # epochs without a new best validation error before a drop
+    step_epochs: int = 20
+    # §5 initialization; §4.2 dropout in fc6 and fc7
+    init: str = "paper"
+    dropout: float = 0.5
+    # §2, §4.1: mean subtraction and fancy-PCA colour noise (see alexnet.data.transforms)
+    mean: str = "image"
+    pca: str = DEFAULT_PCA  # "sqrt-lambda" (cuda-convnet) or "lambda" (the paper's formula); "none"
+    pca_std: float = 0.1
+    input_divide_std: bool = False  # divide inputs by the pixel std, as most ports do (not the paper)
+    seed: int = 0
+
+    def replace(self, **changes) -> "Recipe":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
+        return validate(dataclasses.replace(self, **changes))
+
+    def as_dict(self) -> Dict:
+        return dataclasses.asdict(self)
+
+
+PAPER = Recipe(
+    name="paper",
+    description="§5 of the paper: batch 128, lr 0.01 divided by 10 when validation error stops improving "
+                "(three times), momentum 0.9, weight decay 5e-4, 90 epochs, paper initialization",
+)
+
+CAFFE = Recipe(
+    name="caffe",
+    description="Caffe's bvlc_alexnet solver: batch 256, lr 0.01 divided by 10 every 20 epochs "
+                "(100,000 iterations), 90 epochs, biases at twice the learning rate, Caffe initialization",
+    batch_size=256,
+    schedule="step",
+    step_epochs=20,
+    max_lr_drops=4,
+    bias_lr_mult=2.0,
+    init="caffe",
+)
+
+# The built-in dataset's short schedule: a few minutes on a 2-core CPU (see docs/training.md).
+BUILTIN = Recipe(
+    name="builtin",
+    description="a short schedule for the built-in dataset: a few minutes on a 2-core CPU, "
+                "otherwise the paper's recipe",
+    epochs=4,
+    batch_size=32,
+    schedule="step",
+    step_epochs=3,
+    max_lr_drops=1,
+)
+
+PRESETS: Dict[str, Recipe] = {r.name: r for r in (PAPER, CAFFE, BUILTIN)}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}; got {name!r}") from None
+
+
+def validate(recipe: Recipe) -> Recipe:
+    """One clear line for an impossible value, naming the option."""
+    checks = [
+        (recipe.epochs >= 1, f"--epochs must be at least 1; got {recipe.epochs}"),
+        (recipe.batch_size >= 1, f"--batch-size must be at least 1; got {recipe.batch_size}"),
+        (recipe.lr > 0, f"--lr must be positive; got {recipe.lr}"),
+        (0 <= recipe.momentum < 1, f"--momentum must be in [0, 1); got {recipe.momentum}"),
+        (recipe.weight_decay >= 0, f"--wd must be non-negative; got {recipe.weight_decay}"),
+        (recipe.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}; got {recipe.schedule!r}"),
+        (0 < recipe.lr_drop_factor < 1, f"--lr-drop-factor must be in (0, 1); got {recipe.lr_drop_factor}"),
+        (recipe.max_lr_drops >= 0, f"--max-lr-drops must be non-negative; got {recipe.max_lr_drops}"),
+        (recipe.plateau_patience >= 1, f"--patience must be at least 1; got {recipe.plateau_patience}"),
+        (recipe.step_epochs >= 1, f"--step-epochs must be at least 1; got {recipe.step_epochs}"),
+        (recipe.init in INIT_PRESETS, f"--init must be one of {', '.join(INIT_PRESETS)}; got {recipe.init!r}"),
+        (0 <= recipe.dropout < 1, f"--dropout must be in [0, 1); got {recipe.dropout}"),
+        (recipe.mean in MEANS, f"--mean must be one of {', '.join(MEANS)}; got {recipe.mean!r}"),
+        (recipe.pca in PCA_CONVENTIONS, f"--pca must be one of {', '.join(PCA_CONVENTIONS)}; got {recipe.pca!r}"),
+        (recipe.pca_std >= 0, f"--pca-std must be non-negative; got {recipe.pca_std}"),
+        (recipe.bias_lr_mult > 0, f"bias_lr_mult must be positive; got {recipe.bias_lr_mult}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return recipe
+
+
+class LRSchedule:
+    """The learning-rate schedule of a recipe, with its state saved in checkpoints.
+
+    plateau: after each epoch's validation, a new best top-1 error resets the count; after
+    ``plateau_patience`` epochs without one, divide by 1/``lr_drop_factor`` (at most
+    ``max_lr_drops`` times). step: divide every ``step_epochs`` epochs.
+    """
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.lr = recipe.lr
+        self.drops = 0
+        self.best_error = float("inf")
+        self.epochs_since_best = 0
+
+    def after_epoch(self, epoch: int, val_error: float) -> bool:
+        """Update after epoch ``epoch`` (0-based) finished; True if the rate was divided."""
+        r = self.recipe
+        if val_error < self.best_error:
+            self.best_error, self.epochs_since_best = val_error, 0
+        else:
+            self.epochs_since_best += 1
+        if self.drops >= r.max_lr_drops:
+            return False
+        if r.schedule == "plateau":
+            drop = self.epochs_since_best >= r.plateau_patience
+        else:
+            drop = (epoch + 1) % r.step_epochs == 0
+        if drop:
+            self.lr *= r.lr_drop_factor
+            self.drops += 1
+            self.epochs_since_best = 0
+        return drop
+
+    def state_dict(self) -> Dict:
+        return {"lr": self.lr, "drops": self.drops, "best_error": self.best_error,
+                "epochs_since_best": self.epochs_since_best}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.lr = float(state["lr"])
+        self.drops = int(state["drops"])
+        self.best_error = float(state["best_error"])
+        self.epochs_since_best = int(state["epochs_since_best"])

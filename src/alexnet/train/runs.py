@@ -1,0 +1,211 @@
+"""A run is a folder: configuration, class names, dataset statistics, metrics (one JSON record
+per line), checkpoints and a PNG of the curves. Every file is written atomically (a temporary
+file in the same folder, then a rename), so an interrupted write never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Union
+
+from ..errors import CheckpointError, ConfigError
+
+CONFIG = "config.json"
+CLASSES = "classes.json"
+METRICS = "metrics.jsonl"
+CURVES = "curves.png"
+CHECKPOINTS = "checkpoints"
+LAST = "last.pt"
+BEST = "best.pt"
+STATS_DIR = "stats"
+
+
+def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename it over ``path``; the old file survives a failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path: Union[str, Path], data) -> Path:
+    def write(tmp):
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=2, default=_json_default)
+            handle.write("\n")
+    return atomic_write(path, write)
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class RunFolder:
+    """The files of one training run."""
+
+    def __init__(self, path: Union[str, Path]):
+        self.path = Path(path)
+
+    # -- layout -----------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def curves_path(self) -> Path:
+        return self.path / CURVES
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.path / CHECKPOINTS / LAST
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.path / CHECKPOINTS / BEST
+
+    @property
+    def stats_dir(self) -> Path:
+        return self.path / STATS_DIR
+
+    def holds_run(self) -> bool:
+        return self.config_path.exists() or self.last_checkpoint.exists() or self.metrics_path.exists()
+
+    # -- creating and reopening ---------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Union[str, Path], overwrite: bool = False) -> "RunFolder":
+        run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise ConfigError(f"--out {run.path}: exists and is not a folder")
+        if run.holds_run():
+            if not overwrite:
+                raise ConfigError(f"--out {run.path} already holds a run; use --resume {run.path} to continue it "
+                                  f"or --overwrite to start again")
+            # Start again: old metrics and checkpoints go; nothing outside the run's own files is touched.
+            for name in (METRICS, CURVES, CONFIG, CLASSES):
+                (run.path / name).unlink(missing_ok=True)
+            for name in (LAST, BEST):
+                (run.path / CHECKPOINTS / name).unlink(missing_ok=True)
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @classmethod
+    def open(cls, path: Union[str, Path]) -> "RunFolder":
+        run = cls(path)
+        if not run.path.is_dir():
+            raise CheckpointError(f"--resume {run.path}: no such run folder")
+        if not run.last_checkpoint.exists():
+            raise CheckpointError(f"--resume {run.path}: no checkpoint in it ({CHECKPOINTS}/{LAST} is missing)")
+        return run
+
+    # -- records ------------------------------------------------------------------------------
+    def write_config(self, config: Dict) -> None:
+        write_json(self.config_path, config)
+
+    def read_config(self) -> Dict:
+        try:
+            return json.loads(self.config_path.read_text())
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{self.config_path}: unreadable ({error})") from None
+
+    def write_classes(self, classes: List[str]) -> None:
+        write_json(self.path / CLASSES, list(classes))
+
+    def append_metrics(self, record: Dict) -> None:
+        """One JSON object per line; flushed and synced so a crash loses at most this line."""
+        line = json.dumps(record, default=_json_default)
+        with open(self.metrics_path, "a") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read_metrics(self) -> List[Dict]:
+        if not self.metrics_path.exists():
+            return []
+        records = []
+        for line in self.metrics_path.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a crash
+        return records
+
+    def truncate_metrics_after(self, step: int) -> None:
+        """On resume: drop records written after the checkpoint's step, so nothing is counted twice."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        def write(tmp):
+            with open(tmp, "w") as handle:
+                for r in kept:
+                    handle.write(json.dumps(r, default=_json_default) + "\n")
+        atomic_write(self.metrics_path, write)
+
+
+def plot_curves(records: Iterable[Dict], path: Union[str, Path], title: Optional[str] = None) -> Path:
+    """Training loss and error per logged step, validation top-1/top-5 error per epoch, and the
+    learning rate, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = list(records)
+    steps = [r for r in records if r.get("kind") == "step"]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax_loss, ax_err, ax_lr = axes
+    if steps:
+        x = [r["images"] for r in steps]
+        ax_loss.plot(x, [r["loss"] for r in steps], label="train loss", color="tab:blue", lw=1)
+        ax_err.plot(x, [100 * r["error"] for r in steps], label="train top-1 (batches)", color="tab:blue",
+                    lw=1, alpha=0.6)
+        ax_lr.plot(x, [r["lr"] for r in steps], color="tab:green")
+    if epochs:
+        x = [r["images"] for r in epochs]
+        if all("val_loss" in r for r in epochs):
+            ax_loss.plot(x, [r["val_loss"] for r in epochs], "o-", label="val loss", color="tab:orange")
+        ax_err.plot(x, [100 * r["val_top1_error"] for r in epochs], "o-", label="val top-1", color="tab:orange")
+        ax_err.plot(x, [100 * r["val_top5_error"] for r in epochs], "s--", label="val top-5", color="tab:red")
+    chance = next((r.get("chance_loss") for r in records if r.get("chance_loss")), None)
+    if chance:
+        ax_loss.axhline(chance, color="grey", ls=":", lw=1, label=f"chance (ln {round(math.exp(chance))})")
+    ax_loss.set(xlabel="training images seen", ylabel="cross-entropy", title="loss")
+    ax_err.set(xlabel="training images seen", ylabel="error (%)", title="error", ylim=(0, 100))
+    ax_lr.set(xlabel="training images seen", ylabel="learning rate", title="learning rate", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    ax_loss.legend()
+    ax_err.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+
+    def write(tmp):
+        fig.savefig(tmp, dpi=100, format="png")
+    try:
+        return atomic_write(path, write)
+    finally:
+        plt.close(fig)

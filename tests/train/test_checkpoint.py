@@ -1,0 +1,113 @@
+"""Checkpoints: layout-independent, atomic, and loaded without unpickling arbitrary objects."""
+
+import os
+
+import pytest
+import torch
+
+from alexnet import build_model
+from alexnet.errors import CheckpointError
+from alexnet.train.checkpoint import (load_model, load_momentum_buffers, momentum_buffers, read_checkpoint,
+                                      save_checkpoint)
+from alexnet.train.optim import paper_sgd
+
+CLASSES = [f"class{i}" for i in range(10)]
+
+
+def _small(layout="grouped", devices=("cpu",), seed=0):
+    return build_model(layout=layout, devices=list(devices), num_classes=10, seed=seed, dropout=0.0)
+
+
+def _one_step(model, optimizer):
+    x = torch.rand(2, 3, 224, 224) * 255 - 120
+    optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), torch.tensor([1, 2])).backward()
+    optimizer.step()
+
+
+def test_towers_checkpoint_loads_into_the_grouped_net_with_the_same_outputs(tmp_path):
+    towers = _small("towers", ("cpu", "cpu"))
+    optimizer = paper_sgd(towers)
+    _one_step(towers, optimizer)
+    path = save_checkpoint(tmp_path / "c.pt", model=towers, classes=CLASSES, optimizer=optimizer,
+                           progress={"epoch": 1, "step": 1})
+    grouped = load_model(path)
+    assert grouped.layout == "grouped" and grouped.classes == CLASSES and not grouped.training
+    towers.eval()
+    x = torch.rand(2, 3, 224, 224) * 255 - 120
+    torch.testing.assert_close(grouped(x), towers(x), rtol=1e-5, atol=1e-5)
+    back = load_model(path, layout="towers", devices=["cpu", "cpu"])
+    torch.testing.assert_close(back(x), towers(x), rtol=0, atol=0)
+
+
+def test_momentum_buffers_are_canonical_and_move_between_layouts(tmp_path):
+    towers = _small("towers", ("cpu", "cpu"))
+    opt_t = paper_sgd(towers)
+    _one_step(towers, opt_t)
+    canonical = momentum_buffers(towers, opt_t)
+    assert canonical["conv2.weight"].shape == (256, 48, 5, 5)
+    torch.testing.assert_close(canonical["conv2.weight"][128:], opt_t.state[towers.towers[1].conv2.weight]["momentum_buffer"])
+    grouped = _small()
+    opt_g = paper_sgd(grouped)
+    load_momentum_buffers(grouped, opt_g, canonical)
+    torch.testing.assert_close(opt_g.state[grouped.conv2.weight]["momentum_buffer"], canonical["conv2.weight"])
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch EVIL_RAN",))
+
+
+def test_loading_never_unpickles_arbitrary_objects(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "alexnet-checkpoint", "version": 1, "payload": _Evil()}, path)
+    with pytest.raises(CheckpointError, match="evil.pt: not a readable alexnet checkpoint"):
+        read_checkpoint(path)
+    assert not (tmp_path / "EVIL_RAN").exists()
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: None, "no such checkpoint file or run folder"),
+    (lambda p: p.write_bytes(b""), "not a readable alexnet checkpoint"),
+    (lambda p: p.write_bytes(os.urandom(200)), "not a readable alexnet checkpoint"),
+    (lambda p: torch.save({"weights": torch.zeros(2)}, p), "not an alexnet checkpoint"),
+])
+def test_bad_checkpoints_get_one_line(tmp_path, make, message):
+    path = tmp_path / "c.pt"
+    make(path)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_model(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_run_folder_without_a_checkpoint_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="a folder without checkpoints/last.pt"):
+        read_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_of_another_class_count_or_variant_is_refused(tmp_path):
+    from alexnet.train.checkpoint import load_weights
+
+    path = save_checkpoint(tmp_path / "c.pt", model=_small(), classes=CLASSES)
+    payload = read_checkpoint(path)
+    with pytest.raises(CheckpointError, match="num_classes=10 but the model has num_classes=1000"):
+        load_weights(build_model(devices=["meta"], init=None), payload)
+    with pytest.raises(CheckpointError, match="variant='two-gpu' but the model has variant='one-gpu'"):
+        load_weights(build_model("one-gpu", devices=["meta"], init=None, num_classes=10), payload)
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "c.pt", model=_small(), classes=CLASSES)
+    before = path.read_bytes()
+
+    def broken(obj, f, *args, **kwargs):
+        with open(f, "wb") as handle:
+            handle.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model=_small(seed=1), classes=CLASSES)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]

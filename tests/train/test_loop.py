@@ -1,0 +1,219 @@
+"""The training loop, resume, evaluation and the train/eval/predict commands, on a tiny dataset."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from alexnet import build_model
+from alexnet.cli import main
+from alexnet.data import generate_builtin, load_or_compute_stats, open_dataset
+from alexnet.errors import ConfigError, TrainingError
+from alexnet.train import loop as loop_module
+from alexnet.train.checkpoint import read_checkpoint
+from alexnet.train.evaluate import Preprocess, evaluate
+from alexnet.train.loop import Interrupted, TrainConfig, config_for_resume, train
+from alexnet.train.optim import paper_sgd
+from alexnet.train.recipe import get_recipe
+from alexnet.train.step import train_step
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The built-in generator at 2 training and 1 validation image per class (10 classes)."""
+    root = generate_builtin(tmp_path_factory.mktemp("data") / "tiny", train_per_class=2, val_per_class=1, workers=0)
+    load_or_compute_stats(root, workers=0, progress=False)
+    return root
+
+
+def _config(tiny, out, **changes):
+    recipe = get_recipe("builtin").replace(**{"epochs": 2, "batch_size": 4, **changes.pop("recipe", {})})
+    settings = dict(data=str(tiny), out=str(out), devices="cpu", workers=0, log_every=1, ten_crop=False)
+    return TrainConfig(recipe=recipe, **{**settings, **changes})
+
+
+def _weights(run):
+    return read_checkpoint(run)["model"]
+
+
+def _fixed_batch(tiny, n=8):
+    dataset = open_dataset(tiny, "train")
+    stats = load_or_compute_stats(tiny, workers=0, progress=False)
+    images = torch.stack([dataset[i][0] for i in range(n)])
+    labels = torch.tensor([dataset[i][1] for i in range(n)])
+    return Preprocess(stats).centre(images), labels
+
+
+def test_steps_lower_the_loss_on_a_fixed_batch_and_layouts_stay_equal(tiny):
+    x, labels = _fixed_batch(tiny)
+    models = {layout: build_model(layout=layout, devices=["cpu"] if layout == "grouped" else ["cpu", "cpu"],
+                                  num_classes=10, seed=3, dropout=0.0) for layout in ("grouped", "towers")}
+    losses = {}
+    for layout, model in models.items():
+        optimizer = paper_sgd(model, lr=0.001)
+        losses[layout] = [train_step(model, x, labels, optimizer).item() for _ in range(6)]
+    for layout, curve in losses.items():
+        assert curve[-1] < curve[0], (layout, curve)
+    assert losses["towers"] == pytest.approx(losses["grouped"], rel=1e-3)
+    grouped, towers = models["grouped"].state_dict(), models["towers"].state_dict()
+    for key in grouped:
+        torch.testing.assert_close(towers[key], grouped[key], rtol=1e-3, atol=1e-5, msg=key)
+
+
+def test_a_run_folder_holds_everything(tiny, tmp_path):
+    summary = train(_config(tiny, tmp_path / "run", ten_crop=True))
+    run = tmp_path / "run"
+    for name in ("config.json", "classes.json", "metrics.jsonl", "curves.png", "summary.json",
+                 "checkpoints/last.pt", "checkpoints/best.pt", "stats/stats.json", "stats/mean_image.npy"):
+        assert (run / name).exists(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["recipe"]["batch_size"] == 4 and config["placement"] == {"layout": "grouped", "devices": ["cpu"]}
+    assert json.loads((run / "classes.json").read_text())[:3] == ["bar", "checkerboard", "circle"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "step"] == list(range(1, 11))
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
+    assert records[-1]["kind"] == "final"
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["steps"] == 10 and "final_ten_crop" in summary
+
+
+def test_resume_after_an_interruption_reproduces_the_run_exactly(tiny, tmp_path):
+    train(_config(tiny, tmp_path / "whole"))
+    with pytest.raises(Interrupted, match="--resume"):
+        train(_config(tiny, tmp_path / "cut", max_steps=7))  # mid-way through epoch 2
+    assert read_checkpoint(tmp_path / "cut")["progress"] == {"epoch": 1, "batch": 2, "step": 7, "images": 28}
+    train(config_for_resume(str(tmp_path / "cut"), max_steps=None), resume=str(tmp_path / "cut"))
+    whole, cut = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    for key in whole:
+        assert torch.equal(whole[key], cut[key]), key
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "step"]
+    assert steps == list(range(1, 11))  # nothing recorded twice
+
+
+def test_resume_on_another_layout_continues_closely(tiny, tmp_path):
+    no_dropout = {"recipe": {"dropout": 0.0}}
+    train(_config(tiny, tmp_path / "whole", **no_dropout))
+    with pytest.raises(Interrupted):
+        train(_config(tiny, tmp_path / "cut", max_steps=7, **no_dropout))
+    train(config_for_resume(str(tmp_path / "cut"), devices="cpu,cpu", max_steps=None), resume=str(tmp_path / "cut"))
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["placement"]["layout"] == "towers"
+    whole, cut = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    for key in whole:
+        torch.testing.assert_close(cut[key], whole[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
+    train(_config(tiny, tmp_path / "run", recipe={"epochs": 1}))
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    real_step = loop_module.train_step
+
+    def poisoned(*args, **kwargs):
+        loss, logits = real_step(*args, **kwargs)
+        return loss * float("nan"), logits
+
+    monkeypatch.setattr(loop_module, "train_step", poisoned)
+    with pytest.raises(TrainingError, match=r"the loss became nan by step 6 \(epoch 2\); stopped without saving"):
+        train(config_for_resume(str(tmp_path / "run"), epochs=2), resume=str(tmp_path / "run"))
+    assert last.read_bytes() == before
+
+
+def test_ten_crop_evaluation_matches_a_direct_computation(tiny):
+    """§4.1: the four corner patches, the centre patch and their mirrors; softmax averaged."""
+    dataset = open_dataset(tiny, "val")
+    stats = load_or_compute_stats(tiny, workers=0, progress=False)
+    model = build_model(num_classes=10, seed=4).eval()
+    result = evaluate(model, dataset, Preprocess(stats), batch_size=3, ten_crop=True, workers=0)
+    misses1 = misses5 = 0
+    nll = 0.0
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            image, label = dataset[i]
+            centred = image.float() - stats.mean_image  # the mean image, subtracted before cropping
+            patches = []
+            for top, left in ((0, 0), (0, 32), (32, 0), (32, 32), (16, 16)):
+                patch = centred[:, top:top + 224, left:left + 224]
+                patches += [patch, patch.flip(-1)]
+            probs = torch.stack([torch.softmax(model(p[None]), 1)[0] for p in patches]).mean(0)
+            ranked = probs.argsort(descending=True).tolist()
+            misses1 += ranked[0] != label
+            misses5 += label not in ranked[:5]
+            nll -= torch.log(probs[label]).item()
+    assert result["images"] == len(dataset) == 10
+    assert result["top1_error"] == pytest.approx(misses1 / 10)
+    assert result["top5_error"] == pytest.approx(misses5 / 10)
+    assert result["loss"] == pytest.approx(nll / 10, rel=1e-4)
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_train_refuses_a_folder_that_holds_a_run(tiny, tmp_path):
+    train(_config(tiny, tmp_path / "run", recipe={"epochs": 1}))
+    config_before = (tmp_path / "run" / "config.json").read_bytes()
+    result = run_cli("train", "--data", tiny, "--out", tmp_path / "run", "--devices", "cpu", "-q")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Error: --out {tmp_path / 'run'} already holds a run; use --resume {tmp_path / 'run'} to continue it "
+        f"or --overwrite to start again"]
+    assert (tmp_path / "run" / "config.json").read_bytes() == config_before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs"], "Option '--epochs' requires an argument."),
+    (["-b", "0"], "0 is not in the range x>=1"),
+    (["--lr", "-0.1"], "--lr must be positive; got -0.1"),
+    (["--devices", "0,1"], "cuda:0 requested but"),
+    (["--amp", "bf16", "--devices", "cpu"], "--amp bf16 needs every device to be a GPU"),
+    (["--resume", "nowhere"], "--resume nowhere: no such run folder"),
+])
+def test_impossible_train_options_get_one_line(tiny, tmp_path, args, message):
+    result = run_cli("train", "--data", tiny, "--out", tmp_path / "new", "-q", *args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.output
+    assert not (tmp_path / "new" / "config.json").exists()
+
+
+def test_eval_and_predict_commands(tiny, tmp_path):
+    train(_config(tiny, tmp_path / "run", recipe={"epochs": 1}))
+    result = run_cli("eval", tmp_path / "run", "--devices", "cpu", "-b", "5", "-j", "0", "-q")
+    assert result.exit_code == 0, result.output
+    assert "centre crop" in result.output and "ten-crop" in result.output and "37.5" in result.output
+    saved = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert [r["protocol"] for r in saved["results"]] == ["centre crop", "ten-crop"]
+    image = next((tiny / "val" / "star").iterdir())
+    result = run_cli("predict", tmp_path / "run" / "checkpoints" / "last.pt", image, "--devices", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    (prediction,) = json.loads(result.output)
+    assert len(prediction["predictions"]) == 5
+    assert {p["class"] for p in prediction["predictions"]} <= set(open_dataset(tiny, "train").classes)
+    assert sum(p["probability"] for p in prediction["predictions"]) <= 1.0 + 1e-6
+
+
+def test_eval_refuses_a_dataset_with_other_classes(tiny, tmp_path):
+    train(_config(tiny, tmp_path / "run", recipe={"epochs": 1}))
+    other = generate_builtin(tmp_path / "other", train_per_class=1, val_per_class=1, workers=0)
+    for folder in ("train", "val"):
+        for extra in sorted((other / folder).iterdir())[5:]:
+            for f in extra.iterdir():
+                f.unlink()
+            extra.rmdir()
+    result = run_cli("eval", tmp_path / "run", "--data", other, "--devices", "cpu", "-q")
+    assert result.exit_code == 2
+    assert "trained on 10 classes, but" in result.output and "has 5" in result.output
+    result = run_cli("eval", tmp_path / "missing.pt", "--devices", "cpu")
+    assert result.output.strip() == f"Error: {tmp_path / 'missing.pt'}: no such checkpoint file or run folder"
+
+
+def test_bad_log_every(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="--log-every"):
+        train(_config(tiny, tmp_path / "run", log_every=0))

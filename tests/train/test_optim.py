@@ -1,0 +1,99 @@
+"""The optimizer and schedule against the paper's update rule and §5's schedule."""
+
+import pytest
+import torch
+from torch import nn
+
+from alexnet.errors import ConfigError
+from alexnet.train.optim import current_lr, paper_sgd, set_lr
+from alexnet.train.recipe import PRESETS, LRSchedule, get_recipe
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+
+def _loss(model, x):
+    return (model.fc(x) ** 2).sum()
+
+
+def test_sgd_follows_the_papers_update_across_a_learning_rate_drop():
+    """§5: v <- 0.9 v - 0.0005 ε w - ε ∂L/∂w; w <- w + v, no decay on biases, ε divided by 10
+    at step 5. Computed directly beside torch's SGD with set_lr."""
+    torch.manual_seed(0)
+    model = Tiny()
+    w, b = model.fc.weight.detach().clone(), model.fc.bias.detach().clone()
+    vw, vb = torch.zeros_like(w), torch.zeros_like(b)
+    optimizer = paper_sgd(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    xs = [torch.randn(4, 3) for _ in range(10)]
+    eps = 0.01
+    for step, x in enumerate(xs):
+        if step == 5:
+            eps = 0.001
+            set_lr(optimizer, eps)
+        # direct: gradients of the same loss at the current direct weights
+        wd, bd = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        ((x @ wd.T + bd) ** 2).sum().backward()
+        vw = 0.9 * vw - 0.0005 * eps * w - eps * wd.grad
+        vb = 0.9 * vb - eps * bd.grad
+        w, b = w + vw, b + vb
+        optimizer.zero_grad()
+        _loss(model, x).backward()
+        optimizer.step()
+    torch.testing.assert_close(model.fc.weight.detach(), w, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(model.fc.bias.detach(), b, rtol=1e-5, atol=1e-7)
+    assert current_lr(optimizer) == pytest.approx(0.001)
+
+
+def test_weight_decay_skips_biases_and_caffe_doubles_their_rate():
+    model = Tiny()
+    groups = paper_sgd(model).param_groups
+    assert [g["weight_decay"] for g in groups] == [5e-4, 0.0]
+    assert groups[0]["params"][0] is model.fc.weight and groups[1]["params"][0] is model.fc.bias
+    caffe = paper_sgd(model, lr=0.01, bias_lr_mult=2.0)
+    assert [g["lr"] for g in caffe.param_groups] == [0.01, 0.02]
+    set_lr(caffe, 0.001)
+    assert [g["lr"] for g in caffe.param_groups] == pytest.approx([0.001, 0.002])
+    assert current_lr(caffe) == pytest.approx(0.001)
+
+
+def test_plateau_schedule_divides_by_ten_when_validation_stops_improving_three_times_at_most():
+    schedule = LRSchedule(get_recipe("paper"))
+    errors = [0.9, 0.8, 0.8, 0.7, 0.75, 0.6, 0.6, 0.6, 0.6, 0.6]
+    drops = [schedule.after_epoch(e, err) for e, err in enumerate(errors)]
+    assert drops == [False, False, True, False, True, False, True, False, False, False]
+    assert schedule.lr == pytest.approx(1e-5)
+    assert schedule.drops == 3
+
+
+def test_step_schedule_and_state_round_trip():
+    schedule = LRSchedule(get_recipe("caffe"))
+    drops = [schedule.after_epoch(e, 0.5) for e in range(90)]
+    assert [e + 1 for e, d in enumerate(drops) if d] == [20, 40, 60, 80]
+    other = LRSchedule(get_recipe("caffe"))
+    other.load_state_dict(schedule.state_dict())
+    assert other.state_dict() == schedule.state_dict()
+
+
+def test_paper_preset_is_the_papers_recipe():
+    r = PRESETS["paper"]
+    assert (r.batch_size, r.lr, r.momentum, r.weight_decay, r.epochs, r.max_lr_drops, r.dropout, r.init) == \
+        (128, 0.01, 0.9, 5e-4, 90, 3, 0.5, "paper")
+    assert r.schedule == "plateau" and not r.decay_biases
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("batch_size", 0, "--batch-size must be at least 1; got 0"),
+    ("lr", -0.1, "--lr must be positive; got -0.1"),
+    ("epochs", 0, "--epochs must be at least 1"),
+    ("momentum", 1.5, "--momentum"),
+    ("dropout", 1.0, "--dropout"),
+    ("init", "xavier", "--init must be one of"),
+])
+def test_impossible_values_are_named(field, value, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        get_recipe("paper").replace(**{field: value})
+    with pytest.raises(ConfigError, match="unknown recipe field"):
+        get_recipe("paper").replace(learning_rate=0.1)
