@@ -1,0 +1,247 @@
+"""alexnet bench: what it plans, what it reports as not run, the JSON it writes, the CLI.
+
+Tiny settings throughout (batch 1-2, one timed step): these tests check the benchmark's
+logic and output, never its timings.
+"""
+
+import json
+import sys
+import types
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from alexnet.cli import main
+from alexnet.experiments import bench
+from alexnet.experiments.bench import Settings, parse_devices, plan, run_benchmark, why_not_run
+from alexnet.experiments.bench_report import format_report
+
+CPU = torch.device("cpu")
+CUDA0, CUDA1 = torch.device("cuda", 0), torch.device("cuda", 1)
+
+
+def fake_gpus(monkeypatch, count):
+    """Pretend ``count`` CUDA devices are visible (planning only: nothing runs on them)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def tiny(**overrides):
+    values = dict(devices="cpu,cpu", batch_sizes=(2,), warmup=1, steps=1, repeats=2, lrn_batch=1,
+                  lrn_repeats=1, profile_steps=1, matmul_size=64)
+    values.update(overrides)
+    return Settings(**values)
+
+
+# -- planning and "not run" ------------------------------------------------------------------
+
+@pytest.mark.parametrize("count,reason", [
+    (0, "needs cuda:0 and cuda:1; no CUDA device is visible"),
+    (1, "needs cuda:0 and cuda:1; 1 CUDA device is visible"),
+])
+def test_auto_lists_the_two_gpu_towers_and_reports_them_not_run(monkeypatch, count, reason):
+    fake_gpus(monkeypatch, count)
+    towers, single = parse_devices("auto")
+    assert towers[0] == (CUDA0, CUDA1)
+    assert single == (CUDA0 if count else CPU)
+    assert towers[1] == (single, single)  # the towers still run, both on the best device
+    cases = plan(Settings(devices="auto").resolved(gpu=count > 0))
+    two_gpu = [c for c in cases if c.setup.devices == (CUDA0, CUDA1)]
+    assert two_gpu and all(why_not_run(c) == reason for c in two_gpu)
+    assert all(why_not_run(c) is None for c in cases if c.setup.devices[0] == CPU)
+
+
+def test_with_two_gpus_auto_plans_the_paper_setup(monkeypatch):
+    fake_gpus(monkeypatch, 2)
+    towers, single = parse_devices("auto")
+    assert towers == [(CUDA0, CUDA1)] and single == CUDA0
+    settings = Settings(devices="auto").resolved(gpu=True)
+    assert settings.precisions == ("fp32", "bf16")
+    assert all(why_not_run(c) is None for c in plan(settings) if c.precision != "fp16")
+
+
+def test_named_devices(monkeypatch):
+    fake_gpus(monkeypatch, 0)
+    assert parse_devices("cpu") == ([(CPU, CPU)], CPU)
+    assert parse_devices("cpu,cpu") == ([(CPU, CPU)], CPU)
+    assert parse_devices("0,1") == ([(CUDA0, CUDA1)], CUDA0)
+    assert parse_devices("0,cpu") == ([(CUDA0, CPU)], CUDA0)
+    for bad in ("cpu,cpu,cpu", "tpu", "cpu,"):
+        with pytest.raises(bench.ConfigError):
+            parse_devices(bad)
+
+
+def test_fp16_on_the_cpu_is_not_run_with_its_reason():
+    cases = plan(tiny(precisions=("fp32", "fp16"), models=("grouped",)).resolved(gpu=False))
+    reasons = {c.precision: why_not_run(c) for c in cases}
+    assert reasons["fp32"] is None and "CUDA" in reasons["fp16"]
+
+
+def test_the_sweep_is_every_combination():
+    settings = tiny(models=("grouped", "torchvision"), batch_sizes=(1, 2), lrn_impl="both", compile="both",
+                    channels_last="on").resolved(gpu=False)
+    cases = plan(settings)
+    grouped = [c for c in cases if c.setup.model == "grouped"]
+    torchvision = [c for c in cases if c.setup.model == "torchvision"]
+    assert len(grouped) == 2 * 2 * 2 * 2  # lrn x compile x batch x mode
+    assert len(torchvision) == 2 * 2 * 2  # no LRN to vary
+    assert all(c.setup.channels_last for c in cases)
+
+
+# -- a whole run -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def results():
+    return run_benchmark(tiny(models=("towers", "grouped", "torchvision"), lrn_repeats=2),
+                         command=["alexnet", "bench", "(test)"])
+
+
+def test_results_have_the_environment_and_every_setting(results):
+    env = results["environment"]
+    for key in ("python", "torch", "torchvision", "cpu", "cpu_count", "torch_threads", "cuda", "kernel_settings"):
+        assert key in env, key
+    assert env["torch"] == torch.__version__
+    assert results["schema"] == bench.SCHEMA
+    assert results["settings"]["batch_sizes"] == [2] or results["settings"]["batch_sizes"] == (2,)
+    json.dumps(results, default=str)  # JSON-ready
+
+
+def test_every_row_carries_its_settings_and_its_numbers(results):
+    rows = results["results"]
+    assert {(r["model"], r["mode"]) for r in rows} == {
+        (m, mode) for m in ("towers", "grouped", "torchvision") for mode in ("train", "inference")}
+    for row in rows:
+        for key in ("model", "variant", "layout", "devices", "device_names", "lrn_impl", "batch_size", "precision",
+                    "channels_last", "compile", "mode", "warmup_steps", "timed_steps", "repeats", "status"):
+            assert key in row, key
+        assert row["status"] == "ok", row.get("reason")
+        assert len(row["ms_per_step"]["all"]) == 2  # one per repeat
+        assert row["ms_per_step"]["min"] <= row["ms_per_step"]["median"] <= row["ms_per_step"]["max"]
+        assert row["images_per_s"]["median"] > 0
+        assert row["achieved_tflops"] > 0 and row["matmul_tflops"] > 0
+        assert row["fraction_of_matmul"] == pytest.approx(row["achieved_tflops"] / row["matmul_tflops"])
+        assert "cpu" in row["peak_memory"]
+        memory = row["peak_memory"]["cpu"]
+        assert memory["parameters_bytes"] == (60_965_224 if row["model"] != "torchvision" else 61_100_840) * 4
+    macs = {r["model"]: r["macs_per_image"] for r in rows}
+    assert macs == {"towers": 724_406_816, "grouped": 724_406_816, "torchvision": 714_188_480}
+    train = next(r for r in rows if r["model"] == "grouped" and r["mode"] == "train")
+    assert train["flops_per_image"] == 6 * 724_406_816  # training is 3x the forward pass
+
+
+def test_towers_traffic_is_counted_per_step_and_per_image(results):
+    row = next(r for r in results["results"] if r["model"] == "towers" and r["mode"] == "inference")
+    traffic = row["traffic"]
+    assert traffic["counted"]
+    values = 2 * 3 * 227 * 227 + 2 * 21_632 + 2 * 4_608 + 2 * 2_048 + 2_048  # input to both towers, 4 points
+    assert traffic["handed_over_bytes_per_image"] == 4 * values
+    assert traffic["handed_over_bytes_per_step"] == 4 * values * row["batch_size"]
+    assert traffic["crossed_devices_bytes_per_step"] == 0  # both towers on the CPU
+    assert set(traffic["points_bytes_per_step"]) == {"input", "conv3", "fc6", "fc7", "fc8"}
+    grouped = next(r for r in results["results"] if r["model"] == "grouped")
+    assert not grouped["traffic"]["counted"]
+
+
+def test_lrn_section_compares_fast_and_stock(results):
+    lrn = results["lrn"]
+    assert {(tuple(r["shape"]), r["impl"]) for r in lrn} == {
+        ((1, 96, 55, 55), "fast"), ((1, 96, 55, 55), "stock"), ((1, 256, 27, 27), "fast"), ((1, 256, 27, 27), "stock")}
+    for row in lrn:
+        assert row["status"] == "ok" and row["groups"] == 2 and len(row["ms"]["all"]) == 2
+        assert row["saved_for_backward_bytes"] > 0
+    for row in (r for r in lrn if r["impl"] == "fast"):
+        assert row["speedup_vs_stock"] > 0
+        assert row["max_rel_diff_value"] < 1e-5 and row["max_diff_grad_over_max_grad"] < 1e-5
+        stock = next(r for r in lrn if r["impl"] == "stock" and r["shape"] == row["shape"])
+        # The fast LRN keeps only its input for backward; the stock one keeps more.
+        assert row["saved_for_backward_bytes"] == 4 * torch.Size(row["shape"]).numel()
+        assert row["saved_for_backward_bytes"] < stock["saved_for_backward_bytes"]
+
+
+def test_profile_breaks_a_training_step_down_by_layer(results):
+    profile = results["profile"]
+    assert profile["status"] == "ok" and profile["model"] == "grouped" and profile["mode"] == "train"
+    names = [r["name"] for r in profile["rows"]]
+    for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8", "Optimizer.step"):
+        assert layer in names, layer
+    assert "_ReluLRNMaxPool after conv1" in names and "_ReluLRNMaxPool after conv2" in names  # the fused CPU blocks
+    conv2 = next(r for r in profile["rows"] if r["name"] == "conv2")
+    assert conv2["forward_ms"] > 0 and conv2["backward_ms"] > 0
+    assert sum(r["share"] for r in profile["rows"]) == pytest.approx(1.0)
+
+
+def test_targets_are_evaluated_from_measured_rows(results):
+    targets = {t["name"]: t for t in results["targets"]}
+    assert targets["grouped vs torchvision"]["status"] in ("met", "missed")
+    assert targets["grouped vs torchvision"]["threshold"] == 0.90
+    assert targets["grouped vs torchvision"]["matched_on"]["batch_size"] == 2
+    towers = [t for t in results["targets"] if t["name"] == "towers (one device) vs grouped"]
+    assert {t["matched_on"]["mode"] for t in towers} == {"train", "inference"}
+    assert {t["name"] for t in results["targets"] if t["name"].startswith("lrn ")} == {"lrn 1x96x55x55", "lrn 1x256x27x27"}
+    for name in ("h100_bf16", "h100_bf16_fast_compiled"):
+        assert targets[name]["status"] == "not measured"  # nothing is estimated
+
+
+def test_report_prints_every_section(results):
+    text = format_report(results)
+    for heading in ("Throughput", "Matrix-multiply ceiling", "LRN, forward+backward", "Per-layer time", "Targets"):
+        assert heading in text
+    assert "towers" in text and "torchvision" in text
+
+
+def test_two_gpus_on_a_cpu_only_machine_are_reported_not_run(monkeypatch):
+    fake_gpus(monkeypatch, 0)
+    out = run_benchmark(Settings(devices="0,1", models=("towers", "grouped"), modes=("train",), profile="grouped"))
+    assert {r["status"] for r in out["results"]} == {"not run"}
+    reasons = {r["model"]: r["reason"] for r in out["results"]}
+    assert reasons == {"towers": "needs cuda:0 and cuda:1; no CUDA device is visible",
+                       "grouped": "needs cuda:0; no CUDA device is visible"}
+    assert {r["status"] for r in out["lrn"]} == {"not run"}
+    assert out["profile"]["status"] == "not run"
+    assert all("value" not in t for t in out["targets"])
+
+
+def test_loaders_hook(monkeypatch):
+    settings = tiny().resolved(gpu=False)
+    monkeypatch.setitem(sys.modules, "alexnet.data.throughput", types.ModuleType("alexnet.data.throughput"))
+    assert bench.run_loaders(settings, 2)["status"] == "not available"
+    module = types.ModuleType("alexnet.data.throughput")
+    seen = {}
+
+    def measure_loader_paths(root, *, batch_size, workers, batches):
+        seen.update(root=root, batch_size=batch_size, workers=workers, batches=batches)
+        return [{"path": "folders", "images_per_second": 1.0}]
+
+    module.measure_loader_paths = measure_loader_paths
+    monkeypatch.setitem(sys.modules, "alexnet.data.throughput", module)
+    out = bench.run_loaders(settings, 2)
+    assert out["status"] == "ok" and out["rows"][0]["path"] == "folders" and seen["batch_size"] == 2
+
+
+# -- the command -----------------------------------------------------------------------------
+
+def test_cli_writes_the_table_and_the_json(tmp_path):
+    path = tmp_path / "out" / "bench.json"
+    result = CliRunner().invoke(main, [
+        "bench", "--devices", "cpu", "--models", "grouped,torchvision", "--modes", "inference", "-b", "1",
+        "--warmup", "0", "--steps", "1", "--repeats", "1", "--no-lrn-bench", "--profile", "none",
+        "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "Throughput" in result.output and "Targets" in result.output
+    data = json.loads(path.read_text())
+    assert [r["model"] for r in data["results"]] == ["grouped", "torchvision"]
+    assert data["command"][:2] == ["alexnet", "bench"] or data["command"]
+    assert data["settings"]["batch_sizes"] == [1]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--devices", "cpu,cpu,cpu"], "--devices takes auto, one device or two"),
+    (["--models", "resnet"], "resnet: choose from towers, grouped, one-gpu, torchvision"),
+    (["-b", "0"], "batch sizes must be positive"),
+])
+def test_cli_errors_are_one_line(args, message, tmp_path):
+    result = CliRunner().invoke(main, ["bench", *args, "--json", str(tmp_path / "x.json")])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
