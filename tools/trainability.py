@@ -9,6 +9,7 @@ A maintainer's experiment behind docs/trainability.md. Two parts, on the built-i
    curves and validation errors.
 
     python tools/trainability.py --out docs/figures [--epochs 2] [--batch-size 32]
+    python tools/trainability.py --out docs/figures --replot   # redraw the figure only
 
 Writes trainability.json (every number) and trainability.png (the loss curves) into --out,
 and prints the tables docs/trainability.md quotes.
@@ -27,19 +28,26 @@ import torch
 
 from alexnet import build_model
 from alexnet.data import load_or_compute_stats, open_dataset, resolve_data_root
+from alexnet.model.init import INIT_PRESETS, InitPreset
 from alexnet.train.diagnostics import activation_stats, format_activation_stats
 from alexnet.train.evaluate import Preprocess
 from alexnet.train.loop import TrainConfig, train
 from alexnet.train.recipe import get_recipe
 from alexnet.train.runs import RunFolder
 
-# One change at a time from the paper's recipe (the "builtin" preset's schedule and batch).
+# One change at a time from the paper's recipe (at the "builtin" preset's batch size and
+# learning rate; no learning-rate drop within the default two epochs).
 RUNS = [
     ("paper", "the paper: paper init, 0-255 minus mean, lr 0.01", {}),
     ("divide-std", "inputs also divided by the pixel std (most ports)", {"input_divide_std": True}),
+    ("paper-bias-0", "the paper's init with every bias 0", {"init": "paper-bias-0"}),
     ("caffe-init", "Caffe's init: biases 0.1, fc6/fc7 std 0.005", {"init": "caffe"}),
     ("lr-0.001", "the paper's init and input, lr 0.001", {"lr": 0.001}),
 ]
+
+# An experiment-only initialization, to separate the biases of 1 from the weights' N(0, 0.01).
+INIT_PRESETS.setdefault("paper-bias-0", InitPreset(
+    name="paper-bias-0", description="the paper's weights N(0, 0.01), every bias 0 (experiment only)"))
 
 
 def init_statistics(root: Path, images: int = 64):
@@ -48,7 +56,7 @@ def init_statistics(root: Path, images: int = 64):
     step = max(1, len(dataset) // images)
     batch = torch.stack([dataset[i][0] for i in range(0, len(dataset), step)][:images])
     results = {}
-    for init in ("paper", "caffe"):
+    for init in ("paper", "paper-bias-0", "caffe"):
         model = build_model(num_classes=len(dataset.classes), init=init, seed=0)
         for divide in (False, True):
             x = Preprocess(stats, divide_std=divide).centre(batch)
@@ -60,7 +68,8 @@ def init_statistics(root: Path, images: int = 64):
 def training_runs(data, epochs: int, batch_size: int, workers, out_dir: Path):
     results = {}
     for name, description, changes in RUNS:
-        recipe = get_recipe("builtin").replace(epochs=epochs, batch_size=batch_size, **changes)
+        # The builtin recipe's batch and learning rate, with the paper's initialization unless changed.
+        recipe = get_recipe("builtin").replace(epochs=epochs, batch_size=batch_size, **{"init": "paper", **changes})
         config = TrainConfig(recipe=recipe, data=data, out=str(out_dir / name), devices="cpu", workers=workers,
                              ten_crop=False, log_every=5, overwrite=True)
         start = time.time()
@@ -79,21 +88,41 @@ def training_runs(data, epochs: int, batch_size: int, workers, out_dir: Path):
     return results
 
 
-def plot(results, classes: int, path: Path):
+def plot(report, path: Path):
+    """Left: the training loss of each run (clipped: the runs that blow up start far above).
+    Right: how much of each layer's output depends on the image, at initialization."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, run in results.items():
-        ax.plot([s["images"] for s in run["steps"]], [s["loss"] for s in run["steps"]],
-                label=f"{name}: {run['description']}")
-    ax.axhline(math.log(classes), color="grey", ls=":", label=f"chance, ln {classes}")
-    ax.set(xlabel="training images seen", ylabel="training loss (cross-entropy)",
-           title="The paper's recipe on the built-in dataset, one change at a time", ylim=(0, None))
+    runs, init = report.get("runs", {}), report["init"]
+    chance = math.log(report["classes"])
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    top = 2 * chance
+    clipped = []
+    for name, run in runs.items():
+        steps = run["steps"]
+        line, = ax.plot([s["images"] for s in steps], [min(s["loss"], top) for s in steps],
+                        label=f"{name}: {run['description']} (val error {100 * run['final_val_top1_error']:.0f}%)")
+        peak = max(s["loss"] for s in steps)
+        if peak > top:
+            clipped.append(f"{name} {peak:.0f}")
+    if clipped:
+        ax.text(0.99, 0.98, "clipped at the top; highest loss: " + ", ".join(clipped), transform=ax.transAxes,
+                ha="right", va="top", fontsize=8)
+    ax.axhline(chance, color="grey", ls=":", label=f"chance, ln {report['classes']}")
+    ax.set(xlabel="training images seen", ylabel="training loss (cross-entropy)", ylim=(0, top * 1.02),
+           title="Training loss, one change at a time from the paper's recipe")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower left")
+    for key, value in init.items():
+        layers = value["layers"]
+        ax2.plot([r["layer"] for r in layers], [r["signal"] for r in layers], marker="o", label=key)
+    ax2.set(yscale="log", ylabel="image-dependent part of the output (std across images / rms)",
+            title="At initialization, per layer (before the ReLU)")
+    ax2.grid(alpha=0.3, which="both")
+    ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -107,11 +136,15 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--skip-training", action="store_true", help="only the statistics at initialization")
+    parser.add_argument("--replot", action="store_true", help="redraw trainability.png from trainability.json")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        plot(json.loads((out / "trainability.json").read_text()), out / "trainability.png")
+        return
     root = resolve_data_root(args.data)
-    report = {"data": str(root), "epochs": args.epochs, "batch_size": args.batch_size,
+    report = {"data": str(root), "classes": len(open_dataset(root, "train").classes), "epochs": args.epochs, "batch_size": args.batch_size,
               "torch": torch.__version__, "threads": torch.get_num_threads()}
     report["init"] = init_statistics(root)
     for key, value in report["init"].items():
@@ -119,9 +152,9 @@ def main():
     if not args.skip_training:
         with tempfile.TemporaryDirectory() as tmp:
             report["runs"] = training_runs(args.data, args.epochs, args.batch_size, args.workers, Path(tmp))
-        plot(report["runs"], len(open_dataset(root, "train").classes), out / "trainability.png")
     (out / "trainability.json").write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out / 'trainability.json'}" + ("" if args.skip_training else f" and {out / 'trainability.png'}"))
+    plot(report, out / "trainability.png")
+    print(f"\nwrote {out / 'trainability.json'} and {out / 'trainability.png'}")
 
 
 if __name__ == "__main__":

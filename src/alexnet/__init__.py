@@ -2,11 +2,13 @@
 
     import alexnet
     model = alexnet.build_model(layout="towers", devices=["cuda:0", "cuda:1"])
+    trained = alexnet.load_model("runs/my-run", layout="grouped", devices=["cpu"])
 """
 
 from .errors import AlexNetError
 from .model import INIT_PRESETS, LAYERS, build_model, resolve
+from .train.checkpoint import load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["AlexNetError", "INIT_PRESETS", "LAYERS", "build_model", "resolve", "__version__"]
+__all__ = ["AlexNetError", "INIT_PRESETS", "LAYERS", "build_model", "load_model", "resolve", "__version__"]

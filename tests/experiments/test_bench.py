@@ -5,8 +5,6 @@ logic and output, never its timings.
 """
 
 import json
-import sys
-import types
 
 import pytest
 import torch
@@ -202,21 +200,36 @@ def test_two_gpus_on_a_cpu_only_machine_are_reported_not_run(monkeypatch):
     assert all("value" not in t for t in out["targets"])
 
 
-def test_loaders_hook(monkeypatch):
-    settings = tiny().resolved(gpu=False)
-    monkeypatch.setitem(sys.modules, "alexnet.data.throughput", types.ModuleType("alexnet.data.throughput"))
-    assert bench.run_loaders(settings, 2)["status"] == "not available"
-    module = types.ModuleType("alexnet.data.throughput")
-    seen = {}
+def test_loaders_and_training_from_the_real_loader(tmp_path, monkeypatch):
+    from alexnet.data import generate_builtin
 
-    def measure_loader_paths(root, *, batch_size, workers, batches):
-        seen.update(root=root, batch_size=batch_size, workers=workers, batches=batches)
-        return [{"path": "folders", "images_per_second": 1.0}]
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))  # the packed copies go here
+    root = generate_builtin(tmp_path / "data", train_per_class=1, val_per_class=1, workers=0)
+    out = run_benchmark(tiny(devices="cpu", models=("grouped",), modes=("train",), lrn_bench=False, profile=None,
+                             loaders=True, data_root=str(root), loader_workers=0))
+    loaders = out["loaders"]
+    assert loaders["status"] == "ok"
+    assert [r["path"] for r in loaders["rows"]] == ["folder-pil", "folder-tvjpeg", "packed-raw", "packed-jpeg"]
+    assert all(r["images_per_second"] > 0 and r["images"] > 0 for r in loaders["rows"])
+    e2e = out["end_to_end"]
+    assert e2e["status"] == "ok", e2e
+    assert e2e["data_root"] == str(root) and e2e["images"] == 10 and e2e["batch_size"] == 2
+    assert e2e["timed_steps"] == 2  # warm-up 1 + 2 blocks of 1 step, from 5 batches of 2
+    assert e2e["train_images_per_s"] > 0 and e2e["loader_images_per_s"] > 0
+    synthetic = out["results"][0]["images_per_s"]["median"]
+    assert e2e["synthetic_train_images_per_s"] == synthetic
+    assert e2e["fraction_of_synthetic"] == pytest.approx(e2e["train_images_per_s"] / synthetic)
+    assert e2e["verdict"].startswith("the loader is the limit" if e2e["loader_images_per_s"] < synthetic
+                                     else "the model is the limit")
+    report = format_report(out)
+    assert "Loaders (batch 2" in report and "packed-raw" in report and "End to end: grouped net" in report
 
-    module.measure_loader_paths = measure_loader_paths
-    monkeypatch.setitem(sys.modules, "alexnet.data.throughput", module)
-    out = bench.run_loaders(settings, 2)
-    assert out["status"] == "ok" and out["rows"][0]["path"] == "folders" and seen["batch_size"] == 2
+
+def test_loaders_not_requested_are_said_so():
+    out = run_benchmark(tiny(devices="cpu", models=("grouped",), modes=("inference",), batch_sizes=(1,),
+                             lrn_bench=False, profile=None, repeats=1))
+    assert out["loaders"]["status"] == out["end_to_end"]["status"] == "not requested"
+    assert "--loaders" in out["end_to_end"]["reason"]
 
 
 # -- the command -----------------------------------------------------------------------------
@@ -225,7 +238,7 @@ def test_cli_writes_the_table_and_the_json(tmp_path):
     path = tmp_path / "out" / "bench.json"
     result = CliRunner().invoke(main, [
         "bench", "--devices", "cpu", "--models", "grouped,torchvision", "--modes", "inference", "-b", "1",
-        "--warmup", "0", "--steps", "1", "--repeats", "1", "--no-lrn-bench", "--profile", "none",
+        "--warmup", "0", "--steps", "1", "--repeats", "1", "--no-lrn-bench", "--profile", "none", "--no-loaders",
         "--json", str(path)])
     assert result.exit_code == 0, result.output
     assert "Throughput" in result.output and "Targets" in result.output

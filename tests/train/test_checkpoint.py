@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+import alexnet
 from alexnet import build_model
 from alexnet.errors import CheckpointError
 from alexnet.train.checkpoint import (load_model, load_momentum_buffers, momentum_buffers, read_checkpoint,
@@ -31,7 +32,7 @@ def test_towers_checkpoint_loads_into_the_grouped_net_with_the_same_outputs(tmp_
     _one_step(towers, optimizer)
     path = save_checkpoint(tmp_path / "c.pt", model=towers, classes=CLASSES, optimizer=optimizer,
                            progress={"epoch": 1, "step": 1})
-    grouped = load_model(path)
+    grouped = alexnet.load_model(path)  # the package's public entry point
     assert grouped.layout == "grouped" and grouped.classes == CLASSES and not grouped.training
     towers.eval()
     x = torch.rand(2, 3, 224, 224) * 255 - 120

@@ -76,9 +76,11 @@ class _CommaList(click.ParamType):
               help="Treat subnormal floats as zero on the CPU while measuring.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the weights and the synthetic batches.")
 @click.option("--quick", is_flag=True, help="A short run: small batches, one step per block, three blocks.")
-@click.option("--loaders", is_flag=True,
-              help="Also measure the data loaders (alexnet.data.throughput), when that module is available.")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None, help="The dataset for --loaders.")
+@click.option("--loaders/--no-loaders", default=True, show_default=True,
+              help="Also measure the data loaders side by side (folder + PIL, torchvision's decoder, packed raw "
+                   "and JPEG) and training fed by the real loader, to show whether the model or the loader "
+                   "is the limit.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, help="The dataset for --loaders (default: the built-in one).")
 @click.option("--json", "--out", "json_path", type=click.Path(dir_okay=False), default="bench.json",
               show_default=True, help="Where to save the results as JSON.")
 def bench(devices, models, modes, batch_sizes, precisions, channels_last, compile_, lrn_impl, warmup, steps,

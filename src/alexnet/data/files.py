@@ -1,4 +1,5 @@
-"""Where the data pipeline keeps things, and how it writes them (atomically)."""
+"""Where the project keeps things, and how every file it writes is written (atomically): the
+data pipeline's statistics and packed datasets, and the training runs' files and checkpoints."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
     tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex}.part"))  # created by write(): the umask applies
     try:
         write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())  # the data is on disk before the rename makes it visible
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -37,9 +40,18 @@ def write_json(path: PathLike, data) -> Path:
     """A human-readable JSON file, written atomically."""
     def write(tmp):
         with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=2)
+            json.dump(data, handle, indent=2, default=json_default)
             handle.write("\n")
     return write_atomically(path, write)
+
+
+def json_default(value):
+    """JSON for the values runs record besides plain ones: tensor and numpy scalars, paths."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def is_writable_dir(folder: PathLike) -> bool:

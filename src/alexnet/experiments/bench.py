@@ -15,7 +15,8 @@ blocks), and every setting. A configuration this
 machine cannot run (two GPUs on a CPU-only machine) is reported as not run, with the reason;
 nothing is estimated. Sections: ``matmul``, ``results``, ``lrn`` (the fast LRN against the
 stock one), ``profile`` (per-layer time of one configuration), ``targets`` (the ratios the
-project promises), ``loaders`` (a hook for the data pipeline's loader benchmark).
+project promises), ``loaders`` (the data pipeline's loader paths side by side) and
+``end_to_end`` (training fed by the real loader, beside the synthetic-input step).
 
 Timing syncs every device a configuration uses before and after each timed block and never
 inside it: the steps themselves do not wait for the host.
@@ -37,6 +38,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..data.files import write_atomically
+from ..data.loader import default_workers
 from ..errors import AlexNetError, ConfigError
 from ..model.build import as_device, build_model
 from ..model.lrn import LRN_IMPLS, LocalResponseNorm
@@ -104,7 +107,7 @@ class Settings:
             "lrn_repeats": 3 if quick else 5,
             "profile_steps": 1 if quick else 2,
             "matmul_size": 2048 if not gpu else 8192,
-            "loader_workers": 2,
+            "loader_workers": default_workers(),
         }
         values = {k: (defaults[k] if getattr(self, k) is None else getattr(self, k)) for k in defaults}
         out = dataclasses.replace(self, **values)
@@ -702,20 +705,93 @@ def measure_device_name(device: str, gpus: Sequence[str]) -> str:
     return d.type
 
 
-# -- the loaders hook ------------------------------------------------------------------------
+# -- the loaders ------------------------------------------------------------------------
 
 def run_loaders(settings: Settings, batch_size: int) -> Dict[str, object]:
-    """The data pipeline's loader paths (``alexnet.data.throughput``), when it exists."""
+    """The data pipeline's loader paths (``alexnet.data.throughput``) on the same images."""
+    from ..data.throughput import measure_loader_paths
+
     try:
-        from ..data.throughput import measure_loader_paths
-    except ImportError as error:
-        return {"status": "not available", "reason": f"alexnet.data.throughput.measure_loader_paths: {error}"}
-    try:
-        rows = measure_loader_paths(settings.data_root, batch_size=batch_size, workers=settings.loader_workers,
-                                    batches=max(2, settings.steps * settings.repeats))
+        # In this process (no workers), in interleaved rounds: images per second per core, the
+        # figure that decides how many cores a GPU needs. With workers the first batches are
+        # prefetched while the warm-up runs, and a short timed window would flatter every path.
+        rows = measure_loader_paths(settings.data_root, batch_size=batch_size, workers=0,
+                                    batches=5 if settings.quick else 20)
     except AlexNetError as error:  # no dataset here, for example: the rest of the run stands
         return {"status": "failed", "reason": str(error)}
-    return {"status": "ok", "batch_size": batch_size, "workers": settings.loader_workers, "rows": rows}
+    return {"status": "ok", "batch_size": batch_size, "workers": 0, "rows": rows}
+
+
+def run_end_to_end(settings: Settings, rows: List[Dict[str, object]], log) -> Dict[str, object]:
+    """Training fed by the real loader: the dataset (--data-root, else the built-in one) read
+    through ``make_loader`` with ``loader_workers`` processes, the paper's augmentation on the
+    device (``Preprocess.train``) and the grouped net's training step, as ``alexnet train``
+    runs them. Beside it, the same net's training step on a synthetic batch (the results row)
+    and the loader with the augmentation alone, so the verdict says which one is the limit."""
+    from ..data import load_or_compute_stats, make_loader, open_dataset, resolve_data_root
+    from ..train.evaluate import Preprocess
+
+    device = parse_devices(settings.devices)[1]
+    reason = measure.unavailable([device])
+    if reason:
+        return {"status": "not run", "reason": reason}
+    batch = settings.batch_sizes[0]
+    precision = settings.precisions[0]
+    try:
+        root = resolve_data_root(settings.data_root)
+        dataset = open_dataset(root, "train")
+        stats = load_or_compute_stats(root, workers=settings.loader_workers, progress=False).to(device)
+    except AlexNetError as error:
+        return {"status": "failed", "reason": str(error)}
+    steps = settings.warmup + settings.steps * settings.repeats
+    if len(dataset) < steps * batch:
+        steps = len(dataset) // batch
+    if steps <= settings.warmup:
+        return {"status": "not run", "reason": f"{root}: {len(dataset)} training images give fewer than "
+                                               f"{settings.warmup + 1} batches of {batch}"}
+    dtype = measure.DTYPES[precision]
+    amp = None if dtype == torch.float32 else dtype
+    preprocess = Preprocess(stats=stats)
+    setup = Setup("grouped", (device,), settings.lrn_impl if settings.lrn_impl != "both" else "fast", False, False)
+    log(f"end to end: {len(dataset)} images from {root}, batch {batch}, {settings.loader_workers} workers")
+
+    def timed(step: Callable[[torch.Tensor, torch.Tensor], object]) -> float:
+        generator = torch.Generator(device).manual_seed(settings.seed)
+        loader = make_loader(dataset, batch, shuffle=True, seed=settings.seed, workers=settings.loader_workers,
+                             drop_last=True, pin_memory=device.type == "cuda")
+        start = None
+        for i, (images, labels) in enumerate(loader):
+            if i == settings.warmup:
+                measure.synchronize([device])
+                start = time.perf_counter()
+            if i == steps:
+                break
+            step(preprocess.train(images.to(device, non_blocking=True), generator), labels.to(device))
+        measure.synchronize([device])
+        return (steps - settings.warmup) * batch / (time.perf_counter() - start)
+
+    model = build(setup, settings.seed)
+    optimizer = paper_sgd(model)
+    model.train()
+    training = timed(lambda x, y: train_step(model, x, y, optimizer, amp_dtype=amp))
+    del model, optimizer
+    loading = timed(lambda x, y: x.sum())  # the same batches and augmentation, no model
+    synthetic = next((r for r in rows if r["status"] == "ok" and r["model"] == "grouped" and r["mode"] == "train"
+                      and r["batch_size"] == batch and r["precision"] == precision
+                      and r["lrn_impl"] == setup.lrn_impl and not r["channels_last"] and not r["compile"]), None)
+    model_only = synthetic["images_per_s"]["median"] if synthetic else None
+    if model_only is None:
+        verdict = "no synthetic-input row of the grouped net to compare with"
+    elif loading < model_only:
+        verdict = "the loader is the limit: it reads fewer images per second than the model trains on"
+    else:
+        verdict = "the model is the limit: the loader reads faster than the model trains"
+    return {"status": "ok", "data_root": str(root), "images": len(dataset), **setup.describe(),
+            "batch_size": batch, "precision": precision, "workers": settings.loader_workers,
+            "timed_steps": steps - settings.warmup, "warmup_steps": settings.warmup,
+            "train_images_per_s": training, "loader_images_per_s": loading,
+            "synthetic_train_images_per_s": model_only,
+            "fraction_of_synthetic": training / model_only if model_only else None, "verdict": verdict}
 
 
 # -- the whole run ---------------------------------------------------------------------------
@@ -751,7 +827,9 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = lambda messag
         del runners
         gc.collect()
         loaders = (run_loaders(settings, settings.batch_sizes[0]) if settings.loaders
-                   else {"status": "not requested", "reason": "run with --loaders to measure the data loaders"})
+                   else {"status": "not requested", "reason": "run with --loaders (the command's default) to measure the data loaders"})
+        end_to_end = (run_end_to_end(settings, rows, log) if settings.loaders
+                      else {"status": "not requested", "reason": "run with --loaders (the command's default) to train from the real loader"})
         targets = evaluate_targets(rows, lrn_rows, env)
     finally:
         torch.backends.cudnn.benchmark = previous_benchmark
@@ -770,6 +848,7 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = lambda messag
         "lrn": lrn_rows,
         "profile": profile,
         "loaders": loaders,
+        "end_to_end": end_to_end,
         "targets": targets,
     }
 
@@ -809,13 +888,9 @@ def _run_profile(settings, cases, rows, runners, log) -> Dict[str, object]:
 
 
 def save(results: Dict[str, object], path) -> Path:
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    tmp.replace(path)
-    return path
+    def write(tmp):
+        Path(tmp).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return write_atomically(path, write)
 
 
 def command_line() -> List[str]:

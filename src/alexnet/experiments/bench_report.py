@@ -133,6 +133,21 @@ def targets_table(results) -> List[str]:
                   (False, True, True, True, False, False, False))
 
 
+def end_to_end_lines(e2e) -> List[str]:
+    if e2e.get("status") != "ok":
+        return [f"End to end: {e2e.get('status')} ({e2e.get('reason', '')})"]
+    synthetic = e2e["synthetic_train_images_per_s"]
+    return [
+        f"End to end: {e2e['model']} net training from {e2e['data_root']} ({e2e['images']} images), batch "
+        f"{e2e['batch_size']}, {e2e['precision']}, {e2e['workers']} loader workers, {e2e['timed_steps']} timed steps",
+        f"  training with the real loader   {e2e['train_images_per_s']:8.1f} img/s"
+        + (f"  ({100 * e2e['fraction_of_synthetic']:.0f}% of the synthetic-input step)" if synthetic else ""),
+        f"  synthetic input, same net       {synthetic:8.1f} img/s" if synthetic else "  synthetic input: not measured",
+        f"  loader + augmentation alone     {e2e['loader_images_per_s']:8.1f} img/s",
+        f"  {e2e['verdict']}",
+    ]
+
+
 def format_report(results) -> str:
     env = results["environment"]
     s = results["settings"]
@@ -159,9 +174,13 @@ def format_report(results) -> str:
     lines += ["", "Per-layer time", *profile_table(results["profile"])]
     loaders = results["loaders"]
     if loaders.get("status") == "ok":
-        lines += ["", "Loaders", *(str(row) for row in loaders["rows"])]
+        from ..data.throughput import format_throughput
+
+        lines += ["", f"Loaders (batch {loaders['batch_size']}, {loaders['workers']} workers)",
+                  format_throughput(loaders["rows"])]
     else:
         lines += ["", f"Loaders: {loaders.get('status')} ({loaders.get('reason', '')})"]
+    lines += ["", *end_to_end_lines(results.get("end_to_end") or {"status": "not recorded"})]
     lines += ["", "Targets (value: the ratio of the medians, or images/s; per round: the median of the "
               "ratios of blocks run in the same round)", *targets_table(results)]
     return "\n".join(lines)

@@ -18,7 +18,8 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..model.build import build_model
-from .runs import CHECKPOINTS, LAST, atomic_write
+from ..data.files import write_atomically
+from .runs import CHECKPOINTS, LAST
 
 FORMAT = "alexnet-checkpoint"
 VERSION = 1
@@ -75,7 +76,7 @@ def save_checkpoint(path: Union[str, Path], *, model: nn.Module, classes: Sequen
         "rng": rng or {},
         "metrics": metrics or {},
     }
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
 def resolve_checkpoint_path(path: Union[str, Path]) -> Path:

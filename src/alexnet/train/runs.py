@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Union
+from typing import Dict, Iterable, List, Optional, Union
 
+from ..data.files import json_default, write_atomically, write_json
 from ..errors import CheckpointError, ConfigError
 
 CONFIG = "config.json"
@@ -22,40 +22,6 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
 STATS_DIR = "stats"
-
-
-def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename it over ``path``; the old file survives a failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_json(path: Union[str, Path], data) -> Path:
-    def write(tmp):
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=2, default=_json_default)
-            handle.write("\n")
-    return atomic_write(path, write)
-
-
-def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 class RunFolder:
@@ -134,7 +100,7 @@ class RunFolder:
 
     def append_metrics(self, record: Dict) -> None:
         """One JSON object per line; flushed and synced so a crash loses at most this line."""
-        line = json.dumps(record, default=_json_default)
+        line = json.dumps(record, default=json_default)
         with open(self.metrics_path, "a") as handle:
             handle.write(line + "\n")
             handle.flush()
@@ -160,8 +126,8 @@ class RunFolder:
         def write(tmp):
             with open(tmp, "w") as handle:
                 for r in kept:
-                    handle.write(json.dumps(r, default=_json_default) + "\n")
-        atomic_write(self.metrics_path, write)
+                    handle.write(json.dumps(r, default=json_default) + "\n")
+        write_atomically(self.metrics_path, write)
 
 
 def plot_curves(records: Iterable[Dict], path: Union[str, Path], title: Optional[str] = None) -> Path:
@@ -206,6 +172,6 @@ def plot_curves(records: Iterable[Dict], path: Union[str, Path], title: Optional
     def write(tmp):
         fig.savefig(tmp, dpi=100, format="png")
     try:
-        return atomic_write(path, write)
+        return write_atomically(path, write)
     finally:
         plt.close(fig)
