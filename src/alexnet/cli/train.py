@@ -110,7 +110,9 @@ def train_command(data, out, resume, overwrite, preset, devices, layout, variant
     else:
         recipe = get_recipe(preset or ("paper" if data else "builtin")).replace(**changes)
         if data is None:
-            reporter.line(f"no --data: training on the built-in dataset with the '{recipe.name}' recipe")
+            reporter.line(f"no --data: training on the built-in dataset with the '{recipe.name}' recipe "
+                          f"({recipe.description})"
+                          + (f"; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""))
         config = TrainConfig(recipe=recipe, data=data, out=out, variant=variant, lrn=lrn, overlap=overlap,
                              overwrite=overwrite, **runtime)
     try:
