@@ -48,8 +48,9 @@ def runtime_options(func):
               help="Continue the run in RUN_DIR from its last checkpoint, on these or other devices.")
 @click.option("--overwrite", is_flag=True, help="Start again in an --out folder that already holds a run.")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
-              help="Training recipe: paper (§5), caffe (bvlc_alexnet's solver), builtin (a few minutes on a "
-                   "CPU). Default: builtin without --data, paper with it.")
+              help="Training recipe: paper (§5, the paper's initialization), caffe (bvlc_alexnet's solver and "
+                   "initialization), builtin (a few minutes on a CPU, Caffe's initialization: see "
+                   "docs/trainability.md). Default: builtin without --data, paper with it.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (paper: 90).")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Batch size (paper: 128).")
 @click.option("--lr", type=float, default=None, help="Initial learning rate (paper: 0.01).")
