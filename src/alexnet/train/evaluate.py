@@ -114,13 +114,14 @@ def evaluate(model: nn.Module, dataset, preprocess: Preprocess, *, batch_size: i
 
 def format_results(results: Dict[str, Dict], include_paper: bool = True) -> str:
     """A table of our errors beside the paper's (FACTS §7)."""
-    lines = [f"{'':<52} {'top-1 error':>12} {'top-5 error':>12}"]
+    width = max([52, *(len(name) for name in results), *(len(r["what"]) + 2 for r in PAPER_RESULTS)])
+    lines = [f"{'':<{width}} {'top-1 error':>12} {'top-5 error':>12}"]
     for name, r in results.items():
-        lines.append(f"{name:<52} {100 * r['top1_error']:>11.2f}% {100 * r['top5_error']:>11.2f}%")
+        lines.append(f"{name:<{width}} {100 * r['top1_error']:>11.2f}% {100 * r['top5_error']:>11.2f}%")
     if include_paper:
         lines.append("for comparison (ImageNet, 1000 classes):")
         for r in PAPER_RESULTS:
-            lines.append(f"  {r['what']:<50} {100 * r['top1_error']:>11.1f}% {100 * r['top5_error']:>11.1f}%")
+            lines.append(f"  {r['what']:<{width - 2}} {100 * r['top1_error']:>11.1f}% {100 * r['top5_error']:>11.1f}%")
     return "\n".join(lines)
 
 
