@@ -52,7 +52,7 @@ def test_summary_of_the_one_gpu_net():
 
 
 def test_missing_gpus_give_one_line_and_a_nonzero_exit(monkeypatch):
-    monkeypatch.setattr(devices_module, "_cuda_count", lambda: 0)
+    monkeypatch.setattr(devices_module, "cuda_count", lambda: 0)
     result = run("summary", "--devices", "0,1")
     assert result.exit_code != 0
     assert result.output.strip() == "Error: cuda:0 requested but no CUDA device is visible"

@@ -14,8 +14,8 @@ CPU = torch.device("cpu")
 def gpus(monkeypatch):
     """Pretend this many CUDA devices are visible (parsing only; nothing runs on them)."""
     def set_count(n):
-        monkeypatch.setattr(devices_module, "_cuda_count", lambda: n)
-        monkeypatch.setattr(devices_module, "_mps_available", lambda: False)
+        monkeypatch.setattr(devices_module, "cuda_count", lambda: n)
+        monkeypatch.setattr(devices_module, "mps_available", lambda: False)
     return set_count
 
 

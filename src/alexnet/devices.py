@@ -13,12 +13,12 @@ so a missing device is one line naming it, not a CUDA traceback.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Iterable, Optional, Tuple
 
 import torch
 
 from .errors import DeviceError
-from .model.build import LAYOUTS
+from .model.build import LAYOUTS, as_device
 
 
 @dataclass(frozen=True)
@@ -41,52 +41,68 @@ class Placement:
         return {"layout": self.layout, "devices": [str(d) for d in self.devices]}
 
 
-def _cuda_count() -> int:
+def cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _mps_available() -> bool:
+def mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
 
-def parse_device(text: str) -> torch.device:
-    """One device name -> a torch.device that exists here, or a DeviceError naming it."""
+def _visible(count: int) -> str:
+    return "no CUDA device is visible" if count == 0 else (
+        f"{count} CUDA device{' is' if count == 1 else 's are'} visible")
+
+
+def device_from_name(text: str) -> torch.device:
+    """One device as ``--devices`` spells it (0, cuda, cuda:1, cpu, mps) -> a torch.device,
+    not checked against this machine (``unavailable`` and ``parse_device`` do that)."""
     name = text.strip().lower()
     if not name:
         raise DeviceError("--devices: empty device name (use e.g. 0, cuda:1, cpu, mps)")
-    if name.isdigit():
-        name = f"cuda:{name}"
-    if name == "cuda":
-        name = "cuda:0"
     try:
-        device = torch.device(name)
+        device = as_device(name)
     except RuntimeError:
         raise DeviceError(f"--devices: {text.strip()!r} is not a device (use e.g. 0, cuda:1, cpu, mps)") from None
-    if device.type == "cpu":
-        return torch.device("cpu")
     if device.type == "cuda":
-        count = _cuda_count()
-        index = device.index or 0
-        if index >= count:
-            seen = "no CUDA device is visible" if count == 0 else (
-                f"{count} CUDA device{' is' if count == 1 else 's are'} visible")
-            raise DeviceError(f"cuda:{index} requested but {seen}")
-        return torch.device("cuda", index)
-    if device.type == "mps":
-        if not _mps_available():
-            raise DeviceError("mps requested but the MPS backend is not available here")
-        return torch.device("mps")
+        return torch.device("cuda", device.index or 0)
+    if device.type in ("cpu", "mps"):
+        return torch.device(device.type)
     raise DeviceError(f"--devices: {text.strip()!r}: only cpu, cuda and mps devices are supported")
 
 
+def unavailable(devices: Iterable[torch.device]) -> Optional[str]:
+    """Why these devices cannot all be used here, or None when they can."""
+    devices = list(devices)
+    wanted = sorted({d.index or 0 for d in devices if d.type == "cuda"})
+    if wanted:
+        count = cuda_count()
+        if any(i >= count for i in wanted):
+            return f"needs {' and '.join(f'cuda:{i}' for i in wanted)}; {_visible(count)}"
+    if any(d.type == "mps" for d in devices) and not mps_available():
+        return "needs mps; the MPS backend is not available here"
+    return None
+
+
+def parse_device(text: str) -> torch.device:
+    """One device name -> a torch.device that exists here, or a DeviceError naming it."""
+    device = device_from_name(text)
+    if device.type == "cuda" and device.index >= cuda_count():
+        raise DeviceError(f"cuda:{device.index} requested but {_visible(cuda_count())}")
+    if device.type == "mps" and not mps_available():
+        raise DeviceError("mps requested but the MPS backend is not available here")
+    return device
+
+
 def auto_devices() -> Tuple[torch.device, ...]:
-    count = _cuda_count()
+    """Both towers on cuda:0 and cuda:1 when two GPUs are visible, else the best single device."""
+    count = cuda_count()
     if count >= 2:
         return (torch.device("cuda", 0), torch.device("cuda", 1))
     if count == 1:
         return (torch.device("cuda", 0),)
-    if _mps_available():
+    if mps_available():
         return (torch.device("mps"),)
     return (torch.device("cpu"),)
 

@@ -9,8 +9,8 @@ class ConfigError(AlexNetError, ValueError):
     """An option or setting has an impossible value."""
 
 
-class DeviceError(AlexNetError, ValueError):
-    """A requested device does not exist or its backend is unavailable."""
+class DeviceError(ConfigError):
+    """A requested device does not exist or its backend is unavailable (a --devices problem)."""
 
 
 class DataError(AlexNetError, ValueError):

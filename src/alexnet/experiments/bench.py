@@ -40,8 +40,9 @@ from torch import nn
 
 from ..data.files import write_atomically
 from ..data.loader import default_workers
+from ..devices import auto_devices, device_from_name, unavailable
 from ..errors import AlexNetError, ConfigError
-from ..model.build import as_device, build_model
+from ..model.build import build_model
 from ..model.lrn import LRN_IMPLS, LocalResponseNorm
 from ..model.spec import CROP, resolve
 from ..train.optim import paper_sgd
@@ -154,23 +155,14 @@ def parse_devices(text: str) -> Tuple[List[Tuple[torch.device, ...]], torch.devi
     """
     text = (text or "auto").strip().lower()
     if text == "auto":
-        pair = (torch.device("cuda", 0), torch.device("cuda", 1))
-        if measure.cuda_count() >= 2:
-            return [pair], pair[0]
-        single = (torch.device("cuda", 0) if measure.cuda_count() == 1
-                  else torch.device("mps") if measure.mps_available() else torch.device("cpu"))
-        return [pair, (single, single)], single
+        found = auto_devices()
+        if len(found) == 2:
+            return [found], found[0]
+        return [(torch.device("cuda", 0), torch.device("cuda", 1)), (found[0], found[0])], found[0]
     parts = [p.strip() for p in text.split(",")]
     if len(parts) > 2 or not all(parts):
         raise ConfigError(f"--devices takes auto, one device or two (one per tower); got {text!r}")
-    try:
-        found = [as_device("cuda:0" if p == "cuda" else p) for p in parts]
-    except RuntimeError:
-        raise ConfigError(f"--devices: {text!r} is not a device list (use e.g. 0, cuda:1, cpu, mps)") from None
-    if any(d.type not in ("cpu", "cuda", "mps") for d in found):
-        raise ConfigError(f"--devices: {text!r}: only cpu, cuda and mps devices are supported")
-    if any(d.type == "cuda" and d.index is None for d in found):
-        found = [torch.device("cuda", 0) if d.type == "cuda" and d.index is None else d for d in found]
+    found = [device_from_name(p) for p in parts]
     pair = tuple(found) if len(found) == 2 else (found[0], found[0])
     return [pair], found[0]
 
@@ -179,7 +171,7 @@ def uses_gpu(devices: str) -> bool:
     """Whether ``--devices`` names a CUDA device that is visible here (it sets the defaults)."""
     towers, single = parse_devices(devices)
     found = {single, *(d for pair in towers for d in pair)}
-    return any(d.type == "cuda" and measure.unavailable([d]) is None for d in found)
+    return any(d.type == "cuda" and unavailable([d]) is None for d in found)
 
 
 @dataclass(frozen=True)
@@ -245,7 +237,7 @@ def plan(settings: Settings) -> List[Case]:
 
 def why_not_run(case: Case) -> Optional[str]:
     """The reason this machine cannot run ``case``, or None."""
-    reason = measure.unavailable(case.setup.devices)
+    reason = unavailable(case.setup.devices)
     if reason:
         return reason
     types = {d.type for d in case.setup.devices}
@@ -541,7 +533,7 @@ def run_lrn(settings: Settings, device: torch.device, log) -> List[Dict[str, obj
     """The fast LRN against the stock one at AlexNet's two LRN shapes, forward + backward:
     time (interleaved repeats), peak memory, bytes kept for backward, and the largest
     difference between their values and gradients."""
-    reason = measure.unavailable([device])
+    reason = unavailable([device])
     rows = []
     for shape in LRN_SHAPES:
         full = (settings.lrn_batch, *shape)
@@ -557,12 +549,9 @@ def run_lrn(settings: Settings, device: torch.device, log) -> List[Dict[str, obj
         modules = {impl: LocalResponseNorm(shape[0], groups=LRN_GROUPS, impl=impl) for impl in LRN_IMPLS}
         outputs = {}
 
-        def run(impl, keep=False):
+        def run(impl):
             leaf = x.detach().requires_grad_(True)
-            y = modules[impl](leaf)
-            y.backward(grad)
-            if keep:
-                outputs[impl] = (y.detach(), leaf.grad)
+            modules[impl](leaf).backward(grad)
 
         by_impl = {}
         for impl in LRN_IMPLS:
@@ -732,7 +721,7 @@ def run_end_to_end(settings: Settings, rows: List[Dict[str, object]], log) -> Di
     from ..train.evaluate import Preprocess
 
     device = parse_devices(settings.devices)[1]
-    reason = measure.unavailable([device])
+    reason = unavailable([device])
     if reason:
         return {"status": "not run", "reason": reason}
     batch = settings.batch_sizes[0]
@@ -776,9 +765,8 @@ def run_end_to_end(settings: Settings, rows: List[Dict[str, object]], log) -> Di
     training = timed(lambda x, y: train_step(model, x, y, optimizer, amp_dtype=amp))
     del model, optimizer
     loading = timed(lambda x, y: x.sum())  # the same batches and augmentation, no model
-    synthetic = next((r for r in rows if r["status"] == "ok" and r["model"] == "grouped" and r["mode"] == "train"
-                      and r["batch_size"] == batch and r["precision"] == precision
-                      and r["lrn_impl"] == setup.lrn_impl and not r["channels_last"] and not r["compile"]), None)
+    synthetic = _find(rows, model="grouped", devices=[str(device)], mode="train", batch_size=batch,
+                      precision=precision, lrn_impl=setup.lrn_impl, channels_last=False, compile=False)
     model_only = synthetic["images_per_s"]["median"] if synthetic else None
     if model_only is None:
         verdict = "no synthetic-input row of the grouped net to compare with"
@@ -809,7 +797,7 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = lambda messag
     try:
         pairs = sorted({(a.index or 0, b.index or 0) for c in cases if c.setup.model == "towers"
                         for a, b in [c.setup.devices] if a.type == b.type == "cuda" and a != b
-                        and not measure.unavailable(c.setup.devices)})
+                        and not unavailable(c.setup.devices)})
         pairs = [p for a, b in pairs for p in ((a, b), (b, a))]
         env = measure.environment(pairs)
         runnable = [c for c in cases if why_not_run(c) is None]
@@ -817,7 +805,7 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = lambda messag
         rows, runners = run_models(cases, settings, matmul, log)
         matmul = _matmul_results(matmul)
         for row in rows:
-            row["device_names"] = [measure.device_name(torch.device(d)) if not measure.unavailable([torch.device(d)])
+            row["device_names"] = [measure.device_name(torch.device(d)) if not unavailable([torch.device(d)])
                                    else None for d in row["devices"]]
             if row["model"] == "towers" and len(set(row["devices"])) == 2:
                 row["peer_access"] = _peer(env, row["devices"])

@@ -19,34 +19,11 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch
 from torch import nn
 
-
-# -- devices ---------------------------------------------------------------------------------
-
-def cuda_count() -> int:
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+from ..devices import cuda_count
+from ..versions import software_versions
 
 
-def mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
-
-
-def unavailable(devices: Iterable[torch.device]) -> Optional[str]:
-    """Why these devices cannot all be used here, or None when they can."""
-    devices = list(devices)
-    wanted = sorted({d.index or 0 for d in devices if d.type == "cuda"})
-    if wanted:
-        count = cuda_count()
-        missing = [i for i in wanted if i >= count]
-        if missing:
-            seen = "no CUDA device is visible" if count == 0 else (
-                f"{count} CUDA device{' is' if count == 1 else 's are'} visible")
-            names = " and ".join(f"cuda:{i}" for i in wanted)
-            return f"needs {names}; {seen}"
-    if any(d.type == "mps" for d in devices) and not mps_available():
-        return "needs mps; the MPS backend is not available here"
-    return None
-
+# -- timing ----------------------------------------------------------------------------------
 
 def synchronize(devices: Iterable[torch.device]) -> None:
     """Wait for every device in ``devices``, not only the current one: a towers model queues
@@ -264,13 +241,6 @@ def _git_commit() -> Optional[Dict[str, object]]:
 
 def environment(cuda_pairs: Sequence[Sequence[int]] = ()) -> Dict[str, object]:
     """Software versions, the CPU, the GPUs, and the settings that change kernel choices."""
-    try:
-        import torchvision
-        tv_version = torchvision.__version__
-    except ImportError:  # pragma: no cover - a dependency of the package
-        tv_version = None
-    from .. import __version__
-
     cuda = {"available": torch.cuda.is_available(), "version": torch.version.cuda, "devices": []}
     if cuda_count():
         cuda["cudnn"] = torch.backends.cudnn.version()
@@ -283,12 +253,8 @@ def environment(cuda_pairs: Sequence[Sequence[int]] = ()) -> Dict[str, object]:
             for a, b in cuda_pairs
         ]
     return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": tv_version,
-        "alexnet": __version__,
+        **software_versions(),
         "git": _git_commit(),
-        "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
