@@ -9,6 +9,7 @@ names and the dataset statistics, all as tensors, numbers, strings, lists and di
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
@@ -28,9 +29,7 @@ MODEL_KEYS = ("variant", "lrn", "overlap", "num_classes", "dropout")
 
 def model_config(model: nn.Module) -> Dict:
     """What it takes to rebuild ``model`` (any layout) from a checkpoint."""
-    spec = model.spec
-    return {"variant": spec.variant, "lrn": spec.lrn, "overlap": spec.overlap,
-            "num_classes": spec.num_classes, "dropout": spec.dropout}
+    return {key: getattr(model.spec, key) for key in MODEL_KEYS}
 
 
 def momentum_buffers(model: nn.Module, optimizer: torch.optim.Optimizer) -> Dict[str, torch.Tensor]:
@@ -149,6 +148,19 @@ def model_from_checkpoint(payload: Dict, layout: str = "grouped", devices: Optio
     model.classes = list(payload["classes"])
     model.checkpoint = {k: v for k, v in payload.items() if k not in ("model", "optimizer")}
     return model
+
+
+def stats_for_checkpoint(stats) -> Dict:
+    """A DatasetStats as a checkpoint holds it: its tensors (on the CPU) and plain numbers;
+    ``stats_from_checkpoint`` turns it back."""
+    out = {}
+    for f in dataclasses.fields(stats):
+        value = getattr(stats, f.name)
+        if isinstance(value, torch.Tensor):
+            out[f.name] = value.detach().cpu()
+        elif isinstance(value, (int, float, str)):
+            out[f.name] = value
+    return out
 
 
 def stats_from_checkpoint(payload: Dict):

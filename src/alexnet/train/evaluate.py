@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import make_loader
+from ..data import make_loader, open_dataset, resolve_data_root
+from ..data.files import write_json
 from ..data.transforms import center_crops, ten_crops, train_crops
+from ..devices import resolve_placement
+from ..errors import CheckpointError
 from ..report import SILENT, Reporter
-from .step import autocast_context
+from .checkpoint import model_from_checkpoint, read_checkpoint, stats_from_checkpoint
+from .runs import CHECKPOINTS
+from .step import autocast_context, resolve_amp
 
 # FACTS §7: the paper's single-model results and two well-known ports, for comparison tables.
 PAPER_RESULTS = [
@@ -105,11 +111,10 @@ def evaluate(model: nn.Module, dataset, preprocess: Preprocess, *, batch_size: i
                                    misses["top1"].sum().double(), misses["top5"].sum().double(), nll.double()])
             bar.update(1)
     n, top1, top5, loss = totals.tolist()
+    protocol = "ten-crop" if ten_crop else "centre crop"
     if n == 0:
-        return {"images": 0, "top1_error": math.nan, "top5_error": math.nan, "loss": math.nan,
-                "protocol": "ten-crop" if ten_crop else "centre crop"}
-    return {"images": int(n), "top1_error": top1 / n, "top5_error": top5 / n, "loss": loss / n,
-            "protocol": "ten-crop" if ten_crop else "centre crop"}
+        return {"images": 0, "top1_error": math.nan, "top5_error": math.nan, "loss": math.nan, "protocol": protocol}
+    return {"images": int(n), "top1_error": top1 / n, "top5_error": top5 / n, "loss": loss / n, "protocol": protocol}
 
 
 def format_results(results: Dict[str, Dict], include_paper: bool = True) -> str:
@@ -127,8 +132,6 @@ def format_results(results: Dict[str, Dict], include_paper: bool = True) -> str:
 
 def preprocess_from_checkpoint(payload: Dict, device, channels_last: bool = False) -> Preprocess:
     """The preprocessing a checkpoint's run trained with: its dataset statistics and mean mode."""
-    from .checkpoint import stats_from_checkpoint
-
     recipe = payload.get("config", {}).get("recipe", {})
     return Preprocess(stats=stats_from_checkpoint(payload).to(device), mean=recipe.get("mean", "image"),
                       divide_std=recipe.get("input_divide_std", False), channels_last=channels_last)
@@ -138,15 +141,6 @@ def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size
                         devices: str = "auto", layout=None, amp: str = "auto", channels_last: bool = False,
                         workers=None, lrn_impl: str = "fast", out=None, reporter: Reporter = SILENT) -> Dict:
     """Centre-crop (and ten-crop) errors of a checkpoint on a dataset split, saved as JSON."""
-    from pathlib import Path
-
-    from ..data import open_dataset, resolve_data_root
-    from ..devices import resolve_placement
-    from ..errors import CheckpointError
-    from .checkpoint import model_from_checkpoint, read_checkpoint
-    from .loop import resolve_amp
-    from .runs import CHECKPOINTS, write_json
-
     payload = read_checkpoint(checkpoint)
     placement = resolve_placement(devices, layout, payload["model_config"]["variant"])
     amp_dtype = resolve_amp(amp, placement)

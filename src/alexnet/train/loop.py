@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import platform
 import shutil
 import signal
 import sys
@@ -26,16 +25,19 @@ from typing import Dict, Optional
 import torch
 
 from ..data import load_or_compute_stats, make_loader, open_dataset, resolve_data_root
+from ..data.files import write_json
 from ..devices import Placement, resolve_placement
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..model.build import build_model
 from ..report import SILENT, Reporter
-from .checkpoint import load_momentum_buffers, load_weights, read_checkpoint, save_checkpoint
+from ..versions import software_versions
+from .checkpoint import (load_momentum_buffers, load_weights, read_checkpoint, save_checkpoint,
+                         stats_for_checkpoint)
 from .evaluate import Preprocess, evaluate
 from .optim import current_lr, paper_sgd, set_lr
 from .recipe import LRSchedule, Recipe, get_recipe, validate
 from .runs import RunFolder, plot_curves
-from .step import AMP_CHOICES, train_step
+from .step import resolve_amp, train_step
 
 @dataclass
 class TrainConfig:
@@ -77,22 +79,6 @@ class TrainConfig:
 
 class Interrupted(Exception):
     """Training stopped on a signal or at max_steps, after saving a checkpoint."""
-
-
-def resolve_amp(amp: str, placement: Placement) -> Optional[torch.dtype]:
-    if amp not in AMP_CHOICES:
-        raise ConfigError(f"--amp must be one of {', '.join(AMP_CHOICES)}; got {amp!r}")
-    on_gpu = all(d.type == "cuda" for d in placement.devices)
-    if amp == "auto":
-        if on_gpu and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    if amp == "fp32":
-        return None
-    if not on_gpu:
-        raise ConfigError(f"--amp {amp} needs every device to be a GPU; {placement.describe()} trains in fp32 "
-                          f"(use --amp fp32 or auto)")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def _rng_state(generator: torch.Generator, placement: Placement) -> Dict:
@@ -141,26 +127,6 @@ class _StopSignal:
     def __exit__(self, *exc):
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
-
-
-def _versions() -> Dict:
-    import torchvision
-
-    from .. import __version__
-
-    return {"alexnet": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
-
-
-def _stats_tensors(stats) -> Dict:
-    out = {}
-    for f in dataclasses.fields(stats):
-        value = getattr(stats, f.name)
-        if isinstance(value, torch.Tensor):
-            out[f.name] = value.detach().cpu()
-        elif isinstance(value, (int, float, str)):
-            out[f.name] = value
-    return out
 
 
 def config_for_resume(run_dir: str, epochs: Optional[int] = None, **runtime) -> TrainConfig:
@@ -249,12 +215,14 @@ def train(config: TrainConfig, *, resume: Optional[str] = None, reporter: Report
     resolved.update(out=str(run.path), data_root=str(root), placement=placement.as_dict(),
                     amp_dtype=str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
                     classes=len(classes), train_images=len(train_set), val_images=len(val_set),
-                    stats=stats.summary(), versions=_versions(), command=sys.argv)
+                    stats=stats.summary(), versions=software_versions(), command=sys.argv)
     run.write_config(resolved)
     chance_loss = math.log(len(classes))
 
+    saved_stats = stats_for_checkpoint(stats)  # the same in every checkpoint of the run
+
     def checkpoint(path=None, metrics=None):
-        save_checkpoint(path or run.last_checkpoint, model=model, classes=classes, stats=_stats_tensors(stats),
+        save_checkpoint(path or run.last_checkpoint, model=model, classes=classes, stats=saved_stats,
                         config=resolved, optimizer=optimizer, schedule=schedule.state_dict(), progress=progress,
                         rng=_rng_state(generator, placement), metrics={"best": best, **(metrics or {})})
 
@@ -359,7 +327,5 @@ def train(config: TrainConfig, *, resume: Optional[str] = None, reporter: Report
         run.append_metrics({"kind": "final", "step": progress["step"], "images": progress["images"],
                             "ten_crop_top1_error": ten["top1_error"], "ten_crop_top5_error": ten["top5_error"],
                             "ten_crop_loss": ten["loss"]})
-    from .runs import write_json
-
     write_json(run.path / "summary.json", summary)
     return summary

@@ -9,9 +9,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import Placement
+from ..errors import ConfigError
 
 #: --amp: auto is bf16 on GPUs that support it and fp32 elsewhere.
 AMP_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_amp(amp: str, placement: Placement) -> Optional[torch.dtype]:
+    """--amp -> the autocast dtype for a placement (None: fp32). bf16 and fp16 need every
+    device to be a GPU; auto picks bf16 where the GPUs support it."""
+    if amp not in AMP_CHOICES:
+        raise ConfigError(f"--amp must be one of {', '.join(AMP_CHOICES)}; got {amp!r}")
+    on_gpu = all(d.type == "cuda" for d in placement.devices)
+    if amp == "auto":
+        if on_gpu and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if amp == "fp32":
+        return None
+    if not on_gpu:
+        raise ConfigError(f"--amp {amp} needs every device to be a GPU; {placement.describe()} trains in fp32 "
+                          f"(use --amp fp32 or auto)")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def autocast_context(devices: Union[torch.device, Sequence[torch.device]], dtype: Optional[torch.dtype]):
