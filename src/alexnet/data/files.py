@@ -3,6 +3,7 @@ data pipeline's statistics and packed datasets, and the training runs' files and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -17,6 +18,14 @@ def cache_dir() -> Path:
     """``$ALEXNET_CACHE`` if set, else ``~/.cache/alexnet``: the built-in dataset, statistics of
     read-only datasets and the throughput benchmark's packed copies live here."""
     return Path(os.environ.get("ALEXNET_CACHE") or Path.home() / ".cache" / "alexnet").expanduser()
+
+
+def cache_entry(kind: str, root: PathLike, suffix: str = "") -> Path:
+    """``CACHE/kind/<name>-<hash of the absolute path><suffix>``: where something derived from
+    the dataset at ``root`` is kept when it cannot live beside it."""
+    root = Path(root).resolve()
+    digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
+    return cache_dir() / kind / f"{root.name}-{digest}{suffix}"
 
 
 def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .files import write_json
+from .files import write_atomically, write_json
 from .folders import LAYOUT, FolderDataset, check_split, is_folder_dataset
 from .images import IMAGE_SIZE, decode_jpeg, encode_jpeg
 from .loader import cpu_cores, make_loader
@@ -257,11 +257,14 @@ class _SplitWriter:
         else:
             self.file.flush()
             os.fsync(self.file.fileno())
-        tmp = self.state_path.with_name(self.state_path.name + ".part.npz")
-        np.savez(tmp, done=self.done, labels=np.asarray(self.labels, dtype=np.int64),
-                 offsets=np.asarray(self.offsets, dtype=np.int64), last_source=self.last_source,
-                 skipped=np.asarray(self.skipped, dtype=str), **(self.stats.state() if self.stats else {}))
-        os.replace(tmp, self.state_path)
+        state = dict(done=self.done, labels=np.asarray(self.labels, dtype=np.int64),
+                     offsets=np.asarray(self.offsets, dtype=np.int64), last_source=self.last_source,
+                     skipped=np.asarray(self.skipped, dtype=str), **(self.stats.state() if self.stats else {}))
+
+        def write(tmp):
+            with open(tmp, "wb") as handle:  # a handle: np.savez would add ".npz" to a name
+                np.savez(handle, **state)
+        write_atomically(self.state_path, write)
 
     def finish(self) -> dict:
         count = len(self.labels)

@@ -17,7 +17,6 @@ Saved as ``stats.json`` (everything but the mean image, readable) and ``mean_ima
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .files import cache_dir, is_writable_dir, write_atomically, write_json
+from .files import cache_entry, is_writable_dir, write_atomically, write_json
 from .images import IMAGE_SIZE
 
 STATS_FOLDER = "alexnet-stats"
@@ -194,8 +193,7 @@ def stats_folders(root: Union[str, Path]):
     """Where the statistics of the dataset at ``root`` live: beside it, or (read-only data) in
     the cache under a name derived from its absolute path."""
     root = Path(root).resolve()
-    digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
-    return root / STATS_FOLDER, cache_dir() / "stats" / f"{root.name}-{digest}"
+    return root / STATS_FOLDER, cache_entry("stats", root)
 
 
 def save_stats_for(root: Union[str, Path], stats: DatasetStats) -> Path:

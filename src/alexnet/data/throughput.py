@@ -13,7 +13,6 @@ Packed copies of a folder dataset are prepared once into the cache folder.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -21,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from ..errors import ConfigError
-from .files import cache_dir
+from .files import cache_entry
 from .folders import FolderDataset
 from .loader import make_loader
 from .packed import PackedDataset, packed_state, prepare, read_meta
@@ -40,8 +39,7 @@ NOTES = {
 
 def packed_copy(root: Path, fmt: str, progress: bool = False) -> Path:
     """A packed copy of the folder dataset ``root`` in the cache (prepared on first use)."""
-    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
-    dst = cache_dir() / "packed" / f"{root.name}-{digest}-{fmt}"
+    dst = cache_entry("packed", root, f"-{fmt}")
     if packed_state(dst) != "finished":
         prepare(root, dst, format=fmt, progress=progress, overwrite=packed_state(dst) is not None)
     return dst
