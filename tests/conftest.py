@@ -1,3 +1,7 @@
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -23,3 +27,13 @@ def cuda_count() -> int:
 
 def needs_gpus(n: int):
     return pytest.mark.skipif(cuda_count() < n, reason=f"needs {n} CUDA device(s); {cuda_count()} visible")
+
+
+def load_tool(name: str):
+    """A script in tools/ (not a package) as a module, loaded once."""
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -14,6 +14,16 @@ def _batch(device, n=4):
     return (torch.rand(n, 3, 224, 224, generator=g) * 255 - 120).to(device)
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """Full fp32 on the GPU: TF32 convolutions and matmuls (cuDNN's default on Ampere and
+    later) round to 10 bits, which alone can exceed the 1e-3 tolerance below."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _compare(devices, layout="towers"):
     reference = build_model(layout="grouped", devices=["cpu"], seed=0, dropout=0.0).double()
     model = build_model(layout=layout, devices=devices, seed=0, dropout=0.0)
