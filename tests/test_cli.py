@@ -55,7 +55,9 @@ def test_missing_gpus_give_one_line_and_a_nonzero_exit(monkeypatch):
     monkeypatch.setattr(devices_module, "cuda_count", lambda: 0)
     result = run("summary", "--devices", "0,1")
     assert result.exit_code != 0
-    assert result.output.strip() == "Error: cuda:0 requested but no CUDA device is visible"
+    assert result.output.strip() == (
+        "Error: cuda:0 requested but no CUDA device is visible; use --devices auto, cpu (grouped) or cpu,cpu "
+        "(towers on the CPU)")
 
 
 def test_python_dash_m_is_the_same_command():

@@ -30,7 +30,7 @@ from alexnet import build_model
 from alexnet.data import load_or_compute_stats, open_dataset, resolve_data_root
 from alexnet.model.init import INIT_PRESETS, InitPreset
 from alexnet.train.diagnostics import activation_stats, format_activation_stats
-from alexnet.train.evaluate import Preprocess
+from alexnet.data.preprocess import Preprocess
 from alexnet.train.loop import TrainConfig, train
 from alexnet.train.recipe import get_recipe
 from alexnet.train.runs import RunFolder
@@ -52,7 +52,7 @@ INIT_PRESETS.setdefault("paper-bias-0", InitPreset(
 
 def init_statistics(root: Path, images: int = 64):
     dataset = open_dataset(root, "val")
-    stats = load_or_compute_stats(root, workers=0, progress=False)
+    stats = load_or_compute_stats(root, workers=0)
     step = max(1, len(dataset) // images)
     batch = torch.stack([dataset[i][0] for i in range(0, len(dataset), step)][:images])
     results = {}

@@ -8,7 +8,6 @@
 from .errors import AlexNetError
 from .model import INIT_PRESETS, LAYERS, build_model, resolve
 from .train.checkpoint import load_model
-
-__version__ = "0.1.0"
+from .versions import __version__
 
 __all__ = ["AlexNetError", "INIT_PRESETS", "LAYERS", "build_model", "load_model", "resolve", "__version__"]

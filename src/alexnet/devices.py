@@ -1,4 +1,4 @@
-"""``--devices``: which devices a command runs on, and which layout follows from them.
+"""Where a network runs: ``--devices`` parsed once, and every rule about layouts and devices.
 
     auto        towers on cuda:0 and cuda:1 when two GPUs are visible, else grouped on the
                 best single device (cuda:0, then mps, then the CPU)
@@ -6,19 +6,44 @@
     0,1         towers on cuda:0 and cuda:1  cpu,cpu        towers, both on the CPU
     0,cpu       towers on cuda:0 and the CPU (real cross-device copies with one GPU)
 
-The library's ``build_model`` takes devices as given; this module is where they are checked,
-so a missing device is one line naming it, not a CUDA traceback.
+Two values carry this through the library:
+
+- :class:`DeviceRequest` is what the user asked for (``--devices`` and ``--layout``), parsed
+  at the edge and checked for spelling only, so a run folder can record it and a benchmark
+  can list a configuration this machine cannot run;
+- :class:`Placement` is a layout and its devices, resolved against this machine and the
+  net's number of towers (:meth:`DeviceRequest.resolve`), or given directly to
+  ``build_model`` (:meth:`Placement.of`). Every layout rule is in ``Placement.of``.
+
+A missing device is one line naming it and what to use instead, not a CUDA traceback.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .errors import DeviceError
-from .model.build import LAYOUTS, as_device
+from .errors import ConfigError, DeviceError
+
+#: grouped: one device, groups=2 where a layer reads its own tower; towers: one device per tower.
+LAYOUTS = ("grouped", "towers")
+
+DeviceLike = Union[str, int, torch.device]
+
+#: What to try instead, in every "not available" message.
+ALTERNATIVES = "use --devices auto, cpu (grouped) or cpu,cpu (towers on the CPU)"
+
+
+def as_device(device: DeviceLike) -> torch.device:
+    """'cpu', 'cuda:1', 1 (-> cuda:1), '1' or a torch.device, taken as given (no existence
+    check: ``DeviceRequest.resolve`` does the checking, and tests place towers on fake devices)."""
+    if isinstance(device, int):
+        return torch.device("cuda", device)
+    if isinstance(device, str) and device.strip().isdigit():
+        return torch.device("cuda", int(device))
+    return torch.device(device)
 
 
 @dataclass(frozen=True)
@@ -28,10 +53,43 @@ class Placement:
     layout: str
     devices: Tuple[torch.device, ...]
 
+    @classmethod
+    def of(cls, layout: str = "grouped", devices: Optional[Sequence[DeviceLike]] = None,
+           towers: int = 2) -> "Placement":
+        """The layout rules, for a net with ``towers`` columns (2, or 1 for the one-GPU net):
+        grouped runs on one device (default the CPU); towers on one device per tower, one
+        device given putting both towers on it; a one-column net runs grouped only."""
+        if layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+        placed = tuple(as_device(d) for d in (devices or ["cpu"]))
+        names = ", ".join(map(str, placed))
+        if layout == "grouped":
+            if len(placed) != 1:
+                raise ConfigError(f"the grouped layout runs on one device; got {len(placed)}: {names}")
+            return cls(layout, placed)
+        if towers != 2:
+            raise ConfigError(f"the towers layout needs the two-GPU net; a net with {towers} column "
+                              f"runs grouped on one device")
+        if len(placed) == 1:
+            placed = placed * 2
+        if len(placed) != 2:
+            raise ConfigError(f"the towers layout takes one or two devices; got {len(placed)}: {names}")
+        return cls(layout, placed)
+
     @property
     def primary(self) -> torch.device:
         """Where inputs go and logits come out (tower 0's device)."""
         return self.devices[0]
+
+    @property
+    def on_gpu(self) -> bool:
+        """Every device is a CUDA GPU (what bf16/fp16 autocast needs)."""
+        return all(d.type == "cuda" for d in self.devices)
+
+    @property
+    def cuda_indices(self) -> Tuple[int, ...]:
+        """The CUDA devices used, once each, in order."""
+        return tuple(sorted({d.index or 0 for d in self.devices if d.type == "cuda"}))
 
     def describe(self) -> str:
         names = ", ".join(str(d) for d in self.devices)
@@ -57,7 +115,7 @@ def _visible(count: int) -> str:
 
 def device_from_name(text: str) -> torch.device:
     """One device as ``--devices`` spells it (0, cuda, cuda:1, cpu, mps) -> a torch.device,
-    not checked against this machine (``unavailable`` and ``parse_device`` do that)."""
+    not checked against this machine (``unavailable`` does that)."""
     name = text.strip().lower()
     if not name:
         raise DeviceError("--devices: empty device name (use e.g. 0, cuda:1, cpu, mps)")
@@ -75,24 +133,13 @@ def device_from_name(text: str) -> torch.device:
 def unavailable(devices: Iterable[torch.device]) -> Optional[str]:
     """Why these devices cannot all be used here, or None when they can."""
     devices = list(devices)
-    wanted = sorted({d.index or 0 for d in devices if d.type == "cuda"})
-    if wanted:
-        count = cuda_count()
-        if any(i >= count for i in wanted):
-            return f"needs {' and '.join(f'cuda:{i}' for i in wanted)}; {_visible(count)}"
+    count = cuda_count()
+    for device in devices:
+        if device.type == "cuda" and (device.index or 0) >= count:
+            return f"cuda:{device.index or 0} requested but {_visible(count)}"
     if any(d.type == "mps" for d in devices) and not mps_available():
-        return "needs mps; the MPS backend is not available here"
+        return "mps requested but the MPS backend is not available here"
     return None
-
-
-def parse_device(text: str) -> torch.device:
-    """One device name -> a torch.device that exists here, or a DeviceError naming it."""
-    device = device_from_name(text)
-    if device.type == "cuda" and device.index >= cuda_count():
-        raise DeviceError(f"cuda:{device.index} requested but {_visible(cuda_count())}")
-    if device.type == "mps" and not mps_available():
-        raise DeviceError("mps requested but the MPS backend is not available here")
-    return device
 
 
 def auto_devices() -> Tuple[torch.device, ...]:
@@ -107,32 +154,70 @@ def auto_devices() -> Tuple[torch.device, ...]:
     return (torch.device("cpu"),)
 
 
-def resolve_placement(devices: str = "auto", layout: Optional[str] = None, variant: str = "two-gpu") -> Placement:
-    """Parse ``--devices`` (and an optional ``--layout`` override) into a checked Placement.
+@dataclass(frozen=True)
+class DeviceRequest:
+    """``--devices`` and ``--layout`` as the user gave them: ``devices`` None means auto.
+    Parsed for spelling only; :meth:`resolve` turns it into a Placement on this machine."""
 
-    One device gives the grouped layout, two give towers. ``layout="towers"`` with one device
-    puts both towers on it; ``layout="grouped"`` needs one device. The one-GPU net has a single
-    column, so it always runs grouped on one device.
-    """
-    text = (devices or "auto").strip()
-    if text.lower() == "auto":
-        found = auto_devices()
-        if variant == "one-gpu" or layout == "grouped":
-            found = found[:1]
-    else:
+    devices: Optional[Tuple[torch.device, ...]] = None
+    layout: Optional[str] = None
+
+    @classmethod
+    def parse(cls, devices: Optional[str] = "auto", layout: Optional[str] = None) -> "DeviceRequest":
+        """``--devices`` (``auto``, one device or two, one per tower, comma-separated) and
+        ``--layout``; ``parse(**request.as_dict())`` gives the request back."""
+        if layout is not None and layout not in LAYOUTS:
+            raise DeviceError(f"--layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+        text = (devices or "auto").strip()
+        if text.lower() == "auto":
+            return cls(None, layout)
         parts = text.split(",")
         if len(parts) > 2:
             raise DeviceError(f"--devices takes one or two devices (one per tower); got {len(parts)}: {text!r}")
-        found = tuple(parse_device(p) for p in parts)
-    if layout is not None and layout not in LAYOUTS:
-        raise DeviceError(f"--layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
-    if variant == "one-gpu":
-        if len(found) != 1 or layout == "towers":
-            raise DeviceError("the one-GPU net has a single column: give one device and no --layout towers")
-        return Placement("grouped", found)
-    chosen = layout or ("towers" if len(found) == 2 else "grouped")
-    if chosen == "grouped" and len(found) != 1:
-        raise DeviceError(f"--layout grouped runs on one device; --devices gave {len(found)}: {text!r}")
-    if chosen == "towers" and len(found) == 1:
-        found = found * 2
-    return Placement(chosen, found)
+        return cls(tuple(device_from_name(p) for p in parts), layout)
+
+    @classmethod
+    def of(cls, value: Union["DeviceRequest", str, Sequence[DeviceLike], None]) -> "DeviceRequest":
+        """A Python caller's way in: a request, ``None`` (auto), a ``--devices`` string, or a
+        list of one or two devices."""
+        if isinstance(value, DeviceRequest):
+            return value
+        if value is None or isinstance(value, str):
+            return cls.parse(value)
+        return cls(tuple(as_device(d) for d in value))
+
+    @property
+    def auto(self) -> bool:
+        return self.devices is None
+
+    def __str__(self) -> str:
+        return "auto" if self.devices is None else ",".join(
+            str(d.index) if d.type == "cuda" else d.type for d in self.devices)
+
+    def resolve(self, towers: int = 2) -> Placement:
+        """The placement on this machine for a net with ``towers`` columns (2, or 1 for the
+        one-GPU net). One device gives the grouped layout, two give towers; ``--layout
+        towers`` with one device puts both towers on it."""
+        if self.devices is None:
+            found = auto_devices()
+            if towers == 1 or self.layout == "grouped":
+                found = found[:1]
+        else:
+            found = self.devices
+            reason = unavailable(found)
+            if reason:
+                raise DeviceError(f"{reason}; {ALTERNATIVES}")
+        if towers == 1:
+            if len(found) != 1 or self.layout == "towers":
+                raise DeviceError("the one-GPU net has a single column: give one device and no --layout towers")
+            return Placement.of("grouped", found, towers)
+        layout = self.layout or ("towers" if len(found) == 2 else "grouped")
+        if layout == "grouped" and len(found) != 1:
+            raise DeviceError(f"--layout grouped runs on one device; --devices gave {len(found)}: {self}")
+        return Placement.of(layout, found, towers)
+
+    def as_dict(self):
+        return {"devices": str(self), "layout": self.layout}
+
+
+AUTO = DeviceRequest()

@@ -70,7 +70,15 @@ def test_workers_give_the_same_batches():
     assert len(serial) == len(parallel) == 5
     for (a, la), (b, lb) in zip(serial, parallel):
         assert torch.equal(a, b) and torch.equal(la, lb)
-    assert default_workers() >= 1
+
+
+
+def test_default_workers_leave_a_core_to_training(monkeypatch):
+    from alexnet.data import loader as loader_module
+
+    for cores, expected in ((1, 1), (2, 1), (4, 3), (64, 8)):
+        monkeypatch.setattr(loader_module, "cpu_cores", lambda: cores)
+        assert default_workers() == expected, cores
 
 
 def _with_a_bad_image(root):

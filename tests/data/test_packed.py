@@ -25,7 +25,7 @@ def same_items(a, b):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_raw_holds_exactly_what_the_folder_reader_gives(folder_root, tmp_path, workers):
-    meta = prepare(folder_root, tmp_path / "p", workers=workers, progress=False)
+    meta = prepare(folder_root, tmp_path / "p", workers=workers)
     assert meta["splits"]["train"]["images"] == 12 and meta["splits"]["val"]["images"] == 6
     assert meta["classes"] == ["cat", "dog", "eel"]
     for split in ("train", "val"):
@@ -37,17 +37,17 @@ def test_raw_holds_exactly_what_the_folder_reader_gives(folder_root, tmp_path, w
 
 
 def test_statistics_come_from_the_same_pass(folder_root, tmp_path):
-    prepare(folder_root, tmp_path / "p", workers=0, progress=False)
+    prepare(folder_root, tmp_path / "p", workers=0)
     packed = DatasetStats.load(tmp_path / "p" / "alexnet-stats")
-    direct = compute_stats(open_dataset(folder_root, "train"), workers=0, progress=False)
+    direct = compute_stats(open_dataset(folder_root, "train"), workers=0)
     assert torch.equal(packed.mean_image, direct.mean_image)
     assert torch.allclose(packed.covariance, direct.covariance, rtol=1e-5)
     assert packed.count == 12
 
 
 def test_folder_and_packed_loaders_give_identical_batches_and_crops(folder_root, tmp_path):
-    prepare(folder_root, tmp_path / "p", progress=False)
-    stats = compute_stats(open_dataset(folder_root, "train"), workers=0, progress=False)
+    prepare(folder_root, tmp_path / "p")
+    stats = compute_stats(open_dataset(folder_root, "train"), workers=0)
     batches = []
     for root in (folder_root, tmp_path / "p"):
         loader = make_loader(open_dataset(root, "train"), 5, shuffle=True, seed=4, epoch=1, workers=0)
@@ -58,7 +58,7 @@ def test_folder_and_packed_loaders_give_identical_batches_and_crops(folder_root,
 
 
 def test_jpeg_is_close_to_the_folder_reader(folder_root, tmp_path):
-    meta = prepare(folder_root, tmp_path / "j", format="jpeg", quality=95, workers=0, progress=False)
+    meta = prepare(folder_root, tmp_path / "j", format="jpeg", quality=95, workers=0)
     assert meta["format"] == "jpeg" and meta["quality"] == 95
     packed, folder = open_dataset(tmp_path / "j", "val"), open_dataset(folder_root, "val")
     assert packed.format == "jpeg" and len(packed) == 6
@@ -71,10 +71,10 @@ def test_jpeg_is_close_to_the_folder_reader(folder_root, tmp_path):
 
 
 def test_a_finished_dataset_is_not_overwritten_unless_asked(folder_root, tmp_path):
-    prepare(folder_root, tmp_path / "p", workers=0, progress=False)
+    prepare(folder_root, tmp_path / "p", workers=0)
     with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'p'}: already a finished packed dataset; pass --overwrite")):
-        prepare(folder_root, tmp_path / "p", workers=0, progress=False)
-    meta = prepare(folder_root, tmp_path / "p", format="jpeg", workers=0, progress=False, overwrite=True)
+        prepare(folder_root, tmp_path / "p", workers=0)
+    meta = prepare(folder_root, tmp_path / "p", format="jpeg", workers=0, overwrite=True)
     assert meta["format"] == "jpeg" and not (tmp_path / "p" / "train.u8").exists()
 
 
@@ -82,9 +82,9 @@ def test_a_folder_with_other_files_is_refused(folder_root, tmp_path):
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "thesis.pdf").write_bytes(b"%PDF")
     with pytest.raises(DataError, match="exists, is not empty and is not a packed dataset"):
-        prepare(folder_root, tmp_path / "p", workers=0, progress=False)
+        prepare(folder_root, tmp_path / "p", workers=0)
     with pytest.raises(DataError, match="not a folder dataset"):
-        prepare(tmp_path / "p", tmp_path / "q", workers=0, progress=False)
+        prepare(tmp_path / "p", tmp_path / "q", workers=0)
 
 
 def _bad_image(folder_root):
@@ -96,10 +96,10 @@ def _bad_image(folder_root):
 
 @pytest.mark.parametrize("fmt", ["raw", "jpeg"])
 def test_stopped_by_a_bad_image_then_resumed_equals_one_clean_run(folder_root, tmp_path, fmt):
-    clean = prepare(folder_root, tmp_path / "clean", format=fmt, workers=0, progress=False, batch_size=2)
+    clean = prepare(folder_root, tmp_path / "clean", format=fmt, workers=0, batch_size=2)
     bad, good = _bad_image(folder_root)
     with pytest.raises(DataError) as error:
-        prepare(folder_root, tmp_path / "p", format=fmt, workers=0, progress=False, batch_size=2)
+        prepare(folder_root, tmp_path / "p", format=fmt, workers=0, batch_size=2)
     assert str(error.value).startswith(f"{bad}: truncated or corrupt JPEG image")
     # half-written: never opened as a dataset, and the message says what to do
     for call in (lambda: resolve_data_root(tmp_path / "p"), lambda: open_dataset(tmp_path / "p", "train"),
@@ -109,7 +109,7 @@ def test_stopped_by_a_bad_image_then_resumed_equals_one_clean_run(folder_root, t
     state = np.load(tmp_path / "p" / ".prepare" / "train.state.npz")
     assert int(state["done"]) == 6  # cat's 4 images and dog's first 2, in whole batches of 2
     bad.write_bytes(good)  # fixed: the next run continues from there
-    resumed = prepare(folder_root, tmp_path / "p", format=fmt, workers=0, progress=False, batch_size=2)
+    resumed = prepare(folder_root, tmp_path / "p", format=fmt, workers=0, batch_size=2)
     assert resumed["splits"] == clean["splits"]
     for split in ("train", "val"):
         same_items(open_dataset(tmp_path / "p", split), open_dataset(tmp_path / "clean", split))
@@ -121,13 +121,13 @@ def test_after_a_bad_image_remove_it_or_skip_it_and_go_on(folder_root, tmp_path)
     bad, _ = _bad_image(folder_root)
     for dst in ("removed", "skipped"):
         with pytest.raises(DataError):
-            prepare(folder_root, tmp_path / dst, workers=0, progress=False, batch_size=2)
+            prepare(folder_root, tmp_path / dst, workers=0, batch_size=2)
     bad.unlink()
-    removed = prepare(folder_root, tmp_path / "removed", workers=0, progress=False, batch_size=2)
+    removed = prepare(folder_root, tmp_path / "removed", workers=0, batch_size=2)
     assert removed["splits"]["train"]["images"] == 11 and removed["splits"]["train"]["skipped"] == 0
     same_items(open_dataset(tmp_path / "removed", "train"), open_dataset(folder_root, "train"))
     bad.write_bytes(b"broken")  # back, still bad: this one goes on with --skip-bad
-    skipped = prepare(folder_root, tmp_path / "skipped", workers=0, progress=False, batch_size=2, skip_bad=True)
+    skipped = prepare(folder_root, tmp_path / "skipped", workers=0, batch_size=2, skip_bad=True)
     assert skipped["splits"]["train"]["images"] == 11 and skipped["splits"]["train"]["skipped"] == 1
     same_items(open_dataset(tmp_path / "skipped", "train"), open_dataset(tmp_path / "removed", "train"))
 
@@ -135,14 +135,14 @@ def test_after_a_bad_image_remove_it_or_skip_it_and_go_on(folder_root, tmp_path)
 def test_files_changed_before_the_point_reached_are_noticed(folder_root, tmp_path):
     bad, _ = _bad_image(folder_root)
     with pytest.raises(DataError):
-        prepare(folder_root, tmp_path / "p", workers=0, progress=False, batch_size=2)
+        prepare(folder_root, tmp_path / "p", workers=0, batch_size=2)
     (folder_root / "train" / "cat" / "img0.jpg").unlink()  # already packed: the order shifts
     with pytest.raises(DataError, match="its files changed since prepare stopped; pass --overwrite"):
-        prepare(folder_root, tmp_path / "p", workers=0, progress=False, batch_size=2, skip_bad=True)
+        prepare(folder_root, tmp_path / "p", workers=0, batch_size=2, skip_bad=True)
 
 
 def test_ctrl_c_then_rerun_continues_where_it_stopped(folder_root, tmp_path, monkeypatch):
-    clean = prepare(folder_root, tmp_path / "clean", workers=0, progress=False, batch_size=4)
+    clean = prepare(folder_root, tmp_path / "clean", workers=0, batch_size=4)
     calls = []
     original = packed_module._SplitWriter.add
 
@@ -153,10 +153,10 @@ def test_ctrl_c_then_rerun_continues_where_it_stopped(folder_root, tmp_path, mon
         return original(self, *args, **kwargs)
     monkeypatch.setattr(packed_module._SplitWriter, "add", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        prepare(folder_root, tmp_path / "p", workers=0, progress=False, batch_size=4)
+        prepare(folder_root, tmp_path / "p", workers=0, batch_size=4)
     monkeypatch.setattr(packed_module._SplitWriter, "add", original)
     assert int(np.load(tmp_path / "p" / ".prepare" / "train.state.npz")["done"]) == 4
-    prepare(folder_root, tmp_path / "p", workers=0, progress=False, batch_size=4)
+    prepare(folder_root, tmp_path / "p", workers=0, batch_size=4)
     for split in ("train", "val"):
         same_items(open_dataset(tmp_path / "p", split), open_dataset(tmp_path / "clean", split))
     assert json.loads((tmp_path / "p" / "packed.json").read_text())["splits"] == clean["splits"]
@@ -165,15 +165,15 @@ def test_ctrl_c_then_rerun_continues_where_it_stopped(folder_root, tmp_path, mon
 def test_an_unfinished_job_of_another_kind_is_not_mixed_in(folder_root, tmp_path):
     _bad_image(folder_root)
     with pytest.raises(DataError):
-        prepare(folder_root, tmp_path / "p", workers=0, progress=False)
+        prepare(folder_root, tmp_path / "p", workers=0)
     with pytest.raises(DataError, match="unfinished prepare of a different source, format or quality; pass --overwrite"):
-        prepare(folder_root, tmp_path / "p", format="jpeg", workers=0, progress=False)
+        prepare(folder_root, tmp_path / "p", format="jpeg", workers=0)
 
 
 def test_skip_bad_leaves_unreadable_images_out_and_reports_them(folder_root, tmp_path):
     bad, _ = _bad_image(folder_root)
     (folder_root / "val" / "cat" / "img1.jpg").write_text("not an image")
-    meta = prepare(folder_root, tmp_path / "p", workers=0, progress=False, skip_bad=True)
+    meta = prepare(folder_root, tmp_path / "p", workers=0, skip_bad=True)
     assert meta["splits"]["train"]["images"] == 11 and meta["splits"]["train"]["skipped"] == 1
     assert meta["splits"]["train"]["skipped_files"][0].startswith(str(bad))
     assert meta["splits"]["val"]["images"] == 5
@@ -184,7 +184,7 @@ def test_skip_bad_leaves_unreadable_images_out_and_reports_them(folder_root, tmp
 
 
 def test_damaged_files_are_named(folder_root, tmp_path):
-    prepare(folder_root, tmp_path / "p", workers=0, progress=False)
+    prepare(folder_root, tmp_path / "p", workers=0)
     with open(tmp_path / "p" / "val.u8", "r+b") as handle:
         handle.truncate(1000)
     with pytest.raises(DataError, match="val.u8: 1000 bytes .* damaged: re-run prepare with --overwrite"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from imagesets import folder_root, private_cache, write_image  # noqa: F401 (fixtures)
 
-import alexnet.data.stats as stats_module
+import alexnet.data.roots as roots_module
 from alexnet.data import DatasetStats, compute_stats, load_or_compute_stats, open_dataset
 from alexnet.data.images import load_image
 from alexnet.errors import DataError
@@ -53,16 +53,16 @@ def test_random_images_against_numpy():
     images = [torch.randint(0, 256, (3, 256, 256), dtype=torch.uint8, generator=generator) for _ in range(5)]
     # correlated channels, so the covariance is not diagonal
     images = [torch.stack([im[0], (im[0] // 2 + im[1] // 2), im[2] // 3]) for im in images]
-    stats = compute_stats(Images(images), workers=0, progress=False)
+    stats = compute_stats(Images(images), workers=0)
     check_against_numpy(stats, images)
 
 
 def test_folder_dataset_against_numpy_any_worker_count(folder_root):
     dataset = open_dataset(folder_root, "train")
     images = [load_image(path) for path, _ in dataset.samples]
-    serial = compute_stats(dataset, workers=0, progress=False)
+    serial = compute_stats(dataset, workers=0)
     check_against_numpy(serial, images)
-    parallel = compute_stats(dataset, workers=2, progress=False)
+    parallel = compute_stats(dataset, workers=2)
     assert torch.equal(serial.mean_image, parallel.mean_image)  # exact integer sums: order does not matter
     assert torch.equal(serial.covariance, parallel.covariance)
 
@@ -70,7 +70,7 @@ def test_folder_dataset_against_numpy_any_worker_count(folder_root):
 def test_save_load_round_trip_and_readable_json(tmp_path):
     generator = torch.Generator().manual_seed(1)
     images = [torch.randint(0, 256, (3, 256, 256), dtype=torch.uint8, generator=generator) for _ in range(3)]
-    stats = compute_stats(Images(images), workers=0, progress=False)
+    stats = compute_stats(Images(images), workers=0)
     stats.save(tmp_path / "s")
     saved = json.loads((tmp_path / "s" / "stats.json").read_text())
     assert saved["images"] == 3 and len(saved["channel_mean"]) == 3 and len(saved["eigenvalues"]) == 3
@@ -80,8 +80,9 @@ def test_save_load_round_trip_and_readable_json(tmp_path):
     for name in ("channel_mean", "covariance", "eigenvalues", "eigenvectors"):
         assert torch.allclose(getattr(loaded, name), getattr(stats, name), rtol=1e-5, atol=1e-4), name
     assert loaded.path == tmp_path / "s"
-    json.dumps(loaded.summary())
-    assert "mean_image" not in loaded.summary() or isinstance(loaded.summary()["mean_image"], str)
+    summary = loaded.summary()
+    assert json.loads(json.dumps(summary)) == summary  # plain JSON, no tensors
+    assert (tmp_path / "s" / summary["mean_image"]).is_file()  # names the saved mean image
     moved = loaded.to("meta")
     assert moved.mean_image.device.type == "meta" and loaded.mean_image.device.type == "cpu"
 
@@ -94,24 +95,24 @@ def test_unreadable_statistics_are_named(tmp_path):
 
 
 def test_load_or_compute_saves_beside_the_data_then_loads(folder_root, monkeypatch):
-    first = load_or_compute_stats(folder_root, workers=0, progress=False)
+    first = load_or_compute_stats(folder_root, workers=0)
     assert first.path == folder_root.resolve() / "alexnet-stats"
     assert (first.path / "stats.json").is_file() and (first.path / "mean_image.npy").is_file()
 
     def no_pass(*args, **kwargs):
         raise AssertionError("statistics were recomputed")
-    monkeypatch.setattr(stats_module, "compute_stats", no_pass)
-    second = load_or_compute_stats(folder_root, progress=False)
+    monkeypatch.setattr(roots_module, "compute_stats", no_pass)
+    second = load_or_compute_stats(folder_root)
     assert torch.equal(second.mean_image, first.mean_image)
     # the split changed: an image more means the saved statistics are stale
     write_image(folder_root / "train" / "cat" / "new.jpg", 300, 300, seed=99)
     with pytest.raises(AssertionError, match="recomputed"):
-        load_or_compute_stats(folder_root, progress=False)
+        load_or_compute_stats(folder_root)
 
 
 def test_read_only_data_gets_its_statistics_in_the_cache(folder_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(stats_module, "is_writable_dir", lambda folder: False)
-    stats = load_or_compute_stats(folder_root, workers=0, progress=False)
+    monkeypatch.setattr(roots_module, "is_writable_dir", lambda folder: False)
+    stats = load_or_compute_stats(folder_root, workers=0)
     assert stats.path.parent == tmp_path / "cache" / "stats"
     assert not (folder_root / "alexnet-stats").exists()
-    assert load_or_compute_stats(folder_root, progress=False).path == stats.path
+    assert load_or_compute_stats(folder_root).path == stats.path

@@ -64,14 +64,14 @@ def test_checkpoint_round_trips_between_layouts(paper_state):
     buffer = io.BytesIO()
     torch.save(grouped.state_dict(), buffer)
     buffer.seek(0)
-    towers2 = build_model(layout="towers", devices=["cpu", "cpu"], init=None)
+    towers2 = build_model(layout="towers", devices=["cpu", "cpu"], init=None, dropout=0.0)
     towers2.load_state_dict(torch.load(buffer, weights_only=True))
     towers2.eval()
     torch.testing.assert_close(towers2(x), expected, rtol=1e-5, atol=1e-4)
     buffer = io.BytesIO()
     torch.save(towers2.state_dict(), buffer)
     buffer.seek(0)
-    grouped2 = build_model(layout="grouped", init=None)
+    grouped2 = build_model(layout="grouped", init=None, dropout=0.0)
     grouped2.load_state_dict(torch.load(buffer, weights_only=True))
     grouped2.eval()
     torch.testing.assert_close(grouped2(x), expected, rtol=0, atol=0)
@@ -137,8 +137,9 @@ def test_seed_gives_identical_weights_across_layouts():
     assert not torch.equal(grouped["conv1.weight"], other["conv1.weight"])
 
 
-def test_dropout_is_inverted_and_off_in_eval(paper_state):
-    grouped, _ = _pair(paper_state, dropout=0.5)
+def test_inverted_dropout_doubles_the_kept_units_and_is_off_in_eval(paper_state):
+    grouped = build_model(layout="grouped", devices=["cpu"], init=None, dropout=0.5, dropout_style="inverted")
+    grouped.load_state_dict(paper_state)
     x = _batch(2)
     grouped.eval()
     a, b = grouped(x), grouped(x)

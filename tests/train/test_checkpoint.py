@@ -112,3 +112,37 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         save_checkpoint(path, model=_small(seed=1), classes=CLASSES)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def _with_dropout(style, seed=0):
+    return build_model(devices=["cpu"], num_classes=10, seed=seed, dropout=0.5, dropout_style=style)
+
+
+def test_the_dropout_style_is_recorded_and_rebuilt(tmp_path):
+    from alexnet.model.dropout import PaperDropout
+
+    for style, kind in (("paper", PaperDropout), ("inverted", torch.nn.Dropout)):
+        path = save_checkpoint(tmp_path / f"{style}.pt", model=_with_dropout(style), classes=CLASSES)
+        assert read_checkpoint(path)["model_config"]["dropout_style"] == style
+        model = load_model(path, layout="towers", devices=["cpu", "cpu"])
+        assert model.spec.dropout_style == style and type(model.towers[0].drop6) is kind
+
+
+def test_a_checkpoint_written_before_the_style_was_recorded_rebuilds_with_inverted_dropout(tmp_path):
+    """Every checkpoint without the key was trained with nn.Dropout; evaluating it with the paper's
+    test-time halving would scale fc7's and fc8's inputs wrongly."""
+    trained = _with_dropout("inverted")
+    path = save_checkpoint(tmp_path / "old.pt", model=trained, classes=CLASSES)
+    payload = torch.load(path, weights_only=True)
+    del payload["model_config"]["dropout_style"]  # as written before the key existed
+    torch.save(payload, path)
+    model = load_model(path)
+    assert model.spec.dropout_style == "inverted" and type(model.drop6) is torch.nn.Dropout
+    trained.eval()
+    x = torch.rand(2, 3, 224, 224) * 255 - 120
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), trained(x), rtol=1e-6, atol=1e-6)
+        # The paper form at test time would be a different function of the same weights.
+        paper = _with_dropout("paper")
+        paper.load_state_dict(trained.state_dict())
+        assert not torch.allclose(paper.eval()(x), trained(x))

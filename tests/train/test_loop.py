@@ -11,8 +11,11 @@ from alexnet.cli import main
 from alexnet.data import generate_builtin, load_or_compute_stats, open_dataset
 from alexnet.errors import ConfigError, TrainingError
 from alexnet.train import loop as loop_module
-from alexnet.train.checkpoint import read_checkpoint
-from alexnet.train.evaluate import Preprocess, evaluate
+from alexnet import load_model
+from alexnet.data.images import load_image
+from alexnet.train.checkpoint import read_checkpoint, stats_from_checkpoint
+from alexnet.data.preprocess import Preprocess
+from alexnet.train.evaluate import evaluate
 from alexnet.train.loop import Interrupted, TrainConfig, config_for_resume, train
 from alexnet.train.optim import paper_sgd
 from alexnet.train.recipe import get_recipe
@@ -28,7 +31,7 @@ def private_cache(tmp_path, monkeypatch):
 def tiny(tmp_path_factory):
     """The built-in generator at 2 training and 1 validation image per class (10 classes)."""
     root = generate_builtin(tmp_path_factory.mktemp("data") / "tiny", train_per_class=2, val_per_class=1, workers=0)
-    load_or_compute_stats(root, workers=0, progress=False)
+    load_or_compute_stats(root, workers=0)
     return root
 
 
@@ -44,7 +47,7 @@ def _weights(run):
 
 def _fixed_batch(tiny, n=8):
     dataset = open_dataset(tiny, "train")
-    stats = load_or_compute_stats(tiny, workers=0, progress=False)
+    stats = load_or_compute_stats(tiny, workers=0)
     images = torch.stack([dataset[i][0] for i in range(n)])
     labels = torch.tensor([dataset[i][1] for i in range(n)])
     return Preprocess(stats).centre(images), labels
@@ -128,7 +131,7 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, mon
 def test_ten_crop_evaluation_matches_a_direct_computation(tiny):
     """§4.1: the four corner patches, the centre patch and their mirrors; softmax averaged."""
     dataset = open_dataset(tiny, "val")
-    stats = load_or_compute_stats(tiny, workers=0, progress=False)
+    stats = load_or_compute_stats(tiny, workers=0)
     model = build_model(num_classes=10, seed=4).eval()
     result = evaluate(model, dataset, Preprocess(stats), batch_size=3, ten_crop=True, workers=0)
     misses1 = misses5 = 0
@@ -174,29 +177,37 @@ def test_train_refuses_a_folder_that_holds_a_run(tiny, tmp_path):
     (["--devices", "0,1"], "cuda:0 requested but"),
     (["--amp", "bf16", "--devices", "cpu"], "--amp bf16 needs every device to be a GPU"),
     (["--resume", "nowhere"], "--resume nowhere: no such run folder"),
+    (["--data", "/nonexistent/data"], "/nonexistent/data: no such file or folder"),
 ])
 def test_impossible_train_options_get_one_line(tiny, tmp_path, args, message):
     result = run_cli("train", "--data", tiny, "--out", tmp_path / "new", "-q", *args)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.output
-    assert not (tmp_path / "new" / "config.json").exists()
+    assert not (tmp_path / "new").exists()  # nothing is written before the options and the data are checked
 
 
 def test_eval_and_predict_commands(tiny, tmp_path):
     train(_config(tiny, tmp_path / "run", recipe={"epochs": 1}))
     result = run_cli("eval", tmp_path / "run", "--devices", "cpu", "-b", "5", "-j", "0", "-q")
     assert result.exit_code == 0, result.output
-    assert "centre crop" in result.output and "ten-crop" in result.output and "37.5" in result.output
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert [r["protocol"] for r in saved["results"]] == ["centre crop", "ten-crop"]
+    for r in saved["results"]:  # the printed table is the saved numbers
+        assert f"{100 * r['top1_error']:.2f}% {100 * r['top5_error']:>11.2f}%" in result.output
+    assert f"checkpoint {tmp_path / 'run' / 'checkpoints' / 'last.pt'} (epoch 1, step 5)" in result.output
     image = next((tiny / "val" / "star").iterdir())
     result = run_cli("predict", tmp_path / "run" / "checkpoints" / "last.pt", image, "--devices", "cpu", "--json")
     assert result.exit_code == 0, result.output
     (prediction,) = json.loads(result.output)
     assert len(prediction["predictions"]) == 5
-    assert {p["class"] for p in prediction["predictions"]} <= set(open_dataset(tiny, "train").classes)
-    assert sum(p["probability"] for p in prediction["predictions"]) <= 1.0 + 1e-6
+    # The same probabilities computed directly: the trained model on the image's centre crop.
+    model = load_model(tmp_path / "run")
+    pixels = load_image(image).unsqueeze(0)
+    probs = torch.softmax(model(Preprocess(stats_from_checkpoint(read_checkpoint(tmp_path / "run"))).centre(pixels)), 1)[0]
+    top = probs.topk(5)
+    assert [p["class"] for p in prediction["predictions"]] == [model.classes[i] for i in top.indices.tolist()]
+    assert [p["probability"] for p in prediction["predictions"]] == pytest.approx(top.values.tolist(), rel=1e-5)
 
 
 def test_eval_refuses_a_dataset_with_other_classes(tiny, tmp_path):
@@ -217,3 +228,15 @@ def test_eval_refuses_a_dataset_with_other_classes(tiny, tmp_path):
 def test_bad_log_every(tiny, tmp_path):
     with pytest.raises(ConfigError, match="--log-every"):
         train(_config(tiny, tmp_path / "run", log_every=0))
+
+
+def test_max_steps_at_an_epoch_end_lets_the_epoch_finish(tiny, tmp_path):
+    # 5 steps per epoch (20 images, batch 4): max_steps=5 stops after epoch 1's validation,
+    # max_steps=10 (the whole run) finishes it, summary and all.
+    with pytest.raises(Interrupted, match=r"at step 5, epoch 2 batch 0"):
+        train(_config(tiny, tmp_path / "half", max_steps=5))
+    records = [json.loads(line) for line in (tmp_path / "half" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1]
+    summary = train(_config(tiny, tmp_path / "whole", max_steps=10))
+    assert summary["steps"] == 10 and summary["epochs"] == 2
+    assert (tmp_path / "whole" / "summary.json").exists()

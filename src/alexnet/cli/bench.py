@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ..devices import DeviceRequest
 from ..experiments.bench import CHOICES, MODELS, MODES, PRECISIONS, Settings, command_line, run_benchmark, save
-from ..experiments.bench_report import format_report
+from ..experiments.bench.tables import format_report
 from ..model.lrn import LRN_IMPLS
 from . import main
 
@@ -88,9 +89,10 @@ def bench(devices, models, modes, batch_sizes, precisions, channels_last, compil
     """Measure throughput (images/s, ms/step), peak memory and cross-device traffic of the
     paper's nets and torchvision's alexnet, side by side, for inference and a full training
     step; the fast LRN against the stock one; and a per-layer profile. Prints a table and
-    saves every number with its settings as JSON."""
+    saves every number with its settings as JSON; `python tools/bench_targets.py JSON` checks
+    the project's speed targets against it."""
     settings = Settings(
-        devices=devices, models=models, modes=modes, batch_sizes=batch_sizes, precisions=precisions,
+        devices=DeviceRequest.parse(devices), models=models, modes=modes, batch_sizes=batch_sizes, precisions=precisions,
         channels_last=channels_last, compile=compile_, lrn_impl=lrn_impl, warmup=warmup, steps=steps,
         repeats=repeats, lrn_bench=lrn_bench, lrn_batch=lrn_batch,
         profile=None if profile == "none" else profile, flush_denormal=flush_denormal, seed=seed, quick=quick,

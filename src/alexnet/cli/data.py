@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from ..data import packed
-from ..data.roots import open_dataset, resolve_data_root
-from ..data.stats import compute_stats, save_stats_for
+from ..data.roots import open_dataset, resolve_data_root, save_stats_for
+from ..data.stats import compute_stats
+from ..progress import Reporter
 from . import main
 
 WORKERS_HELP = "Reader processes (0: read in this process). Default: {}."
@@ -27,8 +28,9 @@ def stats(data, workers, skip_bad):
     per-channel means and the 3x3 RGB covariance with its eigenvectors and eigenvalues (the
     paper's colour noise) in DATA/alexnet-stats/, or in the cache if DATA is read-only.
     """
-    root = resolve_data_root(data)
-    result = compute_stats(open_dataset(root, "train", skip_bad=skip_bad), workers=workers)
+    reporter = Reporter()
+    root = resolve_data_root(data, reporter)
+    result = compute_stats(open_dataset(root, "train", skip_bad=skip_bad), workers=workers, reporter=reporter)
     save_stats_for(root, result)
     click.echo(result.describe())
 
@@ -53,5 +55,5 @@ def prepare(src, dst, fmt, quality, workers, skip_bad, overwrite):
     arguments; DST counts as finished only once DST/packed.json is written, last.
     """
     meta = packed.prepare(src, dst, format=fmt, quality=quality, workers=workers, skip_bad=skip_bad,
-                          overwrite=overwrite)
+                          overwrite=overwrite, reporter=Reporter())
     click.echo(packed.describe(dst, meta))

@@ -1,4 +1,5 @@
-"""Options shared by every command that builds a network."""
+"""Options shared by the commands that build a network. ``--devices`` and ``--layout`` are
+parsed here, at the edge, into one ``alexnet.devices.DeviceRequest``."""
 
 from __future__ import annotations
 
@@ -6,37 +7,59 @@ import functools
 
 import click
 
-from ..model.build import LAYOUTS
+from ..devices import LAYOUTS, DeviceRequest
+from ..model.lrn import LRN_IMPLS
 from ..model.spec import VARIANTS
+from ..train.step import AMP_CHOICES
 
 DEVICES_HELP = ("Where to run: auto (default), 0,1 (towers on two GPUs), 0 or cpu (grouped on one "
                 "device), cpu,cpu (towers on the CPU), 0,cpu (towers on a GPU and the CPU).")
 
 
+def _apply(func, options):
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def devices_options(func):
-    """--devices and --layout."""
-    @click.option("--devices", "-d", default="auto", show_default=True, metavar="LIST", help=DEVICES_HELP)
-    @click.option("--layout", type=click.Choice(LAYOUTS), default=None,
-                  help="Override the layout --devices implies (towers with one device puts both towers on it).")
+    """--devices and --layout, handed to the command as one DeviceRequest named ``devices``."""
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        return func(*args, **kwargs)
-    return wrapper
+    def parse(*args, devices, layout, **kwargs):
+        return func(*args, devices=DeviceRequest.parse(devices, layout), **kwargs)
+
+    return _apply(parse, [
+        click.option("--devices", "-d", default="auto", show_default=True, metavar="LIST", help=DEVICES_HELP),
+        click.option("--layout", type=click.Choice(LAYOUTS), default=None,
+                     help="Override the layout --devices implies (towers with one device puts both towers on it)."),
+    ])
 
 
 def model_options(func):
     """The variant and the paper's ablation switches (the class count comes from the data
     where there is data; see ``num_classes_option``)."""
-    @click.option("--variant", type=click.Choice(VARIANTS), default="two-gpu", show_default=True,
-                  help="two-gpu: the paper's net; one-gpu: the single-column comparison net of §3.2.")
-    @click.option("--lrn/--no-lrn", default=True, show_default=True, help="Local response normalization (§3.3).")
-    @click.option("--overlap/--no-overlap", default=True, show_default=True,
-                  help="Overlapping 3x3/2 max-pooling (§3.4), or non-overlapping 2x2/2.")
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        return func(*args, **kwargs)
-    return wrapper
+    return _apply(func, [
+        click.option("--variant", type=click.Choice(VARIANTS), default="two-gpu", show_default=True,
+                     help="two-gpu: the paper's net; one-gpu: the single-column comparison net of §3.2."),
+        click.option("--lrn/--no-lrn", default=True, show_default=True, help="Local response normalization (§3.3)."),
+        click.option("--overlap/--no-overlap", default=True, show_default=True,
+                     help="Overlapping 3x3/2 max-pooling (§3.4), or non-overlapping 2x2/2."),
+    ])
+
+
+def runtime_options(func):
+    """How to run, whatever the recipe: precision, memory format, workers, LRN implementation."""
+    return _apply(func, [
+        click.option("--amp", type=click.Choice(AMP_CHOICES), default="auto", show_default=True,
+                     help="Precision: auto is bf16 on GPUs that support it (LRN stays fp32), fp32 on the CPU."),
+        click.option("--channels-last", is_flag=True, help="channels_last memory format (faster on recent GPUs)."),
+        click.option("--workers", "-j", type=click.IntRange(min=0), default=None,
+                     help="Data-loading processes (default: one per core, up to 8)."),
+        click.option("--lrn-impl", type=click.Choice(LRN_IMPLS), default="fast", show_default=True,
+                     help="LRN implementation: both compute the same values."),
+    ])
 
 
 num_classes_option = click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True,
                                   help="Classes of fc8.")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")

@@ -6,7 +6,6 @@ import json
 
 import click
 
-from ..devices import resolve_placement
 from ..model.spec import resolve
 from ..model.summary import format_summary, summarize
 from . import main
@@ -18,10 +17,10 @@ from .options import devices_options, model_options, num_classes_option
 @model_options
 @num_classes_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON, for scripts.")
-def summary(devices, layout, variant, lrn, overlap, num_classes, as_json):
+def summary(devices, variant, lrn, overlap, num_classes, as_json):
     """Print the layer table: per layer and per tower the output shape, parameters,
     multiply-adds and device, the totals, and the cross-device exchange points."""
-    placement = resolve_placement(devices, layout, variant)
     spec = resolve(variant, lrn=lrn, overlap=overlap, num_classes=num_classes)
+    placement = devices.resolve(towers=spec.towers)
     result = summarize(spec, placement.layout, placement.devices)
     click.echo(json.dumps(result, indent=2) if as_json else format_summary(result))

@@ -1,42 +1,27 @@
-"""alexnet train, alexnet eval, alexnet predict."""
+"""alexnet train."""
 
 from __future__ import annotations
-
-import json
 
 import click
 
 from ..data.transforms import PCA_CONVENTIONS
+from ..model.dropout import DROPOUT_STYLES
 from ..model.init import INIT_PRESETS
-from ..model.lrn import LRN_IMPLS
-from ..report import Reporter
+from ..progress import Reporter
+from ..train.loop import Interrupted, TrainConfig, config_for_resume, train
 from ..train.recipe import PRESETS, SCHEDULES, get_recipe
-from ..train.step import AMP_CHOICES
 from . import main
-from .options import devices_options, model_options
+from .options import devices_options, model_options, quiet_option, runtime_options
 
 # CLI option -> Recipe field; None means "keep the preset's value".
 RECIPE_OPTIONS = {
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "momentum": "momentum",
     "wd": "weight_decay", "init": "init", "dropout": "dropout", "schedule": "schedule",
     "step_epochs": "step_epochs", "patience": "plateau_patience", "max_lr_drops": "max_lr_drops",
+    "min_improvement": "plateau_min_improvement", "min_epochs_per_lr": "min_epochs_per_lr",
+    "dropout_style": "dropout_style",
     "seed": "seed", "mean": "mean", "pca": "pca", "pca_std": "pca_std", "divide_std": "input_divide_std",
 }
-
-
-def runtime_options(func):
-    """How to run, whatever the recipe: precision, memory format, workers."""
-    for option in reversed([
-        click.option("--amp", type=click.Choice(AMP_CHOICES), default="auto", show_default=True,
-                     help="Precision: auto is bf16 on GPUs that support it (LRN stays fp32), fp32 on the CPU."),
-        click.option("--channels-last", is_flag=True, help="channels_last memory format (faster on recent GPUs)."),
-        click.option("--workers", "-j", type=click.IntRange(min=0), default=None,
-                     help="Data-loading processes (default: one per core, up to 8)."),
-        click.option("--lrn-impl", type=click.Choice(LRN_IMPLS), default="fast", show_default=True,
-                     help="LRN implementation: both compute the same values."),
-    ]):
-        func = option(func)
-    return func
 
 
 @main.command("train")
@@ -58,12 +43,20 @@ def runtime_options(func):
 @click.option("--wd", type=float, default=None, help="Weight decay on weights, not biases (paper: 5e-4).")
 @click.option("--init", type=click.Choice(list(INIT_PRESETS)), default=None, help="Initialization preset.")
 @click.option("--dropout", type=float, default=None, help="Dropout in fc6 and fc7 (paper: 0.5).")
+@click.option("--dropout-style", type=click.Choice(DROPOUT_STYLES), default=None,
+              help="paper: zero fc6/fc7 units with probability --dropout while training, multiply by 1-p at test "
+                   "(§4.2; paper preset); inverted: nn.Dropout, kept units x1/(1-p) while training (caffe, builtin).")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
               help="plateau: divide the LR by 10 when validation error stops improving (paper); step: every "
                    "--step-epochs.")
 @click.option("--step-epochs", type=click.IntRange(min=1), default=None)
 @click.option("--patience", type=click.IntRange(min=1), default=None,
-              help="plateau: epochs without a new best validation error before dividing the LR.")
+              help="plateau: epochs without a new best validation error before dividing the LR (paper preset: 5).")
+@click.option("--min-improvement", type=float, default=None,
+              help="plateau: a new best must beat the best top-1 error at the current rate by this much "
+                   "(a fraction: 0.001 = 0.1 points; paper preset: 0.001).")
+@click.option("--min-epochs-per-lr", type=click.IntRange(min=1), default=None,
+              help="plateau: never divide before this many epochs at the current rate (paper preset: 10).")
 @click.option("--max-lr-drops", type=click.IntRange(min=0), default=None, help="At most this many divisions (paper: 3).")
 @click.option("--seed", type=int, default=None, help="Seeds initialization, data order, augmentation and dropout.")
 @click.option("--mean", type=click.Choice(["image", "channel"]), default=None,
@@ -84,8 +77,8 @@ def runtime_options(func):
 @click.option("--no-ten-crop", is_flag=True, help="Skip the final ten-crop evaluation.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Stop (saving a checkpoint, as on Ctrl-C) after this many steps in total.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def train_command(data, out, resume, overwrite, preset, devices, layout, variant, lrn, overlap, amp, channels_last,
+@quiet_option
+def train_command(data, out, resume, overwrite, preset, devices, variant, lrn, overlap, amp, channels_last,
                   workers, lrn_impl, no_cudnn_benchmark, log_every, skip_bad, no_ten_crop, max_steps, quiet,
                   **recipe_options):
     """Train AlexNet with the paper's recipe (§5): SGD, momentum 0.9, weight decay 5e-4, batch 128,
@@ -96,10 +89,8 @@ def train_command(data, out, resume, overwrite, preset, devices, layout, variant
     metrics.jsonl, checkpoints/last.pt and best.pt, and curves.png. Ctrl-C saves a checkpoint;
     --resume continues exactly where it stopped.
     """
-    from ..train.loop import Interrupted, TrainConfig, config_for_resume, train
-
     reporter = Reporter(enabled=not quiet)
-    runtime = dict(devices=devices, layout=layout, amp=amp, channels_last=channels_last, workers=workers,
+    runtime = dict(devices=devices, amp=amp, channels_last=channels_last, workers=workers,
                    lrn_impl=lrn_impl, cudnn_benchmark=not no_cudnn_benchmark, log_every=log_every,
                    skip_bad=skip_bad, ten_crop=not no_ten_crop, max_steps=max_steps)
     changes = {RECIPE_OPTIONS[k]: v for k, v in recipe_options.items() if v is not None}
@@ -110,10 +101,6 @@ def train_command(data, out, resume, overwrite, preset, devices, layout, variant
                                    f"(only --epochs may change)")
     else:
         recipe = get_recipe(preset or ("paper" if data else "builtin")).replace(**changes)
-        if data is None:
-            reporter.line(f"no --data: training on the built-in dataset with the '{recipe.name}' recipe "
-                          f"({recipe.description})"
-                          + (f"; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""))
         config = TrainConfig(recipe=recipe, data=data, out=out, variant=variant, lrn=lrn, overlap=overlap,
                              overwrite=overwrite, **runtime)
     try:
@@ -136,47 +123,3 @@ def format_train_summary(summary) -> str:
                          f"top-5 error {100 * r['top5_error']:.1f}%")
     lines.append(f"curves: {summary['run']}/curves.png; metrics: {summary['run']}/metrics.jsonl")
     return "\n".join(lines)
-
-
-@main.command("eval")
-@click.argument("checkpoint", type=click.Path())
-@click.option("--data", type=click.Path(), default=None,
-              help="Dataset to evaluate on (its val split). Default: the data the run was trained on.")
-@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
-@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--ten-crop/--no-ten-crop", default=True, show_default=True,
-              help="Also evaluate with the paper's ten patches (softmax averaged).")
-@click.option("--json-out", type=click.Path(), default=None,
-              help="Where to save the results (default: eval.json in the run folder, or CHECKPOINT.eval.json).")
-@devices_options
-@runtime_options
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def eval_command(checkpoint, data, split, batch_size, ten_crop, json_out, devices, layout, amp, channels_last,
-                 workers, lrn_impl, quiet):
-    """Top-1 and top-5 error of CHECKPOINT (a checkpoint file or a run folder) with the centre crop
-    and the paper's ten-crop protocol, beside the paper's figures."""
-    from ..train.evaluate import evaluate_checkpoint, format_results
-
-    results = evaluate_checkpoint(checkpoint, data=data, split=split, batch_size=batch_size, ten_crop=ten_crop,
-                                  devices=devices, layout=layout, amp=amp, channels_last=channels_last,
-                                  workers=workers, lrn_impl=lrn_impl, out=json_out,
-                                  reporter=Reporter(enabled=not quiet))
-    rows = {f"{results['dataset']} ({results['split']}, {len(results['classes'])} classes), {r['protocol']}": r
-            for r in results["results"]}
-    click.echo(format_results(rows))
-    click.echo(f"saved {results['saved_to']}")
-
-
-@main.command("predict")
-@click.argument("checkpoint", type=click.Path())
-@click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--ten-crop", is_flag=True, help="Average the softmax over the paper's ten patches.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@devices_options
-def predict_command(checkpoint, images, top, ten_crop, as_json, devices, layout):
-    """The top classes, with probabilities, for each image (class names from the checkpoint)."""
-    from ..train.predict import format_predictions, predict_files
-
-    predictions = predict_files(checkpoint, images, top=top, ten_crop=ten_crop, devices=devices, layout=layout)
-    click.echo(json.dumps(predictions, indent=2) if as_json else format_predictions(predictions))

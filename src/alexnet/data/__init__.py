@@ -12,13 +12,13 @@
 See docs/data.md.
 """
 
-from .files import cache_dir
+from ..files import cache_dir
 from .folders import FolderDataset
 from .images import IMAGE_SIZE
 from .loader import Loader, default_workers, make_loader
 from .packed import PackedDataset, prepare
-from .roots import open_dataset, resolve_data_root
-from .stats import DatasetStats, compute_stats, load_or_compute_stats
+from .roots import load_or_compute_stats, open_dataset, resolve_data_root
+from .stats import DatasetStats, compute_stats
 from .synthetic import builtin_root, generate_builtin
 
 __all__ = [

@@ -33,7 +33,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .files import write_atomically, write_json
+from ..files import write_atomically, write_json
+from ..progress import SILENT, Reporter
 from .folders import LAYOUT, FolderDataset, check_split, is_folder_dataset
 from .images import IMAGE_SIZE, decode_jpeg, encode_jpeg
 from .loader import cpu_cores, make_loader
@@ -285,10 +286,8 @@ class _SplitWriter:
             self.encoder.shutdown()
 
 
-def _write_split(writer: _SplitWriter, dataset: FolderDataset, workers: int, batch_size: int, progress: bool):
+def _write_split(writer: _SplitWriter, dataset: FolderDataset, workers: int, batch_size: int, reporter: Reporter):
     """Read the split's remaining images in order and hand them to ``writer``."""
-    from tqdm import tqdm
-
     start, skipped_before = writer.done, list(writer.skipped)
     if start > len(dataset) or (start and dataset.samples[start - 1][0] != writer.last_source):
         raise DataError(f"{dataset.root / dataset.split}: its files changed since prepare stopped; "
@@ -299,8 +298,7 @@ def _write_split(writer: _SplitWriter, dataset: FolderDataset, workers: int, bat
         done = start + loader.consumed
         return done, dataset.samples[done - 1][0] if done else "", skipped_before + loader.skipped_files
 
-    bar = tqdm(total=len(dataset), initial=start, unit="img", desc=f"prepare {dataset.split}",
-               disable=not progress, dynamic_ncols=True)
+    bar = reporter.bar(len(dataset), f"prepare {dataset.split}", initial=start, unit="img")
     saved = time.monotonic()
     try:
         for images, labels in loader:
@@ -318,7 +316,7 @@ def _write_split(writer: _SplitWriter, dataset: FolderDataset, workers: int, bat
 
 def prepare(src: Union[str, Path], dst: Union[str, Path], *, format: str = "raw", quality: int = DEFAULT_QUALITY,
             workers: Optional[int] = None, skip_bad: bool = False, overwrite: bool = False,
-            progress: bool = True, batch_size: int = 32) -> Dict:
+            reporter: Reporter = SILENT, batch_size: int = 32) -> Dict:
     """Convert the folder dataset ``src`` into the packed format in ``dst`` and return the
     metadata written to ``dst/packed.json``. Re-running after an interruption continues;
     ``workers=None`` reads with every core."""
@@ -345,7 +343,7 @@ def prepare(src: Union[str, Path], dst: Union[str, Path], *, format: str = "raw"
     for split, dataset in sources.items():
         writer = _SplitWriter(dst, split, format, int(quality), len(dataset), resume)
         try:
-            _write_split(writer, dataset, workers, batch_size, progress)
+            _write_split(writer, dataset, workers, batch_size, reporter)
             splits[split] = writer.finish()
             if writer.stats is not None:
                 stats = writer.stats.result(dataset_size=splits[split]["images"])

@@ -1,4 +1,5 @@
-"""What ``--data`` points at: a folder dataset, a packed dataset, or (nothing) the built-in one."""
+"""What ``--data`` points at (a folder dataset, a packed dataset, or, given nothing, the
+built-in one), its splits, and its training set's statistics, computed once and kept."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ from typing import Optional, Union
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from ..files import cache_entry, is_writable_dir
+from ..progress import SILENT, Reporter
 from .folders import LAYOUT, FolderDataset, check_split, is_folder_dataset
 from .packed import PackedDataset, packed_state, read_meta
+from .stats import STATS_FOLDER, STATS_JSON, DatasetStats, compute_stats
+from .synthetic import builtin_root
 
 
-def resolve_data_root(data: Optional[Union[str, Path]]) -> Path:
+def resolve_data_root(data: Optional[Union[str, Path]], reporter: Reporter = SILENT) -> Path:
     """The dataset root for ``data``: None is the built-in dataset (generated into the cache on
     first use); a path must be a folder dataset or a finished packed dataset."""
     if data is None:
-        from .synthetic import builtin_root
-        return builtin_root()
+        return builtin_root(reporter)
     root = Path(data).expanduser()
     if not root.exists():
         raise DataError(f"{root}: no such file or folder")
@@ -42,3 +46,33 @@ def open_dataset(root: Union[str, Path], split: str, skip_bad: bool = False) -> 
     if packed_state(root) is not None:
         return PackedDataset(root, split, skip_bad=skip_bad)
     return FolderDataset(root, split, skip_bad=skip_bad)
+
+
+def stats_folders(root: Union[str, Path]):
+    """Where the statistics of the dataset at ``root`` live: beside it, or (read-only data) in
+    the cache under a name derived from its absolute path."""
+    root = Path(root).resolve()
+    return root / STATS_FOLDER, cache_entry("stats", root)
+
+
+def save_stats_for(root: Union[str, Path], stats: DatasetStats) -> Path:
+    """Save beside the data if its folder is writable, else in the cache; returns the folder."""
+    beside, cached = stats_folders(root)
+    return stats.save(beside if is_writable_dir(Path(root)) else cached)
+
+
+def load_or_compute_stats(root, workers: Optional[int] = None, reporter: Reporter = SILENT,
+                          skip_bad: bool = False) -> DatasetStats:
+    """The saved statistics of ``root``'s training split, or computed now in one pass and saved
+    (``stats.path`` says where). Saved ones are reused only if the split still has as many
+    images as when they were computed."""
+    root = resolve_data_root(root, reporter)
+    dataset = open_dataset(root, "train", skip_bad=skip_bad)
+    for folder in stats_folders(root):
+        if (folder / STATS_JSON).is_file():
+            stats = DatasetStats.load(folder)
+            if stats.dataset_size == len(dataset):
+                return stats
+    stats = compute_stats(dataset, workers=workers, reporter=reporter)
+    save_stats_for(root, stats)
+    return stats

@@ -11,8 +11,8 @@ of pixels (not n - 1). Its eigenvectors p_i and eigenvalues λ_i (largest first)
 paper's colour noise (``alexnet.data.transforms``).
 
 Saved as ``stats.json`` (everything but the mean image, readable) and ``mean_image.npy``
-(float32 (3, 256, 256)); ``load_or_compute_stats`` keeps them beside the data in
-``alexnet-stats/``, or in the cache when the data folder is read-only.
+(float32 (3, 256, 256)); ``alexnet.data.roots.load_or_compute_stats`` keeps them beside the
+data in ``alexnet-stats/``, or in the cache when the data folder is read-only.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .files import cache_entry, is_writable_dir, write_atomically, write_json
+from ..files import write_atomically, write_json
+from ..progress import SILENT, Reporter
 from .images import IMAGE_SIZE
+from .loader import make_loader
 
 STATS_FOLDER = "alexnet-stats"
 STATS_JSON = "stats.json"
@@ -173,49 +175,13 @@ class DatasetStats:
         return stats
 
 
-def compute_stats(dataset: Dataset, workers: Optional[int] = None, progress: bool = True) -> DatasetStats:
+def compute_stats(dataset: Dataset, workers: Optional[int] = None, reporter: Reporter = SILENT) -> DatasetStats:
     """One streaming pass over ``dataset`` (uint8 (3, 256, 256) items). A dataset opened with
     ``skip_bad=True`` leaves unreadable images out."""
-    from tqdm import tqdm
-
-    from .loader import make_loader
-
     loader = make_loader(dataset, BATCH_SIZE, shuffle=False, workers=workers)
     accumulator = StatsAccumulator(getattr(dataset, "image_size", IMAGE_SIZE))
-    with tqdm(total=len(dataset), unit="img", desc="statistics", disable=not progress, dynamic_ncols=True) as bar:
+    with reporter.bar(len(dataset), "statistics", unit="img") as bar:
         for images, _ in loader:
             accumulator.add(images)
             bar.update(loader.consumed - bar.n)
     return accumulator.result(dataset_size=len(dataset))
-
-
-def stats_folders(root: Union[str, Path]):
-    """Where the statistics of the dataset at ``root`` live: beside it, or (read-only data) in
-    the cache under a name derived from its absolute path."""
-    root = Path(root).resolve()
-    return root / STATS_FOLDER, cache_entry("stats", root)
-
-
-def save_stats_for(root: Union[str, Path], stats: DatasetStats) -> Path:
-    """Save beside the data if its folder is writable, else in the cache; returns the folder."""
-    beside, cached = stats_folders(root)
-    return stats.save(beside if is_writable_dir(Path(root)) else cached)
-
-
-def load_or_compute_stats(root, workers: Optional[int] = None, progress: bool = True,
-                          skip_bad: bool = False) -> DatasetStats:
-    """The saved statistics of ``root``'s training split, or computed now in one pass and saved
-    (``stats.path`` says where). Saved ones are reused only if the split still has as many
-    images as when they were computed."""
-    from .roots import open_dataset, resolve_data_root
-
-    root = resolve_data_root(root)
-    dataset = open_dataset(root, "train", skip_bad=skip_bad)
-    for folder in stats_folders(root):
-        if (folder / STATS_JSON).is_file():
-            stats = DatasetStats.load(folder)
-            if stats.dataset_size == len(dataset):
-                return stats
-    stats = compute_stats(dataset, workers=workers, progress=progress)
-    save_stats_for(root, stats)
-    return stats

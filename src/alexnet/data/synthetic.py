@@ -21,7 +21,8 @@ from typing import Optional, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from .files import cache_dir, write_json
+from ..files import cache_dir, write_json
+from ..progress import SILENT, Reporter
 from .images import IMAGE_SIZE
 from .loader import cpu_cores
 
@@ -156,12 +157,10 @@ def _write_one(job: Tuple[str, str, int, int, int]) -> None:
 
 def generate_builtin(root: Union[str, Path], *, seed: int = SEED, train_per_class: int = TRAIN_PER_CLASS,
                      val_per_class: int = VAL_PER_CLASS, workers: Optional[int] = None,
-                     progress: bool = False) -> Path:
+                     reporter: Reporter = SILENT) -> Path:
     """Write the built-in dataset to ``root`` (a new folder), atomically: everything goes into
     a temporary folder beside it, renamed to ``root`` when complete. A ``root`` that is
     already complete is left alone. Returns ``root``."""
-    from tqdm import tqdm
-
     root = Path(root)
     if (root / MARKER).is_file():
         return root
@@ -175,8 +174,7 @@ def generate_builtin(root: Union[str, Path], *, seed: int = SEED, train_per_clas
                 (work / split / name).mkdir(parents=True)
                 jobs += [(str(work / split), name, split_id, index, seed) for index in range(per_class)]
         workers = cpu_cores() if workers is None else workers
-        with tqdm(total=len(jobs), unit="img", desc="generating the built-in dataset", disable=not progress,
-                  dynamic_ncols=True) as bar:
+        with reporter.bar(len(jobs), "generating the built-in dataset", unit="img") as bar:
             if workers > 1:
                 with multiprocessing.Pool(workers) as pool:
                     for _ in pool.imap_unordered(_write_one, jobs, chunksize=16):
@@ -198,7 +196,7 @@ def generate_builtin(root: Union[str, Path], *, seed: int = SEED, train_per_clas
     return root
 
 
-def builtin_root(progress: bool = True) -> Path:
+def builtin_root(reporter: Reporter = SILENT) -> Path:
     """The built-in dataset's root in the cache folder, generated on first use (~30 s on 2 cores)."""
     return generate_builtin(cache_dir() / f"builtin-v{VERSION}", seed=SEED, train_per_class=TRAIN_PER_CLASS,
-                            val_per_class=VAL_PER_CLASS, progress=progress)
+                            val_per_class=VAL_PER_CLASS, reporter=reporter)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from .dropout import dropout_layer
 from .lrn import LocalResponseNorm, fusable, relu_lrn_maxpool
 from .spec import CROP, INPUT_SIZES, PADDED_CROP, NetSpec, ResolvedLayer
 
@@ -88,7 +89,8 @@ class Column(nn.Module):
             if row.pool:
                 self.add_module("pool" + n, nn.MaxPool2d(pool_kernel, pool_stride))
             if row.dropout:
-                self.add_module("drop" + n, nn.Dropout(spec.dropout))
+                # §4.2's form (PaperDropout) or nn.Dropout's inverted one, as the spec says.
+                self.add_module("drop" + n, dropout_layer(spec.dropout, spec.dropout_style))
 
     def stage(self, layer: ResolvedLayer, x: torch.Tensor) -> torch.Tensor:
         """One block: conv/fc -> ReLU -> LRN -> max-pool -> dropout, as the table says (§3.5)."""

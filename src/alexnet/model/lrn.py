@@ -39,6 +39,7 @@ from torch.autograd.function import once_differentiable
 
 from ..errors import ConfigError
 from .spec import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
+from .tracing import compiling
 
 LRN_IMPLS = ("fast", "stock")
 
@@ -159,16 +160,11 @@ def _neg_pow(d: torch.Tensor, beta: float, out: torch.Tensor, scratch: _Scratch)
 
 
 def _chunks(n_samples: int, x: torch.Tensor):
-    if x.device.type != "cpu" or n_samples == 0 or _compiling():
+    if x.device.type != "cpu" or n_samples == 0 or compiling():
         return [slice(0, n_samples)]
     per_sample = max(1, x[0].numel() * 4)  # the work is in fp32 whatever the input's dtype
     step = max(1, CPU_CHUNK_BYTES // per_sample)
     return [slice(i, min(i + step, n_samples)) for i in range(0, n_samples, step)]
-
-
-def _compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
 
 
 def _grad_lrn(g5, a5, p, d, scratch: _Scratch, alpha: float, beta: float, out5, y5=None):
@@ -299,7 +295,7 @@ def fusable(x: torch.Tensor, lrn: LocalResponseNorm, pool: nn.MaxPool2d) -> bool
     """Whether ``relu_lrn_maxpool`` should stand in for ReLU, ``lrn`` and ``pool`` here: the
     fast LRN on the CPU, outside torch.compile (which fuses the plain ops itself), and no
     hooks on the two modules (a hook expects to see their own outputs)."""
-    return (lrn.impl == "fast" and x.device.type == "cpu" and x.dim() == 4 and not _compiling()
+    return (lrn.impl == "fast" and x.device.type == "cpu" and x.dim() == 4 and not compiling()
             and not (lrn._forward_hooks or lrn._forward_pre_hooks or pool._forward_hooks
                      or pool._forward_pre_hooks)
             and _pool_args(pool) is not None)

@@ -8,11 +8,11 @@ docs/faithfulness.md for the sources of each one.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 from ..errors import ConfigError
+from .dropout import DROPOUT_STYLES
 
 #: Local response normalization (§3.3): b = a / (k + alpha/n * sum a_j^2)^beta over n maps.
 #: ``alpha`` is the paper's α; the window sum is divided by n as in the authors' code and in
@@ -130,6 +130,7 @@ class NetSpec:
     overlap: bool
     num_classes: int
     dropout: float
+    dropout_style: str  # "paper" or "inverted" (alexnet.model.dropout)
     towers: int
     layers: Tuple[ResolvedLayer, ...]
 
@@ -198,14 +199,22 @@ def resolve(
     overlap: bool = True,
     num_classes: int = 1000,
     dropout: float = 0.5,
+    dropout_style: str = "paper",
 ) -> NetSpec:
-    """Apply a variant and the ablation options to ``LAYERS``."""
+    """Apply a variant and the ablation options to ``LAYERS``.
+
+    ``dropout_style``: "paper" zeroes fc6/fc7 units with probability ``dropout`` while training
+    and multiplies by 1-``dropout`` at test (§4.2); "inverted" is ``nn.Dropout`` (see
+    ``alexnet.model.dropout``).
+    """
     if variant not in VARIANTS:
         raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer; got {num_classes!r}")
     if not 0.0 <= float(dropout) < 1.0:
         raise ConfigError(f"dropout must be in [0, 1); got {dropout!r}")
+    if dropout_style not in DROPOUT_STYLES:
+        raise ConfigError(f"dropout_style must be one of {', '.join(DROPOUT_STYLES)}; got {dropout_style!r}")
     towers = 2 if variant == "two-gpu" else 1
     pool_k, pool_s = POOL_OVERLAP if overlap else POOL_NON_OVERLAP
     resolved = []
@@ -244,12 +253,7 @@ def resolve(
         overlap=bool(overlap),
         num_classes=num_classes,
         dropout=float(dropout),
+        dropout_style=dropout_style,
         towers=towers,
         layers=tuple(resolved),
     )
-
-
-def table_rows(spec: Optional[NetSpec] = None):
-    """The layer table as plain dicts (for printing and JSON)."""
-    spec = spec or resolve()
-    return [dataclasses.asdict(layer.layer) for layer in spec.layers]

@@ -12,7 +12,7 @@ converts a state dict, the optimizer's momentum buffers, or gradients.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Mapping
+from typing import Mapping
 
 import torch
 

@@ -48,7 +48,8 @@ def summarize(spec: NetSpec, layout: str, devices: Sequence) -> Dict:
         "devices": devices,
         "input_shape": [3, CROP, CROP],
         "options": {"lrn": spec.lrn, "overlap": spec.overlap, "pool": list(spec.pool),
-                    "num_classes": spec.num_classes, "dropout": spec.dropout},
+                    "num_classes": spec.num_classes, "dropout": spec.dropout,
+                    "dropout_style": spec.dropout_style},
         "layers": rows,
         "totals": {
             "params": spec.params,

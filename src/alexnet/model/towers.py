@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from .column import Column, prepare_input
 from .spec import NetSpec
 from .state import canonical_shapes, merge_towers, split_towers
+from .tracing import compiling
 
 
 class Transfer(nn.Module):
@@ -50,7 +51,7 @@ class Transfer(nn.Module):
         self.copied_bytes = 0
 
     def send(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-        if not _compiling():
+        if not compiling():
             size = x.numel() * x.element_size()
             self.sends += 1
             self.values += x.numel()
@@ -81,22 +82,14 @@ class Exchange(Transfer):
         ]
 
 
-def _compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
-
-
 class TowersAlexNet(nn.Module):
     """AlexNet with tower k on ``devices[k]``. Input (N, 3, 224|227, same) on any device."""
 
     layout = "towers"
 
     def __init__(self, spec: NetSpec, devices: Sequence, lrn_impl: str = "fast"):
+        """``devices``: one per tower, as ``alexnet.devices.Placement.of`` checks them."""
         super().__init__()
-        if spec.towers != 2:
-            raise ConfigError(f"the towers layout needs the two-GPU net; variant {spec.variant!r} has one column")
-        if len(devices) != spec.towers:
-            raise ConfigError(f"the towers layout needs {spec.towers} devices; got {len(devices)}")
         *split, last = spec.layers
         if any(not layer.layer.split for layer in split) or last.layer.split:
             raise ConfigError("the towers layout expects every layer but the last (fc8) to be split")

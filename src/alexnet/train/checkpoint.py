@@ -17,19 +17,29 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ..data.stats import DatasetStats
 from ..errors import CheckpointError
+from ..files import write_atomically
 from ..model.build import build_model
-from ..data.files import write_atomically
 from .runs import CHECKPOINTS, LAST
 
 FORMAT = "alexnet-checkpoint"
 VERSION = 1
-MODEL_KEYS = ("variant", "lrn", "overlap", "num_classes", "dropout")
+MODEL_KEYS = ("variant", "lrn", "overlap", "num_classes", "dropout", "dropout_style")
+#: What trained a checkpoint written before a key was recorded: nn.Dropout's inverted dropout
+#: until the paper's form (alexnet.model.dropout) existed, so evaluation scales as training did.
+MODEL_KEYS_BEFORE = {"dropout_style": "inverted"}
 
 
 def model_config(model: nn.Module) -> Dict:
     """What it takes to rebuild ``model`` (any layout) from a checkpoint."""
     return {key: getattr(model.spec, key) for key in MODEL_KEYS}
+
+
+def saved_model_config(payload: Dict) -> Dict:
+    """A checkpoint's model configuration, with the keys older checkpoints lack filled in with
+    what trained them (``MODEL_KEYS_BEFORE``)."""
+    return {**MODEL_KEYS_BEFORE, **payload["model_config"]}
 
 
 def momentum_buffers(model: nn.Module, optimizer: torch.optim.Optimizer) -> Dict[str, torch.Tensor]:
@@ -140,7 +150,7 @@ def load_model(checkpoint_or_run_dir: Union[str, Path], layout: str = "grouped",
 def model_from_checkpoint(payload: Dict, layout: str = "grouped", devices: Optional[Sequence] = None,
                           lrn_impl: str = "fast") -> nn.Module:
     """``load_model`` for a checkpoint already read with ``read_checkpoint``."""
-    config = payload["model_config"]
+    config = saved_model_config(payload)
     model = build_model(layout=layout, devices=devices, init=None, lrn_impl=lrn_impl,
                         **{k: config[k] for k in MODEL_KEYS})
     load_weights(model, payload)
@@ -165,8 +175,6 @@ def stats_for_checkpoint(stats) -> Dict:
 
 def stats_from_checkpoint(payload: Dict):
     """The training set's statistics saved in a checkpoint, as a DatasetStats."""
-    from ..data import DatasetStats
-
     if not payload.get("stats"):
         raise CheckpointError(f"{payload['path']}: holds no dataset statistics (mean image) to preprocess with")
     return DatasetStats(**payload["stats"])

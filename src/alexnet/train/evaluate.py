@@ -4,7 +4,6 @@ corner and centre patches and their mirrors; the network's softmax outputs avera
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -13,11 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import make_loader, open_dataset, resolve_data_root
-from ..data.files import write_json
-from ..data.transforms import center_crops, ten_crops, train_crops
-from ..devices import resolve_placement
+from ..files import write_json
+from ..data.preprocess import Preprocess
+from ..devices import AUTO, DeviceRequest, Placement
 from ..errors import CheckpointError
-from ..report import SILENT, Reporter
+from ..model.spec import resolve
+from ..progress import SILENT, Reporter
 from .checkpoint import model_from_checkpoint, read_checkpoint, stats_from_checkpoint
 from .runs import CHECKPOINTS
 from .step import autocast_context, resolve_amp
@@ -30,43 +30,6 @@ PAPER_RESULTS = [
     {"what": "Caffe bvlc_alexnet, ILSVRC-2012 val, centre crop", "top1_error": 0.429, "top5_error": 0.198},
     {"what": "torchvision alexnet (single column), centre crop", "top1_error": 0.435, "top5_error": 0.209},
 ]
-
-
-@dataclass
-class Preprocess:
-    """uint8 (B, 3, 256, 256) batches on the model's device -> the network's input.
-
-    Mean subtraction (and the colour noise in training) come from ``alexnet.data.transforms``;
-    ``divide_std`` divides by the per-channel pixel std as most ports do (not the paper's
-    input, kept for the trainability experiment); ``channels_last`` sets the memory format.
-    """
-
-    stats: object  # alexnet.data.DatasetStats, on the model's device
-    mean: str = "image"
-    divide_std: bool = False
-    channels_last: bool = False
-    pca: Optional[str] = None  # None: alexnet.data.transforms' default convention
-    pca_std: float = 0.1
-
-    def _finish(self, x: torch.Tensor) -> torch.Tensor:
-        if self.divide_std:
-            std = self.stats.covariance.diagonal().sqrt().to(x)
-            x = x / std.view(*([1] * (x.dim() - 3)), 3, 1, 1)
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def train(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        kwargs = {"mean": self.mean, "pca_std": self.pca_std}
-        if self.pca is not None:
-            kwargs["pca"] = self.pca
-        return self._finish(train_crops(images, self.stats, generator, **kwargs))
-
-    def centre(self, images: torch.Tensor) -> torch.Tensor:
-        return self._finish(center_crops(images, self.stats, mean=self.mean))
-
-    def ten(self, images: torch.Tensor) -> torch.Tensor:
-        return self._finish(ten_crops(images, self.stats, mean=self.mean))  # (B, 10, 3, 224, 224)
 
 
 def average_softmax(model: nn.Module, crops: torch.Tensor, amp_dtype=None,
@@ -137,16 +100,23 @@ def preprocess_from_checkpoint(payload: Dict, device, channels_last: bool = Fals
                       divide_std=recipe.get("input_divide_std", False), channels_last=channels_last)
 
 
+def checkpoint_placement(payload: Dict, devices=AUTO) -> Placement:
+    """Where to run a checkpoint's net: ``devices`` (a DeviceRequest, a --devices string or a
+    device list) resolved for the checkpoint's variant."""
+    return DeviceRequest.of(devices).resolve(towers=resolve(payload["model_config"]["variant"]).towers)
+
+
 def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size: int = 64, ten_crop: bool = True,
-                        devices: str = "auto", layout=None, amp: str = "auto", channels_last: bool = False,
+                        devices=AUTO, amp: str = "auto", channels_last: bool = False,
                         workers=None, lrn_impl: str = "fast", out=None, reporter: Reporter = SILENT) -> Dict:
-    """Centre-crop (and ten-crop) errors of a checkpoint on a dataset split, saved as JSON."""
+    """Centre-crop (and ten-crop) errors of a checkpoint on a dataset split, saved as JSON.
+    ``checkpoint`` is a file or a run folder (its last checkpoint)."""
     payload = read_checkpoint(checkpoint)
-    placement = resolve_placement(devices, layout, payload["model_config"]["variant"])
+    placement = checkpoint_placement(payload, devices)
     amp_dtype = resolve_amp(amp, placement)
     if data is None:
         data = payload["config"].get("data_root") or payload["config"].get("data")
-    root = resolve_data_root(data)
+    root = resolve_data_root(data, reporter)
     dataset = open_dataset(root, split)
     if list(dataset.classes) != list(payload["classes"]):
         raise CheckpointError(f"{payload['path']}: trained on {len(payload['classes'])} classes, but {root} "

@@ -10,7 +10,7 @@ applies no weight decay to biases.
 
 from __future__ import annotations
 
-from typing import Iterable, Tuple
+from typing import Tuple
 
 import torch
 from torch import nn
@@ -57,8 +57,3 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float, keep_velocity: bool = Tr
                     buf.mul_(scale)
     for group in optimizer.param_groups:
         group["lr"] = lr * float(group.get("lr_mult", 1.0))
-
-
-def parameters_of(optimizer: torch.optim.Optimizer) -> Iterable[torch.Tensor]:
-    for group in optimizer.param_groups:
-        yield from group["params"]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 
 from ..data.images import load_image
-from ..devices import resolve_placement
+from ..devices import AUTO
 from .checkpoint import model_from_checkpoint, read_checkpoint
-from .evaluate import average_softmax, preprocess_from_checkpoint
+from .evaluate import average_softmax, checkpoint_placement, preprocess_from_checkpoint
 
 _WNID = re.compile(r"^n\d{8}$")
 
@@ -32,9 +32,11 @@ def readable_names(classes: Sequence[str]) -> List[str]:
 
 @torch.no_grad()
 def predict_files(checkpoint: str, images: Sequence[str], *, top: int = 5, ten_crop: bool = False,
-                  devices: str = "auto", layout: Optional[str] = None) -> List[Dict]:
+                  devices=AUTO) -> List[Dict]:
+    """The ``top`` classes with probabilities for each image file, from a checkpoint file or
+    a run folder, on ``devices`` (a DeviceRequest, a --devices string or a device list)."""
     payload = read_checkpoint(checkpoint)
-    placement = resolve_placement(devices, layout, payload["model_config"]["variant"])
+    placement = checkpoint_placement(payload, devices)
     model = model_from_checkpoint(payload, placement.layout, placement.devices)
     device = model.devices[0]
     preprocess = preprocess_from_checkpoint(payload, device)

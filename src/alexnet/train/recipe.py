@@ -7,11 +7,13 @@ the fully resolved one.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Mapping
 
 from ..errors import ConfigError
 from ..data.transforms import DEFAULT_PCA, MEANS, PCA_CONVENTIONS
+from ..model.dropout import DROPOUT_STYLES
 from ..model.init import INIT_PRESETS
 
 SCHEDULES = ("plateau", "step")
@@ -29,16 +31,25 @@ class Recipe:
     weight_decay: float = 5e-4
     decay_biases: bool = False
     bias_lr_mult: float = 1.0
-    # §5: "divide the learning rate by 10 when the validation error rate stopped improving";
-    # "reduced three times prior to termination". "step" divides every `step_epochs` instead.
+    # §5: "divide the learning rate by 10 when the validation error rate stopped improving with
+    # the current learning rate"; "reduced three times prior to termination", in about 90
+    # epochs. "step" divides every `step_epochs` instead. See LRSchedule and schedule_rule.
     schedule: str = "plateau"
     lr_drop_factor: float = 0.1
     max_lr_drops: int = 3
-    plateau_patience: int = 1  # epochs without a new best validation error before a drop
+    # plateau only. A new best must beat the best top-1 validation error at the current rate
+    # by plateau_min_improvement (absolute, as a fraction: 0.001 is 0.1 points, 50 of ImageNet's
+    # 50,000 validation images); plateau_patience epochs without one divide the rate, but not
+    # before min_epochs_per_lr epochs at that rate.
+    plateau_patience: int = 5
+    plateau_min_improvement: float = 0.001
+    min_epochs_per_lr: int = 10
     step_epochs: int = 20
-    # §5 initialization; §4.2 dropout in fc6 and fc7
+    # §5 initialization; §4.2 dropout in fc6 and fc7: "paper" scales by 1-p at test time,
+    # "inverted" (nn.Dropout) by 1/(1-p) while training (alexnet.model.dropout)
     init: str = "paper"
     dropout: float = 0.5
+    dropout_style: str = "paper"
     # §2, §4.1: mean subtraction and fancy-PCA colour noise (see alexnet.data.transforms)
     mean: str = "image"
     pca: str = DEFAULT_PCA  # "sqrt-lambda" (cuda-convnet) or "lambda" (the paper's formula); "none"
@@ -55,11 +66,23 @@ class Recipe:
     def as_dict(self) -> Dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Recipe":
+        """A recipe as a run folder recorded it. Fields added since are filled with what runs
+        recorded before them trained with (``FIELDS_BEFORE``), so a resumed run keeps its rule."""
+        return cls(**{**FIELDS_BEFORE, **data})
+
+
+#: What a recorded recipe that lacks a field trained with: nn.Dropout's inverted dropout, and
+#: the first plateau rule (any strict improvement counts; a drop allowed after any epoch).
+FIELDS_BEFORE = {"dropout_style": "inverted", "plateau_min_improvement": 0.0, "min_epochs_per_lr": 1}
+
 
 PAPER = Recipe(
     name="paper",
     description="§5 of the paper: batch 128, lr 0.01 divided by 10 when validation error stops improving "
-                "(three times), momentum 0.9, weight decay 5e-4, 90 epochs, paper initialization",
+                "(three times), momentum 0.9, weight decay 5e-4, 90 epochs, paper initialization, "
+                "the paper's dropout (outputs halved at test time)",
 )
 
 CAFFE = Recipe(
@@ -72,6 +95,7 @@ CAFFE = Recipe(
     max_lr_drops=4,
     bias_lr_mult=2.0,
     init="caffe",
+    dropout_style="inverted",  # Caffe's dropout layer scales the kept units by 1/(1-p) in training
 )
 
 # The built-in dataset's short schedule: a few minutes on a 2-core CPU (docs/training.md).
@@ -87,6 +111,9 @@ BUILTIN = Recipe(
     step_epochs=2,
     max_lr_drops=1,
     init="caffe",
+    # Inverted, as every built-in run so far; this recipe (init, dropout style) is to be chosen
+    # again from a multi-seed measurement of the alternatives.
+    dropout_style="inverted",
 )
 
 PRESETS: Dict[str, Recipe] = {r.name: r for r in (PAPER, CAFFE, BUILTIN)}
@@ -111,9 +138,15 @@ def validate(recipe: Recipe) -> Recipe:
         (0 < recipe.lr_drop_factor < 1, f"--lr-drop-factor must be in (0, 1); got {recipe.lr_drop_factor}"),
         (recipe.max_lr_drops >= 0, f"--max-lr-drops must be non-negative; got {recipe.max_lr_drops}"),
         (recipe.plateau_patience >= 1, f"--patience must be at least 1; got {recipe.plateau_patience}"),
+        (0 <= recipe.plateau_min_improvement < 1,
+         f"--min-improvement must be in [0, 1) (top-1 error as a fraction: 0.001 is 0.1 points); "
+         f"got {recipe.plateau_min_improvement}"),
+        (recipe.min_epochs_per_lr >= 1, f"--min-epochs-per-lr must be at least 1; got {recipe.min_epochs_per_lr}"),
         (recipe.step_epochs >= 1, f"--step-epochs must be at least 1; got {recipe.step_epochs}"),
         (recipe.init in INIT_PRESETS, f"--init must be one of {', '.join(INIT_PRESETS)}; got {recipe.init!r}"),
         (0 <= recipe.dropout < 1, f"--dropout must be in [0, 1); got {recipe.dropout}"),
+        (recipe.dropout_style in DROPOUT_STYLES,
+         f"--dropout-style must be one of {', '.join(DROPOUT_STYLES)}; got {recipe.dropout_style!r}"),
         (recipe.mean in MEANS, f"--mean must be one of {', '.join(MEANS)}; got {recipe.mean!r}"),
         (recipe.pca in PCA_CONVENTIONS, f"--pca must be one of {', '.join(PCA_CONVENTIONS)}; got {recipe.pca!r}"),
         (recipe.pca_std >= 0, f"--pca-std must be non-negative; got {recipe.pca_std}"),
@@ -125,46 +158,84 @@ def validate(recipe: Recipe) -> Recipe:
     return recipe
 
 
+def schedule_rule(recipe: Recipe) -> str:
+    """The learning-rate rule of ``recipe`` in one line of words, for the run's config and the
+    start-up message."""
+    r = recipe
+    start = f"lr {r.lr:g}"
+    if r.max_lr_drops == 0:
+        return f"{start}, never divided"
+    divide = f"divided by {1 / r.lr_drop_factor:.3g}"
+    times = "at most once" if r.max_lr_drops == 1 else f"at most {r.max_lr_drops} times"
+    if r.schedule == "step":
+        return f"{start}, {divide} every {_epochs(r.step_epochs)}, {times}"
+    if r.plateau_min_improvement > 0:
+        better = f"by at least {100 * r.plateau_min_improvement:g} points"
+    else:
+        better = "(a tie does not count)"
+    return (f"{start}, {divide} when top-1 validation error has not beaten the best at the current rate "
+            f"{better} for {_epochs(r.plateau_patience)}, after at least {_epochs(r.min_epochs_per_lr)} "
+            f"at each rate; {times}")
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
+#: Absorbs float rounding when an improvement is exactly the threshold (errors are counts over
+#: a validation set, so real differences are far larger: 2e-5 is one of 50,000 images).
+_EPS = 1e-9
+
+
 class LRSchedule:
     """The learning-rate schedule of a recipe, with its state saved in checkpoints.
 
-    plateau: after each epoch's validation, a new best top-1 error resets the count; after
-    ``plateau_patience`` epochs without one, divide by 1/``lr_drop_factor`` (at most
-    ``max_lr_drops`` times). step: divide every ``step_epochs`` epochs.
+    plateau (§5: divide by 10 "when the validation error rate stopped improving with the current
+    learning rate"): after each epoch's validation, a top-1 error that beats the best at the
+    current rate by at least ``plateau_min_improvement`` is a new best and restarts the count (a
+    tie, or a smaller gain, does not). The rate is divided after ``plateau_patience`` epochs
+    without a new best, but not before ``min_epochs_per_lr`` epochs at the current rate, and at
+    most ``max_lr_drops`` times; the best then starts afresh at the new rate.
+    step: divide every ``step_epochs`` epochs, at most ``max_lr_drops`` times.
     """
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
         self.lr = recipe.lr
         self.drops = 0
-        self.best_error = float("inf")
+        self.best_error = math.inf  # the best validation error at the current rate
         self.epochs_since_best = 0
+        self.epochs_at_lr = 0
 
     def after_epoch(self, epoch: int, val_error: float) -> bool:
         """Update after epoch ``epoch`` (0-based) finished; True if the rate was divided."""
         r = self.recipe
-        if val_error < self.best_error:
+        self.epochs_at_lr += 1
+        gain = self.best_error - val_error  # nan (never a gain) when the error is nan
+        if gain > 0 and gain >= r.plateau_min_improvement - _EPS:
             self.best_error, self.epochs_since_best = val_error, 0
         else:
             self.epochs_since_best += 1
         if self.drops >= r.max_lr_drops:
             return False
         if r.schedule == "plateau":
-            drop = self.epochs_since_best >= r.plateau_patience
+            drop = self.epochs_since_best >= r.plateau_patience and self.epochs_at_lr >= r.min_epochs_per_lr
         else:
             drop = (epoch + 1) % r.step_epochs == 0
         if drop:
             self.lr *= r.lr_drop_factor
             self.drops += 1
-            self.epochs_since_best = 0
+            self.best_error, self.epochs_since_best, self.epochs_at_lr = math.inf, 0, 0
         return drop
 
     def state_dict(self) -> Dict:
         return {"lr": self.lr, "drops": self.drops, "best_error": self.best_error,
-                "epochs_since_best": self.epochs_since_best}
+                "epochs_since_best": self.epochs_since_best, "epochs_at_lr": self.epochs_at_lr}
 
     def load_state_dict(self, state: Dict) -> None:
         self.lr = float(state["lr"])
         self.drops = int(state["drops"])
         self.best_error = float(state["best_error"])
         self.epochs_since_best = int(state["epochs_since_best"])
+        # Saved before epochs_at_lr existed: at least the epochs since the best were at this rate.
+        self.epochs_at_lr = int(state.get("epochs_at_lr", self.epochs_since_best))

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Union
 
-from ..data.files import json_default, write_atomically, write_json
+from ..files import json_default, write_atomically, write_json
 from ..errors import CheckpointError, ConfigError
 
 CONFIG = "config.json"

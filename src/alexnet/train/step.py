@@ -21,7 +21,7 @@ def resolve_amp(amp: str, placement: Placement) -> Optional[torch.dtype]:
     device to be a GPU; auto picks bf16 where the GPUs support it."""
     if amp not in AMP_CHOICES:
         raise ConfigError(f"--amp must be one of {', '.join(AMP_CHOICES)}; got {amp!r}")
-    on_gpu = all(d.type == "cuda" for d in placement.devices)
+    on_gpu = placement.on_gpu
     if amp == "auto":
         if on_gpu and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -32,6 +32,11 @@ def resolve_amp(amp: str, placement: Placement) -> Optional[torch.dtype]:
         raise ConfigError(f"--amp {amp} needs every device to be a GPU; {placement.describe()} trains in fp32 "
                           f"(use --amp fp32 or auto)")
     return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def amp_name(dtype: Optional[torch.dtype]) -> str:
+    """The autocast dtype as --amp spells it: bf16, fp16, or fp32 for none."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
 
 
 def autocast_context(devices: Union[torch.device, Sequence[torch.device]], dtype: Optional[torch.dtype]):

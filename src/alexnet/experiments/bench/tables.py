@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
+from .loaders import format_throughput
+
 
 def fmt_bytes(n: Optional[float]) -> str:
     if n is None:
@@ -116,23 +118,6 @@ def profile_table(profile) -> List[str]:
         [f"({left} rows under 0.05 ms left out; all are in the JSON)"] if left else [])
 
 
-def targets_table(results) -> List[str]:
-    rows = []
-    for t in results["targets"]:
-        value = f"{t['value']:.2f}" if "value" in t and t["value"] < 1000 else (
-            f"{t['value']:,.0f}" if "value" in t else "-")
-        extra = t.get("reason", "")
-        if "lower_memory" in t:
-            basis = "peak memory" if t["memory_basis"] == "peak" else "memory kept for backward"
-            extra = f"lower {basis}: {'yes' if t['lower_memory'] else 'no'}"
-        matched = t.get("matched_on", {})
-        where = " ".join(f"{k}={v if not isinstance(v, list) else ','.join(map(str, v))}" for k, v in matched.items())
-        paired = f"{t['per_round_median']:.2f}" if "per_round_median" in t else ""
-        rows.append((t["name"], value, paired, f">= {t['threshold']:g}", t["status"], where, extra))
-    return _table(("target", "value", "per round", "needs", "status", "measured with", "note"), rows,
-                  (False, True, True, True, False, False, False))
-
-
 def end_to_end_lines(e2e) -> List[str]:
     if e2e.get("status") != "ok":
         return [f"End to end: {e2e.get('status')} ({e2e.get('reason', '')})"]
@@ -174,13 +159,9 @@ def format_report(results) -> str:
     lines += ["", "Per-layer time", *profile_table(results["profile"])]
     loaders = results["loaders"]
     if loaders.get("status") == "ok":
-        from ..data.throughput import format_throughput
-
         lines += ["", f"Loaders (batch {loaders['batch_size']}, {loaders['workers']} workers)",
                   format_throughput(loaders["rows"])]
     else:
         lines += ["", f"Loaders: {loaders.get('status')} ({loaders.get('reason', '')})"]
     lines += ["", *end_to_end_lines(results.get("end_to_end") or {"status": "not recorded"})]
-    lines += ["", "Targets (value: the ratio of the medians, or images/s; per round: the median of the "
-              "ratios of blocks run in the same round)", *targets_table(results)]
     return "\n".join(lines)

@@ -3,7 +3,7 @@
 import pytest
 from imagesets import folder_root, private_cache  # noqa: F401 (fixtures)
 
-from alexnet.data.throughput import PATHS, format_throughput, measure_loader_paths
+from alexnet.experiments.bench.loaders import PATHS, format_throughput, measure_loader_paths
 from alexnet.errors import ConfigError
 
 
@@ -23,7 +23,7 @@ def test_every_path_is_measured_side_by_side(folder_root, tmp_path, augment_devi
 
 def test_a_packed_root_measures_its_own_format_only(folder_root, tmp_path):
     from alexnet.data import prepare
-    prepare(folder_root, tmp_path / "p", workers=0, progress=False)
+    prepare(folder_root, tmp_path / "p", workers=0)
     results = measure_loader_paths(tmp_path / "p", batch_size=4, batches=1)
     measured = {row["path"]: row["images_per_second"] for row in results}
     assert measured["packed-raw"] > 0

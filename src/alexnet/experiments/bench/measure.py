@@ -19,8 +19,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..devices import cuda_count
-from ..versions import software_versions
+from ...devices import cuda_count
+from ...versions import software_versions
 
 
 # -- timing ----------------------------------------------------------------------------------
@@ -172,6 +172,12 @@ class MatmulRate:
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str) -> Optional[torch.dtype]:
+    """--precision -> the autocast dtype for ``train_step``/``autocast_context`` (None: fp32)."""
+    dtype = DTYPES[precision]
+    return None if dtype == torch.float32 else dtype
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -6,9 +6,14 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
+from tqdm import tqdm
+
 
 class _NullBar:
-    n = 0
+    """A progress bar that shows nothing but keeps its count (callers read ``n``)."""
+
+    def __init__(self, initial: int = 0):
+        self.n = initial
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -35,14 +40,11 @@ class Reporter:
 
     def line(self, message: str) -> None:
         if self.enabled:
-            from tqdm import tqdm
-
             tqdm.write(message, file=self.stream)
 
     def bar(self, total: Optional[int], desc: str, initial: int = 0, unit: str = "batch"):
         if not self.enabled:
-            return _NullBar()
-        from tqdm import tqdm
+            return _NullBar(initial)
 
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream,
                     dynamic_ncols=True, leave=False, mininterval=0.5)

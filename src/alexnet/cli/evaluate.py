@@ -1,0 +1,41 @@
+"""alexnet eval."""
+
+from __future__ import annotations
+
+import click
+
+from ..progress import Reporter
+from ..train.evaluate import evaluate_checkpoint, format_results
+from . import main
+from .options import devices_options, quiet_option, runtime_options
+
+
+@main.command("eval")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--data", type=click.Path(), default=None,
+              help="Dataset to evaluate on (its val split). Default: the data the run was trained on.")
+@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--ten-crop/--no-ten-crop", default=True, show_default=True,
+              help="Also evaluate with the paper's ten patches (softmax averaged).")
+@click.option("--json-out", type=click.Path(), default=None,
+              help="Where to save the results (default: eval.json in the run folder, or CHECKPOINT.eval.json).")
+@devices_options
+@runtime_options
+@quiet_option
+def eval_command(checkpoint, data, split, batch_size, ten_crop, json_out, devices, amp, channels_last,
+                 workers, lrn_impl, quiet):
+    """Top-1 and top-5 error of CHECKPOINT (a checkpoint file, or a run folder: its last
+    checkpoint) with the centre crop and the paper's ten-crop protocol, beside the paper's
+    figures."""
+    results = evaluate_checkpoint(checkpoint, data=data, split=split, batch_size=batch_size, ten_crop=ten_crop,
+                                  devices=devices, amp=amp, channels_last=channels_last,
+                                  workers=workers, lrn_impl=lrn_impl, out=json_out,
+                                  reporter=Reporter(enabled=not quiet))
+    progress = results["progress"]
+    click.echo(f"checkpoint {results['checkpoint']} (epoch {progress.get('epoch', '?')}, "
+               f"step {progress.get('step', '?')})")
+    rows = {f"{results['dataset']} ({results['split']}, {len(results['classes'])} classes), {r['protocol']}": r
+            for r in results["results"]}
+    click.echo(format_results(rows))
+    click.echo(f"saved {results['saved_to']}")
