@@ -84,7 +84,8 @@ def principal_components(covariance: np.ndarray):
 
 
 def _floats(tensor: torch.Tensor):
-    return np.round(tensor.double().cpu().numpy(), 6).tolist()
+    """Exact: every float32 value is a float64 that JSON writes and reads back unchanged."""
+    return tensor.double().cpu().numpy().tolist()
 
 
 @dataclass(eq=False)  # tensors: compare the fields you mean with torch.equal
@@ -105,7 +106,9 @@ class DatasetStats:
 
     @classmethod
     def from_arrays(cls, mean_image, channel_mean, covariance, count: int, dataset_size=None) -> "DatasetStats":
-        covariance = np.asarray(covariance, dtype=np.float64)
+        # The PCA of the covariance as it is kept (float32), so statistics just computed and
+        # the same statistics loaded from stats.json give the same eigenvectors, bit for bit.
+        covariance = np.asarray(covariance, dtype=np.float32).astype(np.float64)
         values, vectors = principal_components(covariance)
 
         def tensor(array):
