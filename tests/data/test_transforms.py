@@ -45,7 +45,7 @@ def _draws(batch, seed, device="cpu"):
     return top, left, flip, alpha
 
 
-@pytest.mark.parametrize("mean", ["image", "channel"])
+@pytest.mark.parametrize("mean", ["image", "centre", "channel"])
 @pytest.mark.parametrize("pca", ["sqrt-lambda", "lambda", "none"])
 def test_train_crops_equal_the_direct_computation(mean, pca):
     images, stats = random_images(8, seed=1), make_stats()
@@ -57,13 +57,14 @@ def test_train_crops_equal_the_direct_computation(mean, pca):
     for b in range(8):
         t, l = int(top[b]), int(left[b])
         x = images[b, :, t:t + 224, l:l + 224].double()
-        if mean == "image":  # cuda-convnet subtracts the 256x256 mean image, then crops: same window
-            m = stats.mean_image.double()[:, t:t + 224, l:l + 224]
-        else:
-            m = stats.channel_mean.double().view(3, 1, 1)
-        x = x - m
+        if mean == "image":  # the mean image under the same window (and flip, below)
+            x = x - stats.mean_image.double()[:, t:t + 224, l:l + 224]
+        elif mean == "channel":
+            x = x - stats.channel_mean.double().view(3, 1, 1)
         if flip[b]:
             x = x.flip(-1)
+        if mean == "centre":  # cuda-convnet: the mean's centre window, after cropping and flipping
+            x = x - stats.mean_image.double()[:, 16:240, 16:240]
         offset = sum(alpha[b, i].double() * scale[i] * vectors[:, i] for i in range(3))  # Σ α_i s_i p_i
         expected = x + offset.view(3, 1, 1)
         assert torch.allclose(out[b].double(), expected, atol=1e-3), b
@@ -152,6 +153,8 @@ def test_center_crops_with_either_mean():
                           window - stats.mean_image.double()[:, 16:240, 16:240], atol=1e-4)
     assert torch.allclose(center_crops(images, stats, mean="channel").double(),
                           window - stats.channel_mean.double().view(1, 3, 1, 1), atol=1e-4)
+    # The centre crop's own window is the mean's centre window: both conventions agree there.
+    assert torch.equal(center_crops(images, stats, mean="centre"), center_crops(images, stats))
 
 
 def test_227_crops_for_caffe_style_inputs():
@@ -168,5 +171,5 @@ def test_wrong_inputs_are_named():
         train_crops(torch.zeros(2, 3, 256, 256), stats)
     with pytest.raises(DataError, match="crop must be between 1 and the image size 256; got 300"):
         center_crops(random_images(1), stats, crop=300)
-    with pytest.raises(DataError, match="mean must be one of image, channel, none"):
+    with pytest.raises(DataError, match="mean must be one of image, centre, channel, none"):
         center_crops(random_images(1), stats, mean="pixel")

@@ -84,6 +84,11 @@ def test_a_run_folder_holds_everything(tiny, tmp_path):
     assert records[-1]["kind"] == "final"
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["steps"] == 10 and "final_ten_crop" in summary
+    # best.pt is for evaluation: the weights without the momentum buffers; last.pt resumes.
+    assert read_checkpoint(run / "checkpoints" / "best.pt")["optimizer"] is None
+    assert set(read_checkpoint(run)["optimizer"]["momentum"]) == set(read_checkpoint(run)["model"])
+    written = sum(f.stat().st_size for f in run.rglob("*") if f.is_file() and f.name != "summary.json")
+    assert summary["disk_bytes"] == written
 
 
 def test_resume_after_an_interruption_reproduces_the_run_exactly(tiny, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..data.transforms import PCA_CONVENTIONS
+from ..data.transforms import MEANS, PCA_CONVENTIONS
 from ..model.dropout import DROPOUT_STYLES
 from ..model.init import INIT_PRESETS
 from ..progress import Reporter
@@ -59,11 +59,14 @@ RECIPE_OPTIONS = {
               help="plateau: never divide before this many epochs at the current rate (paper preset: 10).")
 @click.option("--max-lr-drops", type=click.IntRange(min=0), default=None, help="At most this many divisions (paper: 3).")
 @click.option("--seed", type=int, default=None, help="Seeds initialization, data order, augmentation and dropout.")
-@click.option("--mean", type=click.Choice(["image", "channel"]), default=None,
-              help="Subtract the 256x256 mean image (paper, cuda-convnet) or the per-channel mean.")
+@click.option("--mean", type=click.Choice(MEANS), default=None,
+              help="What to subtract: image: the 256x256 mean image under each crop's window (default; the paper's "
+                   "words); centre: the mean image's centre window from every crop (cuda-convnet's data_mean_crop); "
+                   "channel: the per-channel means (most ports); none.")
 @click.option("--pca", type=click.Choice(PCA_CONVENTIONS), default=None,
-              help="Colour noise: sqrt-lambda scales by the eigenvalues' square roots (cuda-convnet, default), "
-                   "lambda by the eigenvalues as the paper's formula reads, none turns it off.")
+              help="Colour noise: sqrt-lambda adds alpha_i*sqrt(lambda_i)*p_i (cuda-convnet, default); lambda adds "
+                   "alpha_i*lambda_i*p_i with lambda on a 0-1 pixel scale, i.e. alpha_i*lambda_i/255 here (fb.resnet's "
+                   "reading of the formula); none turns it off.")
 @click.option("--pca-std", type=float, default=None, help="Std of the PCA colour noise's α (paper: 0.1; 0 turns it off).")
 @click.option("--divide-std/--no-divide-std", default=None,
               help="Also divide inputs by the pixel std, as most ports do (not the paper).")
@@ -121,5 +124,6 @@ def format_train_summary(summary) -> str:
             lines.append(f"{label}: top-1 error {100 * r['top1_error']:.1f}% (accuracy "
                          f"{100 * (1 - r['top1_error']):.1f}%, chance {100 * (1 - chance):.1f}%), "
                          f"top-5 error {100 * r['top5_error']:.1f}%")
-    lines.append(f"curves: {summary['run']}/curves.png; metrics: {summary['run']}/metrics.jsonl")
+    lines.append(f"curves: {summary['run']}/curves.png; metrics: {summary['run']}/metrics.jsonl; "
+                 f"{summary['disk_bytes'] / 2**20:,.0f} MiB in the run folder")
     return "\n".join(lines)

@@ -10,8 +10,11 @@ device and calls these, which return float32 crops on the 0-255 scale minus the 
 
 Every crop is one ``torch.gather`` over the whole batch (``crop_windows``): no Python loop
 over images. ``mean="image"`` subtracts the 256×256×3 mean image under the same window and
-flip as the image (cuda-convnet subtracts it from the full image before cropping);
-``mean="channel"`` the three per-channel means; ``mean="none"`` nothing.
+flip as the image (the paper's "mean activity ... from each pixel"); ``mean="centre"`` the
+mean image's centre 224×224 window from every crop after cropping and flipping, as the
+authors' code does (cuda-convnet's ``data_mean_crop``); ``mean="channel"`` the three
+per-channel means; ``mean="none"`` nothing. The authors' code also draws one crop position
+and flip per chunk of 32 images; here every image gets its own draws, as the paper says.
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ from ..errors import DataError
 from ..model.spec import CROP
 from .images import IMAGE_SIZE
 
-MEANS = ("image", "channel", "none")
+#: What is subtracted from a crop: "image": the mean image under the crop's own window and
+#: flip (the paper's words: "subtracting the mean activity over the training set from each
+#: pixel"); "centre": the mean image's centre window from every crop, after cropping and
+#: flipping (cuda-convnet's data_mean_crop); "channel": the three channel means; "none".
+MEANS = ("image", "centre", "channel", "none")
 
 #: Fancy-PCA scale per principal component, with α_i ~ N(0, 0.1) (FACTS §3):
 #: "sqrt-lambda": α_i·√λ_i — the authors' code (cuda-convnet, cuda-convnet2); λ_i are the
@@ -72,8 +79,8 @@ def crop_windows(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, fl
 
 
 def _centered(images, stats, mean: str, top, left, flip, crop: int) -> torch.Tensor:
-    """Float32 windows minus the mean: the mean image under the same window and flip, the
-    channel means, or nothing. In place: on a CPU every fresh batch-sized buffer costs page faults."""
+    """Float32 windows minus the mean (see ``MEANS``): the mean image under the same window
+    and flip, its centre window, the channel means, or nothing. In place: on a CPU every fresh batch-sized buffer costs page faults."""
     windows = crop_windows(images, top, left, flip, crop).float()  # (B, 3, crop, crop)
     if mean == "channel":
         windows.sub_(stats.channel_mean.to(images.device, torch.float32).view(1, 3, 1, 1))
@@ -82,6 +89,10 @@ def _centered(images, stats, mean: str, top, left, flip, crop: int) -> torch.Ten
         if mean_image.shape != images.shape[1:]:
             raise DataError(f"the mean image is {tuple(mean_image.shape)} but the images are {tuple(images.shape[1:])}")
         windows.sub_(crop_windows(mean_image.expand(len(images), -1, -1, -1), top, left, flip, crop))
+    elif mean == "centre":
+        mean_image = stats.mean_image.to(images.device, torch.float32)
+        margin = (mean_image.shape[-1] - crop) // 2
+        windows.sub_(mean_image[:, margin:margin + crop, margin:margin + crop])
     return windows
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
+import re
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
@@ -106,9 +108,15 @@ def read_checkpoint(path: Union[str, Path]) -> Dict:
     path = resolve_checkpoint_path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        foreign = re.search(r"GLOBAL (\S+)", str(error))
+        if foreign is None:
+            raise CheckpointError(f"{path}: not a readable alexnet checkpoint ({_first_line(error)})") from None
+        # torch's weights_only loader met a Python object; its hint to load unsafely is not ours to give.
+        raise CheckpointError(f"{path}: holds objects other than tensors, numbers and strings ({foreign.group(1)}); "
+                              f"not loaded, for safety") from None
     except Exception as error:  # torch raises many types for a damaged or foreign file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable alexnet checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable alexnet checkpoint ({_first_line(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an alexnet checkpoint (no '{FORMAT}' marker)")
     if int(payload.get("version", 0)) > VERSION:
@@ -117,6 +125,11 @@ def read_checkpoint(path: Union[str, Path]) -> Dict:
     payload["path"] = str(path)
     payload["config"] = json.loads(payload.get("config") or "{}")
     return payload
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def check_compatible(payload: Dict, model: nn.Module, what: str = "the model") -> None:

@@ -12,7 +12,8 @@ For each conv and FC layer (before its ReLU) over one batch:
 
 from __future__ import annotations
 
-from typing import Dict, List
+import math
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -54,3 +55,20 @@ def format_activation_stats(rows: List[Dict]) -> str:
         lines.append(f"{r['layer']:<6} {r['mean']:>10.3g} {r['rms']:>10.3g} {100 * r['active']:>7.1f}% "
                      f"{r['signal']:>8.3f}")
     return "\n".join(lines)
+
+
+def stall_warning(record: Dict, classes: int, init: str, lr: float) -> Optional[str]:
+    """One line for an epoch record (``alexnet.train.loop.end_epoch``) of a run that has not
+    left chance: training loss still at ln(classes) and validation top-1 error at chance.
+    None when the run is learning. The paper's initialization at its learning rate stalls like
+    this on small data sets (docs/trainability.md)."""
+    chance_loss, chance_error = math.log(classes), 1 - 1 / classes
+    at_chance = (record["train_loss"] >= 0.98 * chance_loss
+                 and record["val_top1_error"] >= chance_error - 0.01)
+    if not at_chance:
+        return None
+    advice = ("try --init caffe (biases 0.1, fc6/fc7 std 0.005) or a lower --lr such as 0.001; "
+              "see docs/trainability.md") if init == "paper" else f"try a lower --lr than {lr:g}"
+    return (f"epoch {record['epoch']}: still at chance (training loss {record['train_loss']:.3f}, ln {classes} = "
+            f"{chance_loss:.3f}; validation error {100 * record['val_top1_error']:.1f}%): the run is not learning; "
+            + advice)

@@ -17,7 +17,6 @@ stops without saving over the last good checkpoint.
 from __future__ import annotations
 
 import math
-import shutil
 import signal
 import time
 from typing import Dict, Optional
@@ -28,6 +27,7 @@ from ..data import make_loader
 from ..errors import ConfigError, TrainingError
 from ..files import write_json
 from ..progress import SILENT, Reporter
+from .diagnostics import stall_warning
 from .optim import current_lr, set_lr
 from .runs import plot_curves
 from .session import Session, TrainConfig, config_for_resume, set_up
@@ -164,13 +164,16 @@ def end_epoch(session: Session, epoch: int, trained: Dict, val: Dict, dropped: b
     run.append_metrics(record)
     session.save()
     if improved:
-        shutil.copyfile(run.last_checkpoint, run.best_checkpoint)
+        session.save(run.best_checkpoint, resumable=False)
     plot_curves(run.read_metrics(), run.curves_path,
                 title=f"{run.path.name}: {session.config.variant}, {session.placement.describe()}")
     reporter.line(f"epoch {epoch + 1}/{session.recipe.epochs}: train loss {record['train_loss']:.3f} "
                   f"err {100 * record['train_error']:.1f}% | val loss {val['loss']:.3f} "
                   f"top-1 {100 * val['top1_error']:.1f}% top-5 {100 * val['top5_error']:.1f}% | "
                   f"lr {record['lr']:.2g}{' (divided)' if dropped else ''}")
+    warning = stall_warning(record, len(session.classes), session.recipe.init, session.recipe.lr)
+    if warning:
+        reporter.line(warning)
     return record
 
 
@@ -188,6 +191,7 @@ def final_evaluation(session: Session, last_val: Optional[Dict], reporter: Repor
         session.run.append_metrics({"kind": "final", "step": progress["step"], "images": progress["images"],
                                     "ten_crop_top1_error": ten["top1_error"],
                                     "ten_crop_top5_error": ten["top5_error"], "ten_crop_loss": ten["loss"]})
+    summary["disk_bytes"] = session.run.disk_bytes()
     write_json(session.run.path / "summary.json", summary)
     return summary
 

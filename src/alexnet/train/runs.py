@@ -85,6 +85,10 @@ class RunFolder:
             raise CheckpointError(f"--resume {run.path}: no checkpoint in it ({CHECKPOINTS}/{LAST} is missing)")
         return run
 
+    def disk_bytes(self) -> int:
+        """What the run folder holds, in bytes."""
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
     # -- records ------------------------------------------------------------------------------
     def write_config(self, config: Dict) -> None:
         write_json(self.config_path, config)

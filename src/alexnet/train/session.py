@@ -149,10 +149,13 @@ class Session:
     def chance_loss(self) -> float:
         return math.log(len(self.classes))
 
-    def save(self, path=None, metrics: Optional[Dict] = None) -> None:
-        """A checkpoint of everything needed to continue exactly (``last.pt`` by default)."""
+    def save(self, path=None, metrics: Optional[Dict] = None, resumable: bool = True) -> None:
+        """A checkpoint of everything needed to continue exactly (``last.pt`` by default);
+        ``resumable=False`` leaves out the momentum buffers (half the file), as ``best.pt``
+        does: it is for evaluation, and resuming reads ``last.pt``."""
         save_checkpoint(path or self.run.last_checkpoint, model=self.model, classes=self.classes,
-                        stats=self.saved_stats, config=self.resolved, optimizer=self.optimizer,
+                        stats=self.saved_stats, config=self.resolved,
+                        optimizer=self.optimizer if resumable else None,
                         schedule=self.schedule.state_dict(), progress=self.progress,
                         rng=_rng_state(self.generator, self.placement),
                         metrics={"best": self.best, **(metrics or {})})
