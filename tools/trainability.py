@@ -8,7 +8,7 @@ A maintainer's experiment behind docs/trainability.md. Two parts, on the built-i
 2. Short training runs of the same recipe that differ in one setting each, with their loss
    curves and validation errors.
 
-    python tools/trainability.py --out docs/figures [--epochs 2] [--batch-size 32]
+    python tools/trainability.py --out docs/figures [--epochs 2] [--batch-size 32] [--dropout-styles paper,inverted]
     python tools/trainability.py --out docs/figures --replot   # redraw the figure only
 
 Writes trainability.json (every number) and trainability.png (the loss curves) into --out,
@@ -31,12 +31,15 @@ from alexnet.data import load_or_compute_stats, open_dataset, resolve_data_root
 from alexnet.model.init import INIT_PRESETS, InitPreset
 from alexnet.train.diagnostics import activation_stats, format_activation_stats
 from alexnet.data.preprocess import Preprocess
+from alexnet.experiments.bench.measure import cpu_model
 from alexnet.train.loop import TrainConfig, train
 from alexnet.train.recipe import get_recipe
 from alexnet.train.runs import RunFolder
 
 # One change at a time from the paper's recipe (at the "builtin" preset's batch size and
-# learning rate; no learning-rate drop within the default two epochs).
+# learning rate; no learning-rate drop within the default two epochs). Each arm runs with
+# every dropout form of --dropout-styles: the paper's (x0.5 at test) and inverted (x2 in
+# training, what the first version of this study used).
 RUNS = [
     ("paper", "the paper: paper init, 0-255 minus mean, lr 0.01", {}),
     ("divide-std", "inputs also divided by the pixel std (most ports)", {"input_divide_std": True}),
@@ -57,7 +60,8 @@ def init_statistics(root: Path, images: int = 64):
     batch = torch.stack([dataset[i][0] for i in range(0, len(dataset), step)][:images])
     results = {}
     for init in ("paper", "paper-bias-0", "caffe"):
-        model = build_model(num_classes=len(dataset.classes), init=init, seed=0)
+        # No dropout: the statistics describe the layers, whichever dropout form trains them.
+        model = build_model(num_classes=len(dataset.classes), init=init, seed=0, dropout=0.0)
         for divide in (False, True):
             x = Preprocess(stats, divide_std=divide).centre(batch)
             key = f"init={init}, input={'divided by std' if divide else '0-255 minus mean'}"
@@ -65,27 +69,40 @@ def init_statistics(root: Path, images: int = 64):
     return results
 
 
-def training_runs(data, epochs: int, batch_size: int, workers, out_dir: Path):
-    results = {}
-    for name, description, changes in RUNS:
-        # The builtin recipe's batch and learning rate, with the paper's initialization unless changed.
-        recipe = get_recipe("builtin").replace(epochs=epochs, batch_size=batch_size, **{"init": "paper", **changes})
-        config = TrainConfig(recipe=recipe, data=data, out=str(out_dir / name), devices="cpu", workers=workers,
-                             ten_crop=False, log_every=5, overwrite=True)
-        start = time.time()
-        summary = train(config)
-        records = RunFolder(out_dir / name).read_metrics()
-        results[name] = {
-            "description": description, "changes": changes, "seconds": time.time() - start,
-            "steps": [{"images": r["images"], "loss": r["loss"], "error": r["error"]}
-                      for r in records if r["kind"] == "step"],
-            "epochs": [{k: r[k] for k in ("epoch", "images", "train_loss", "val_loss", "val_top1_error",
-                                         "val_top5_error")} for r in records if r["kind"] == "epoch"],
-            "final_val_top1_error": summary["final_centre_crop"]["top1_error"],
-        }
-        print(f"{name:<12} val top-1 error {100 * results[name]['final_val_top1_error']:.1f}% "
-              f"({results[name]['seconds']:.0f} s)", flush=True)
+def training_runs(data, epochs: int, batch_size: int, workers, out_dir: Path, styles, done=None, save=None):
+    """Every arm of RUNS with every dropout style; runs already in ``done`` are kept as they are
+    (an interrupted study continues), and ``save(results)`` is called after each run."""
+    results = dict(done or {})
+    for style in styles:
+        for name, description, changes in RUNS:
+            key = f"{name} / {style} dropout"
+            if key in results:
+                continue
+            # The builtin recipe's batch and learning rate, with the paper's initialization unless changed.
+            recipe = get_recipe("builtin").replace(epochs=epochs, batch_size=batch_size, dropout_style=style,
+                                                   **{"init": "paper", **changes})
+            results[key] = _train_arm(recipe, data, workers, out_dir / name, description, changes)
+            results[key]["dropout_style"] = style
+            if save is not None:
+                save(results)
+            print(f"{key:<32} val top-1 error {100 * results[key]['final_val_top1_error']:.1f}% "
+                  f"({results[key]['seconds']:.0f} s)", flush=True)
     return results
+
+
+def _train_arm(recipe, data, workers, out: Path, description: str, changes) -> dict:
+    config = TrainConfig(recipe=recipe, data=data, out=str(out), devices="cpu", workers=workers,
+                         ten_crop=False, log_every=5, overwrite=True)
+    start = time.time()
+    summary = train(config)
+    records = RunFolder(out).read_metrics()
+    return {
+        "description": description, "changes": changes, "seconds": time.time() - start,
+        "steps": [{"images": r["images"], "loss": r["loss"], "error": r["error"]} for r in records if r["kind"] == "step"],
+        "epochs": [{k: r[k] for k in ("epoch", "images", "train_loss", "val_loss", "val_top1_error", "val_top5_error")}
+                   for r in records if r["kind"] == "epoch"],
+        "final_val_top1_error": summary["final_centre_crop"]["top1_error"],
+    }
 
 
 def plot(report, path: Path):
@@ -101,10 +118,14 @@ def plot(report, path: Path):
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     top = 2 * chance
     clipped = []
+    colours = {name: f"C{i}" for i, (name, _, _) in enumerate(RUNS)}
     for name, run in runs.items():
         steps = run["steps"]
-        line, = ax.plot([s["images"] for s in steps], [min(s["loss"], top) for s in steps],
-                        label=f"{name}: {run['description']} (val error {100 * run['final_val_top1_error']:.0f}%)")
+        arm = name.split(" / ")[0]
+        paper_form = run.get("dropout_style", "inverted") == "paper"
+        ax.plot([s["images"] for s in steps], [min(s["loss"], top) for s in steps], color=colours.get(arm),
+                ls="-" if paper_form else "--", lw=1.4 if paper_form else 1.0,
+                label=f"{name} (val error {100 * run['final_val_top1_error']:.0f}%)")
         peak = max(s["loss"] for s in steps)
         if peak > top:
             clipped.append(f"{name} {peak:.0f}")
@@ -113,7 +134,8 @@ def plot(report, path: Path):
                 ha="right", va="top", fontsize=8)
     ax.axhline(chance, color="grey", ls=":", label=f"chance, ln {report['classes']}")
     ax.set(xlabel="training images seen", ylabel="training loss (cross-entropy)", ylim=(0, top * 1.02),
-           title="Training loss, one change at a time from the paper's recipe")
+           title="Training loss, one change at a time from the paper's recipe\n"
+                 "(solid: the paper's dropout; dashed: inverted dropout)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     for key, value in init.items():
@@ -135,6 +157,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--dropout-styles", default="paper,inverted",
+                        help="comma-separated dropout forms to run every arm with (paper, inverted)")
     parser.add_argument("--skip-training", action="store_true", help="only the statistics at initialization")
     parser.add_argument("--replot", action="store_true", help="redraw trainability.png from trainability.json")
     args = parser.parse_args()
@@ -144,15 +168,26 @@ def main():
         plot(json.loads((out / "trainability.json").read_text()), out / "trainability.png")
         return
     root = resolve_data_root(args.data)
-    report = {"data": str(root), "classes": len(open_dataset(root, "train").classes), "epochs": args.epochs, "batch_size": args.batch_size,
-              "torch": torch.__version__, "threads": torch.get_num_threads()}
+    path = out / "trainability.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    report = {"data": str(root), "classes": len(open_dataset(root, "train").classes), "epochs": args.epochs,
+              "batch_size": args.batch_size, "cpu": cpu_model(), "torch": torch.__version__,
+              "threads": torch.get_num_threads()}
     report["init"] = init_statistics(root)
     for key, value in report["init"].items():
         print(f"\n{key} (input rms {value['input_rms']:.3g})\n{format_activation_stats(value['layers'])}")
     if not args.skip_training:
+        styles = [s.strip() for s in args.dropout_styles.split(",") if s.strip()]
+        # Runs of this study already in the JSON (same epochs and batch) are kept: rerunning continues it.
+        same = previous.get("epochs") == args.epochs and previous.get("batch_size") == args.batch_size
+        done = {k: v for k, v in previous.get("runs", {}).items() if same and " / " in k}
+
+        def save(runs):
+            path.write_text(json.dumps({**report, "runs": runs}, indent=2))
         with tempfile.TemporaryDirectory() as tmp:
-            report["runs"] = training_runs(args.data, args.epochs, args.batch_size, args.workers, Path(tmp))
-    (out / "trainability.json").write_text(json.dumps(report, indent=2))
+            report["runs"] = training_runs(args.data, args.epochs, args.batch_size, args.workers, Path(tmp), styles,
+                                           done, save)
+    path.write_text(json.dumps(report, indent=2))
     plot(report, out / "trainability.png")
     print(f"\nwrote {out / 'trainability.json'} and {out / 'trainability.png'}")
 
