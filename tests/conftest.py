@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from alexnet.data import generate_builtin, load_or_compute_stats
 from alexnet.model.init import canonical_init
 from alexnet.model.spec import resolve
 
@@ -37,3 +38,12 @@ def load_tool(name: str):
         module = sys.modules[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The built-in generator at 2 training and 1 validation image per class (10 classes),
+    with its statistics: a whole dataset that trains in seconds."""
+    root = generate_builtin(tmp_path_factory.mktemp("data") / "tiny", train_per_class=2, val_per_class=1, workers=0)
+    load_or_compute_stats(root, workers=0)
+    return root

@@ -72,3 +72,15 @@ def is_writable_dir(folder: PathLike) -> bool:
     os.close(fd)
     os.unlink(tmp)
     return True
+
+
+def save_png(figure, path: PathLike) -> Path:
+    """A matplotlib figure as a PNG, written atomically; the figure is closed either way."""
+    import matplotlib.pyplot as plt  # matplotlib only where a figure is drawn
+
+    def write(tmp):
+        figure.savefig(tmp, dpi=100, format="png")
+    try:
+        return write_atomically(path, write)
+    finally:
+        plt.close(figure)

@@ -85,8 +85,19 @@ def test_bad_checkpoints_get_one_line(tmp_path, make, message):
 
 
 def test_a_run_folder_without_a_checkpoint_is_named(tmp_path):
-    with pytest.raises(CheckpointError, match="a folder without checkpoints/last.pt"):
+    with pytest.raises(CheckpointError, match="a folder without checkpoints/last.pt or best.pt"):
         read_checkpoint(tmp_path)
+
+
+def test_a_run_folder_means_its_last_checkpoint_else_its_best(tmp_path):
+    from alexnet.train.checkpoint import resolve_checkpoint_path
+
+    (tmp_path / "checkpoints").mkdir()
+    best, last = tmp_path / "checkpoints" / "best.pt", tmp_path / "checkpoints" / "last.pt"
+    best.touch()
+    assert resolve_checkpoint_path(tmp_path) == best  # a finished ablation run keeps best.pt only
+    last.touch()
+    assert resolve_checkpoint_path(tmp_path) == last
 
 
 def test_a_checkpoint_of_another_class_count_or_variant_is_refused(tmp_path):

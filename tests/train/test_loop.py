@@ -27,14 +27,6 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """The built-in generator at 2 training and 1 validation image per class (10 classes)."""
-    root = generate_builtin(tmp_path_factory.mktemp("data") / "tiny", train_per_class=2, val_per_class=1, workers=0)
-    load_or_compute_stats(root, workers=0)
-    return root
-
-
 def _config(tiny, out, **changes):
     recipe = get_recipe("builtin").replace(**{"epochs": 2, "batch_size": 4, **changes.pop("recipe", {})})
     settings = dict(data=str(tiny), out=str(out), devices="cpu", workers=0, log_every=1, ten_crop=False)

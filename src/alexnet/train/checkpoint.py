@@ -23,7 +23,7 @@ from ..data.stats import DatasetStats
 from ..errors import CheckpointError
 from ..files import write_atomically
 from ..model.build import build_model
-from .runs import CHECKPOINTS, LAST
+from .runs import BEST, CHECKPOINTS, LAST
 
 FORMAT = "alexnet-checkpoint"
 VERSION = 1
@@ -91,13 +91,16 @@ def save_checkpoint(path: Union[str, Path], *, model: nn.Module, classes: Sequen
 
 
 def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
-    """A checkpoint file, or a run folder (its last checkpoint)."""
+    """A checkpoint file, or a run folder: its last checkpoint, or its best one where the last
+    was removed (a finished ablation run keeps only ``best.pt``)."""
     path = Path(path)
     if path.is_dir():
-        candidate = path / CHECKPOINTS / LAST
-        if not candidate.exists():
-            raise CheckpointError(f"{path}: a folder without {CHECKPOINTS}/{LAST}; give a checkpoint file or a run folder")
-        return candidate
+        for name in (LAST, BEST):
+            candidate = path / CHECKPOINTS / name
+            if candidate.exists():
+                return candidate
+        raise CheckpointError(f"{path}: a folder without {CHECKPOINTS}/{LAST} or {BEST}; give a checkpoint file "
+                              f"or a run folder")
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file or run folder")
     return path

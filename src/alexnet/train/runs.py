@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Union
 
-from ..files import json_default, write_atomically, write_json
+from ..files import json_default, save_png, write_atomically, write_json
 from ..errors import CheckpointError, ConfigError
 
 CONFIG = "config.json"
@@ -173,9 +173,4 @@ def plot_curves(records: Iterable[Dict], path: Union[str, Path], title: Optional
         fig.suptitle(title)
     fig.tight_layout()
 
-    def write(tmp):
-        fig.savefig(tmp, dpi=100, format="png")
-    try:
-        return write_atomically(path, write)
-    finally:
-        plt.close(fig)
+    return save_png(fig, path)

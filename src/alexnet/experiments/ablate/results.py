@@ -1,0 +1,376 @@
+"""The ablation's report, built from the runs' own files only: ``summary.json`` (final centre-crop
+and ten-crop errors, the best epoch), ``metrics.jsonl`` (per-epoch validation errors, training
+throughput) and ``config.json`` (the net, the devices, the precision), with the wall time the
+ablation recorded for each training session.
+
+Differences are paired by seed (the arm's run minus the baseline's run of the same seed, in
+percentage points of error, as the paper states its gains), so a seed that is easy for both
+nets cancels out. A difference counts as beyond the seed noise when the 95% interval of its
+mean over the seeds (Student's t) excludes zero; with one seed nothing can be judged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from ...files import write_atomically, write_json
+from ...train.runs import RunFolder
+from ..plots import epoch_curve, plot_runs
+from .arms import BASELINE, Arm, arm_spec, net_spec
+from .folder import SUMMARY, AblationFolder
+
+REPORT_FORMAT = "alexnet-ablation-report"
+CURVES = "curves.png"
+
+#: The errors each run reports: key, label, summary.json entry and field.
+METRICS = (
+    ("ten_top1", "top-1, ten crops", "final_ten_crop", "top1_error"),
+    ("ten_top5", "top-5, ten crops", "final_ten_crop", "top5_error"),
+    ("centre_top1", "top-1, centre crop", "final_centre_crop", "top1_error"),
+    ("centre_top5", "top-5, centre crop", "final_centre_crop", "top5_error"),
+    ("best_top1", "top-1 at the best epoch", "best", "val_top1_error"),
+    ("best_top5", "top-5 at the best epoch", "best", "val_top5_error"),
+)
+
+#: Student's t, two-sided 95% (the 0.975 quantile), for 1..30 degrees of freedom.
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+       2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+       2.045, 2.042)
+
+RULE = ("a difference is beyond the seed noise when the 95% interval of its mean over the N seeds that both "
+        "runs finished, mean ± t·std/√N (Student's t, N−1 degrees of freedom; std of the paired differences), "
+        "excludes zero; with one seed there is no spread to judge against")
+
+
+def t95(df: int) -> float:
+    """The two-sided 95% quantile of Student's t; past 30 degrees of freedom within 0.01."""
+    return T95[df - 1] if df <= len(T95) else 1.96 + 2.4 / df
+
+
+# -- the runs -------------------------------------------------------------------------------------
+def _json(path: Path) -> Dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def training_images_per_second(records: Sequence[Dict]) -> Optional[float]:
+    """Training images over training time, from the step records: each covers the images since
+    the previous one at its own rate (validation and checkpoints are not in it)."""
+    images = seconds = 0.0
+    previous = 0
+    for r in records:
+        if r.get("kind") != "step" or not r.get("images_per_second"):
+            continue
+        n = r["images"] - previous
+        previous = r["images"]
+        images += n
+        seconds += n / r["images_per_second"]
+    return images / seconds if seconds > 0 else None
+
+
+def read_run(folder: AblationFolder, arm: Arm, seed: int) -> Dict:
+    """One run's figures, as its own files give them (errors as fractions)."""
+    run = RunFolder(folder.run_dir(arm, seed))
+    config, summary = _json(run.config_path), _json(run.path / SUMMARY)
+    timing = folder.settings.get("timing", {}).get(run.path.name, {})
+    placement = config.get("placement") or {}
+    devices = placement.get("devices", [])
+    return {
+        "arm": arm.name, "seed": seed, "run": run.path.name, "state": folder.state(arm, seed),
+        "net": {k: config[k] for k in ("variant", "lrn", "overlap") if k in config},
+        "classes": config.get("classes"),
+        "runs_on": None if not placement else
+        f"{placement['layout']} on {', '.join(devices)}, {config.get('amp_dtype', '?')}",
+        "two_gpus": placement.get("layout") == "towers" and len(set(devices)) == 2
+                    and all(d.startswith("cuda") for d in devices),
+        "epochs": summary.get("epochs"),
+        "errors": {key: (summary.get(entry) or {}).get(field) for key, _, entry, field in METRICS} if summary else {},
+        "best_epoch": (summary.get("best") or {}).get("epoch"),
+        "wall_seconds": folder.seconds(run.path.name),
+        "untimed_sessions": timing.get("untimed_sessions", 0) + (1 if "open" in timing else 0),
+        "images_per_second": training_images_per_second(run.read_metrics()),
+    }
+
+
+# -- statistics -----------------------------------------------------------------------------------
+def spread(values: Sequence[float]) -> Dict:
+    values = list(values)
+    return {"n": len(values), "values": values, "mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) >= 2 else None}
+
+
+def paired_difference(baseline: Dict[int, float], arm: Dict[int, float]) -> Dict:
+    """arm minus baseline, seed by seed, in percentage points; its mean, std and 95% interval."""
+    seeds = sorted(set(baseline) & set(arm))
+    result = spread([100 * (arm[s] - baseline[s]) for s in seeds])
+    result.update(seeds=seeds, interval=None, beyond_noise=None)
+    if result["n"] >= 2:
+        half = t95(result["n"] - 1) * result["std"] / math.sqrt(result["n"])
+        low, high = result["mean"] - half, result["mean"] + half
+        result.update(interval=[low, high], beyond_noise=not low <= 0 <= high)
+    return result
+
+
+def _finished_values(runs: Sequence[Dict], key: str) -> Dict[int, float]:
+    return {r["seed"]: r["errors"][key] for r in runs if r["state"] == "finished" and r["errors"].get(key) is not None}
+
+
+# -- the report -----------------------------------------------------------------------------------
+def build_report(folder: AblationFolder) -> Dict:
+    """Everything report.md says, as data (see its "units")."""
+    settings = folder.settings
+    runs = {arm.name: [read_run(folder, arm, seed) for seed in folder.seeds] for arm in folder.arms}
+    finished = [r for rs in runs.values() for r in rs if r["state"] == "finished"]
+    protocol = "ten" if finished and all(r["errors"].get("ten_top1") is not None for r in finished) else "centre"
+    classes = settings.get("classes")
+    arms = []
+    for arm in folder.arms:
+        mine = runs[arm.name]
+        net = next((r["net"] for r in mine if r["net"]), None)
+        n = next((r["classes"] for r in mine if r["classes"]), classes) or 1000
+        spec = net_spec(net or arm.changes, n)  # the net the runs recorded, else the arm's
+        done = [r for r in mine if r["state"] == "finished"]
+        walls = [r["wall_seconds"] for r in done if r["wall_seconds"] is not None]
+        rates = [r["images_per_second"] for r in done if r["images_per_second"]]
+        arms.append({
+            "arm": arm.name, "section": arm.section, "description": arm.description, "changes": dict(arm.changes),
+            "paper_delta": None if arm.paper_delta is None else {"top1": arm.paper_delta[0], "top5": arm.paper_delta[1]},
+            "params": spec.params, "macs": spec.macs, "classes": n,
+            "params_1000_classes": arm_spec(arm, 1000).params,
+            "runs_on": sorted({r["runs_on"] for r in mine if r["runs_on"]}),
+            "finished": len(done), "seeds": len(mine),
+            "errors": {key: spread([100 * v for v in _finished_values(mine, key).values()]) for key, *_ in METRICS},
+            "wall_seconds": statistics.fmean(walls) if walls else None,
+            "untimed_sessions": sum(r["untimed_sessions"] for r in done),
+            "images_per_second": statistics.fmean(rates) if rates else None,
+        })
+    base = runs[BASELINE.name]
+    differences = []
+    for arm in folder.arms[1:]:
+        differences.append({"arm": arm.name, "paper_delta": {"top1": arm.paper_delta[0], "top5": arm.paper_delta[1]},
+                            **{key: paired_difference(_finished_values(base, key), _finished_values(runs[arm.name], key))
+                               for key, *_ in METRICS}})
+    report = {
+        "format": REPORT_FORMAT, "version": 1, "folder": str(folder.path),
+        "data": settings["experiment"]["data"], "builtin": folder.builtin,
+        "recipe": settings["experiment"]["recipe"], "ten_crop": settings["experiment"]["ten_crop"],
+        "seeds": folder.seeds, "classes": classes, "train_images": settings.get("train_images"),
+        "protocol": protocol, "rule": RULE,
+        "units": "arms' errors: percent (mean, std and values over the seeds' finished runs); runs' errors: "
+                 "fractions, as in summary.json; differences: percentage points, arm minus baseline, paired by seed",
+        "arms": arms, "differences": differences, "runs": [r for rs in runs.values() for r in rs],
+        "not_finished": [r["run"] for rs in runs.values() for r in rs if r["state"] != "finished"],
+    }
+    report["findings"] = findings(report)
+    return report
+
+
+# -- in words -------------------------------------------------------------------------------------
+def duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _protocol_label(report: Dict) -> str:
+    return "ten-crop" if report["protocol"] == "ten" else "centre-crop"
+
+
+def findings(report: Dict) -> List[str]:
+    """What the tables show, in sentences: the data's caveat, the seed noise, each arm's verdict,
+    where the runs ran, what is missing."""
+    out = []
+    recipe, label = report["recipe"], _protocol_label(report)
+    key1, key5 = f"{report['protocol']}_top1", f"{report['protocol']}_top5"
+    if report["builtin"]:
+        out.append(f"These runs use the built-in dataset (10 classes of generated shapes, textures and colours), "
+                   f"not ImageNet, with {recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''} per run: they show "
+                   f"that every arm trains and how far results move between seeds. They are not a reproduction of "
+                   f"the paper's numbers (ILSVRC, about 90 epochs); agreeing or disagreeing with the paper's column "
+                   f"means nothing here.")
+    diffs, base = report["differences"], report["arms"][0]["errors"][key1]
+    paired = max((d[key1]["n"] for d in diffs), default=0)
+    if not diffs:
+        out.append("Only the baseline was trained: there is nothing to compare.")
+    elif paired == 0:
+        out.append("No arm has a finished run beside a finished baseline run of the same seed yet: nothing to compare.")
+    elif paired == 1:
+        noise = (": on the built-in dataset that spread is several points of top-1 error, larger than every effect "
+                 "the paper reports" if report["builtin"] else "")
+        out.append(f"With one seed per arm there is no measure of how far a result moves from seed to seed, so no "
+                   f"difference below can be told apart from noise{noise}. Run with --seeds 3 or more (into a new "
+                   f"--out folder) to judge.")
+    elif base["n"] >= 2:
+        out.append(f"The baseline's {label} top-1 error moves between seeds by {base['std']:.1f} points (std; "
+                   f"{min(base['values']):.1f}% to {max(base['values']):.1f}% over {base['n']} seeds).")
+    arms = {a["arm"]: a for a in report["arms"]}
+    for d in diffs:
+        one, five, paper = d[key1], d[key5], d["paper_delta"]
+        arm = arms[d["arm"]]
+        if one["n"] == 0:
+            out.append(f"{d['arm']}: no finished pair of runs yet.")
+            continue
+        text = (f"{d['arm']} ({arm['description']}): {one['mean']:+.1f} points of {label} top-1 error against the "
+                f"baseline, {five['mean']:+.1f} top-5 (the paper: {paper['top1']:+.1f} / {paper['top5']:+.1f})")
+        if one["beyond_noise"] is None:
+            text += "; one seed: not judged."
+        elif not one["beyond_noise"]:
+            low, high = one["interval"]
+            text += (f"; the 95% interval of the top-1 difference, {low:+.1f} to {high:+.1f}, includes zero: within "
+                     f"the seed noise, so this ablation cannot tell whether the change matters here.")
+        else:
+            low, high = one["interval"]
+            worse = one["mean"] > 0
+            text += (f"; the 95% interval, {low:+.1f} to {high:+.1f}, excludes zero: the arm is "
+                     f"{'worse' if worse else 'better'} than the baseline by more than the seed noise "
+                     f"({'the direction the paper reports' if worse else 'the opposite of the paper'}).")
+        if five["beyond_noise"] is not None and five["beyond_noise"] != one["beyond_noise"]:
+            low, high = five["interval"]
+            text += (f" Top-5: {'beyond' if five['beyond_noise'] else 'within'} the noise "
+                     f"({low:+.1f} to {high:+.1f}).")
+        out.append(text)
+    if "one-gpu" in arms and arms["one-gpu"]["runs_on"] and arms[BASELINE.name]["runs_on"]:
+        base_runs = [r for r in report["runs"] if r["arm"] == BASELINE.name and r["runs_on"]]
+        one_on, base_on = "; ".join(arms["one-gpu"]["runs_on"]), "; ".join(arms[BASELINE.name]["runs_on"])
+        if all(r["two_gpus"] for r in base_runs):
+            out.append(f"The one-gpu arm ran {one_on}; the baseline ran its two towers on two GPUs ({base_on}): "
+                       f"the paper's comparison, wall times included.")
+        else:
+            out.append(f"The one-gpu arm ran {one_on}; the baseline ran {base_on}: with both towers on one device "
+                       f"(the grouped net computes the same function as the two towers) this compares the two nets, "
+                       f"not one GPU with two, and its wall times say nothing of the paper's two-GPU speed.")
+    for arm in report["arms"]:
+        if len(arm["runs_on"]) > 1:
+            out.append(f"{arm['arm']}'s runs ran on different devices or precisions ({'; '.join(arm['runs_on'])}).")
+    missing = report["not_finished"]
+    if missing:
+        out.append(f"{len(missing)} run{'s' if len(missing) != 1 else ''} not finished ({', '.join(missing)}): the "
+                   f"tables leave {'them' if len(missing) != 1 else 'it'} out; continue with "
+                   f"`alexnet ablate --resume {report['folder']}`.")
+    return out
+
+
+# -- as markdown ----------------------------------------------------------------------------------
+def _cell(s: Dict, signed: bool = False) -> str:
+    """mean ± std over the seeds; each seed's value when fewer than three."""
+    form = "{:+.1f}" if signed else "{:.1f}"
+    if s["n"] == 0:
+        return "—"
+    if s["n"] < 3:
+        return ", ".join(form.format(v) for v in s["values"])
+    return f"{form.format(s['mean'])} ± {s['std']:.1f}"
+
+
+def _interval(d: Dict) -> str:
+    return "—" if d["interval"] is None else "{:+.1f} to {:+.1f}".format(*d["interval"])
+
+
+def _verdict(d: Dict) -> str:
+    if d["beyond_noise"] is None:
+        return "one seed: cannot tell" if d["n"] == 1 else "—"
+    return "**yes**" if d["beyond_noise"] else "no"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+
+
+def format_report(report: Dict) -> str:
+    """report.md: the findings in words, then the tables they come from."""
+    recipe, label = report["recipe"], _protocol_label(report)
+    key1, key5 = f"{report['protocol']}_top1", f"{report['protocol']}_top5"
+    if report["builtin"]:
+        data = "Data: the built-in dataset (not ImageNet)"
+    else:
+        data = f"Data: `{report['data']}`"
+    if report.get("train_images"):
+        data += f", {report['train_images']:,} training images in {report['classes']} classes"
+    seeds = ", ".join(str(s) for s in report["seeds"])
+    lines = [f"# Ablation report: {Path(report['folder']).name}", "",
+             f"{data}. Recipe `{recipe['name']}`: {recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''}, batch {recipe['batch_size']}, "
+             f"learning rate {recipe['lr']:g}, {recipe['init']} initialization; seed{'s' if len(report['seeds']) > 1 else ''} "
+             f"{seeds}. Every arm trains with the baseline's data, recipe, schedule, number of steps, seeds, data "
+             f"order and augmentation draws; only the network differs.", "",
+             "## What the tables show", "", *(f"- {f}" for f in report["findings"]), "",
+             "## Differences from the baseline", "",
+             f"Arm minus baseline in percentage points of {label} validation error, paired by seed: mean ± std "
+             f"over the seeds (each seed's value when fewer than three). Positive: the arm is worse, as the paper "
+             f"found.", ""]
+    lines += _table(
+        ["arm", "Δ top-1", "95% interval", "beyond the seed noise?", "Δ top-5", "95% interval",
+         "beyond the seed noise?", "the paper: Δ top-1 / top-5"],
+        [[d["arm"], _cell(d[key1], True), _interval(d[key1]), _verdict(d[key1]), _cell(d[key5], True),
+          _interval(d[key5]), _verdict(d[key5]), "+{top1:.1f} / +{top5:.1f}".format(**d["paper_delta"])]
+         for d in report["differences"]])
+    lines += ["", f"{report['rule'][0].upper()}{report['rule'][1:]}.", "",
+              "## Validation error of each arm (%)", "",
+              "After the last epoch with the centre crop and the paper's ten crops, and at the epoch with the "
+              "lowest centre-crop top-1 error; mean ± std over the seeds (each seed's value when fewer than three).",
+              ""]
+    lines += _table(
+        ["arm", "runs finished", "top-1, ten crops", "top-5, ten crops", "top-1, centre", "top-5, centre",
+         "best epoch: top-1", "best epoch: top-5"],
+        [[a["arm"], f"{a['finished']} of {a['seeds']}", *(_cell(a["errors"][k]) for k in
+          ("ten_top1", "ten_top5", "centre_top1", "centre_top5", "best_top1", "best_top5"))]
+         for a in report["arms"]])
+    lines += ["", "## The nets and their cost", ""]
+    lines += _table(
+        ["arm", "what changes", "runs on", "parameters", "multiply-adds per image", "wall time per run",
+         "training images/s"],
+        [[a["arm"], f"{a['description']} ({a['section']})", "; ".join(a["runs_on"]) or "—", f"{a['params']:,}",
+          f"{a['macs']:,}", ("≥ " if a["untimed_sessions"] else "") + duration(a["wall_seconds"]),
+          "—" if a["images_per_second"] is None else f"{a['images_per_second']:,.1f}"]
+         for a in report["arms"]])
+    classes = report["arms"][0]["classes"]
+    if classes != 1000:
+        at_1000 = ", ".join(f"{a['arm']} {a['params_1000_classes']:,}" for a in report["arms"])
+        lines += ["", f"Parameters and multiply-adds of the nets as trained here, with a {classes}-way fc8; with "
+                      f"ImageNet's 1000 classes: {at_1000}."]
+    lines += ["", "Wall time: each run's training sessions as the ablation timed them (set-up, training, "
+                  "validation, checkpoints; ≥ where a session was stopped without being timed). Training "
+                  "images/s: the runs' own step records (training steps only).", ""]
+    if report.get("curves"):
+        lines += [f"![validation error per epoch]({report['curves']})", "",
+                  f"`{report['curves']}`: validation top-1 and top-5 error (centre crop) per epoch; one colour per "
+                  f"arm, each seed a thin line, the mean over the seeds a thick one.", ""]
+    lines += ["## Runs", ""]
+    lines += _table(
+        ["run", "state", f"top-1, {label}", f"top-5, {label}", "wall time"],
+        [[f"`{r['run']}`", r["state"],
+          "—" if r["errors"].get(key1) is None else f"{100 * r['errors'][key1]:.1f}",
+          "—" if r["errors"].get(key5) is None else f"{100 * r['errors'][key5]:.1f}",
+          ("≥ " if r["untimed_sessions"] else "") + duration(r["wall_seconds"])] for r in report["runs"]])
+    return "\n".join(lines) + "\n"
+
+
+def write_report(folder: AblationFolder) -> Dict:
+    """report.json, report.md and curves.png in the ablation's folder, from its runs."""
+    report = build_report(folder)
+    groups = {arm.name: [folder.run_dir(arm, seed) for seed in folder.seeds] for arm in folder.arms}
+    if any(epoch_curve(run, "val_top1_error") for runs in groups.values() for run in runs):
+        title = (f"{folder.path.name}: validation error per epoch"
+                 f"{' (built-in dataset, not ImageNet)' if folder.builtin else ''}")
+        plot_runs(groups, folder.path / CURVES, metrics=("val_top1_error", "val_top5_error"), title=title)
+        report["curves"] = CURVES
+    else:
+        report["curves"] = None
+    write_json(folder.path / "report.json", report)
+    text = format_report(report)
+
+    def write(tmp):
+        Path(tmp).write_text(text)
+    write_atomically(folder.path / "report.md", write)
+    return report
