@@ -216,6 +216,11 @@ class DeviceRequest:
             raise DeviceError(f"--layout grouped runs on one device; --devices gave {len(found)}: {self}")
         return Placement.of(layout, found, towers)
 
+    def first_device(self) -> "DeviceRequest":
+        """The request for a one-column net beside this one: its first device (auto: the best
+        single device), grouped."""
+        return DeviceRequest(self.devices[:1] if self.devices else None, None)
+
     def as_dict(self):
         return {"devices": str(self), "layout": self.layout}
 

@@ -20,7 +20,7 @@ from alexnet.devices import DeviceRequest
 from alexnet.errors import ConfigError
 from alexnet.experiments import ablate
 from alexnet.experiments.ablate import results as report_module
-from alexnet.experiments.ablate.arms import ARMS, BASELINE, arm_config, get_arms, one_device
+from alexnet.experiments.ablate.arms import ARMS, BASELINE, arm_config, get_arms
 from alexnet.experiments.ablate.folder import AblationFolder
 from alexnet.model.build import build_model
 from alexnet.model.lrn import LocalResponseNorm
@@ -106,8 +106,8 @@ def test_the_one_gpu_arm_runs_on_one_device_and_the_baseline_on_two():
     one_gpu = arm_config(towers, get_arms(["one-gpu"])[0], 0, "o")
     assert baseline.devices.resolve(towers=2).describe() == "towers on cpu, cpu"
     assert one_gpu.devices.resolve(towers=1).describe() == "grouped on cpu"
-    assert one_device(DeviceRequest.parse("0,1")) == DeviceRequest.parse("0")
-    assert one_device(DeviceRequest.parse("auto", "towers")) == DeviceRequest.parse("auto")
+    assert DeviceRequest.parse("0,1").first_device() == DeviceRequest.parse("0")
+    assert DeviceRequest.parse("auto", "towers").first_device() == DeviceRequest.parse("auto")
 
 
 def test_unknown_arms_and_seeds_are_refused():

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from ...devices import DeviceRequest
 from ...errors import ConfigError
 from ...model.spec import NetSpec, resolve
 from ...train.session import TrainConfig
@@ -77,18 +76,12 @@ def arm_spec(arm: Arm, num_classes: int = 1000) -> NetSpec:
     return net_spec(arm.changes, num_classes)
 
 
-def one_device(request: DeviceRequest) -> DeviceRequest:
-    """Where a one-column net runs when the baseline's request is ``request``: its first device
-    (auto: the best single device), grouped. The paper compares the two-GPU net on two GPUs with
-    the one-GPU net on one."""
-    return DeviceRequest(request.devices[:1] if request.devices else None, None)
-
-
 def arm_config(template: TrainConfig, arm: Arm, seed: int, run_dir: Path) -> TrainConfig:
     """The training run of ``arm`` with ``seed``: the template with the arm's changes, the seed
     (initialization, data order, augmentation, dropout all follow it), and its own folder."""
     config = dataclasses.replace(template, recipe=template.recipe.replace(seed=seed), out=str(run_dir),
                                  overwrite=False, **arm.changes)
     if resolve(config.variant).towers == 1:
-        config = dataclasses.replace(config, devices=one_device(config.devices))
+        # The paper compares the two-GPU net on two GPUs with the one-GPU net on one.
+        config = dataclasses.replace(config, devices=config.devices.first_device())
     return config
