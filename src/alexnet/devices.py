@@ -5,6 +5,11 @@
     0 | cuda:0  grouped on that GPU          cpu | mps      grouped on that device
     0,1         towers on cuda:0 and cuda:1  cpu,cpu        towers, both on the CPU
     0,cpu       towers on cuda:0 and the CPU (real cross-device copies with one GPU)
+    0,1;2,3     one list per process on a node (torchrun): local rank r takes the r-th list
+
+With several processes per node (``torchrun --nproc-per-node N``), ``auto`` gives local rank r
+the GPUs 2r and 2r+1 for its towers (GPU r with ``--layout grouped`` or the one-GPU net), or
+the CPU when no GPU is visible: :meth:`DeviceRequest.for_local_rank`.
 
 Two values carry this through the library:
 
@@ -161,20 +166,30 @@ class DeviceRequest:
 
     devices: Optional[Tuple[torch.device, ...]] = None
     layout: Optional[str] = None
+    #: ``--devices "0,1;2,3"``: one device list per process of a node, in local-rank order.
+    per_rank: Tuple[Tuple[torch.device, ...], ...] = ()
 
     @classmethod
     def parse(cls, devices: Optional[str] = "auto", layout: Optional[str] = None) -> "DeviceRequest":
-        """``--devices`` (``auto``, one device or two, one per tower, comma-separated) and
-        ``--layout``; ``parse(**request.as_dict())`` gives the request back."""
+        """``--devices`` (``auto``, one device or two, one per tower, comma-separated; or one
+        such list per local process, separated by ``;``) and ``--layout``;
+        ``parse(**request.as_dict())`` gives the request back."""
         if layout is not None and layout not in LAYOUTS:
             raise DeviceError(f"--layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
         text = (devices or "auto").strip()
         if text.lower() == "auto":
             return cls(None, layout)
+        if ";" in text:
+            lists = tuple(cls._one_list(part) for part in text.split(";"))
+            return cls(lists[0], layout, lists)
+        return cls(cls._one_list(text), layout)
+
+    @staticmethod
+    def _one_list(text: str) -> Tuple[torch.device, ...]:
         parts = text.split(",")
         if len(parts) > 2:
             raise DeviceError(f"--devices takes one or two devices (one per tower); got {len(parts)}: {text!r}")
-        return cls(tuple(device_from_name(p) for p in parts), layout)
+        return tuple(device_from_name(p) for p in parts)
 
     @classmethod
     def of(cls, value: Union["DeviceRequest", str, Sequence[DeviceLike], None]) -> "DeviceRequest":
@@ -191,8 +206,49 @@ class DeviceRequest:
         return self.devices is None
 
     def __str__(self) -> str:
-        return "auto" if self.devices is None else ",".join(
-            str(d.index) if d.type == "cuda" else d.type for d in self.devices)
+        if self.devices is None:
+            return "auto"
+        return ";".join(",".join(str(d.index) if d.type == "cuda" else d.type for d in devices)
+                        for devices in (self.per_rank or (self.devices,)))
+
+    def for_local_rank(self, local_rank: int, local_world: int, towers: int = 2) -> "DeviceRequest":
+        """The request of local process ``local_rank`` of ``local_world`` on this node.
+
+        One process: the request itself. Several: the ``local_rank``-th of the ``;`` lists
+        (which must be one per process and share no GPU); ``auto`` gives GPUs 2r and 2r+1 to
+        the towers of rank r (GPU r when the net runs grouped), or the CPU without GPUs; a
+        single list is shared by every process only when it names no GPU."""
+        if local_world <= 1 and not self.per_rank:
+            return self
+        if self.per_rank:
+            if len(self.per_rank) != local_world:
+                raise DeviceError(f"--devices gives {len(self.per_rank)} device lists (separated by ';') for "
+                                  f"{local_world} processes per node; give one list per process")
+            owners = {}
+            for rank, devices in enumerate(self.per_rank):
+                for device in {d for d in devices if d.type == "cuda"}:
+                    if device in owners:
+                        raise DeviceError(f"--devices {self}: {device} is in the lists of local ranks "
+                                          f"{owners[device]} and {rank}; each process needs its own GPUs")
+                    owners[device] = rank
+            return DeviceRequest(self.per_rank[local_rank], self.layout)
+        if self.devices is not None:
+            if any(d.type == "cuda" for d in self.devices):
+                raise DeviceError(f"--devices {self} would put all {local_world} processes of this node on the "
+                                  f"same GPUs; give one list per process, e.g. '0,1;2,3', or use --devices auto")
+            return self
+        count = cuda_count()
+        if count == 0:
+            return DeviceRequest((torch.device("cpu"),), self.layout)
+        grouped = towers == 1 or self.layout == "grouped"
+        per_process = 1 if grouped else 2
+        if count < per_process * local_world:
+            hint = "" if grouped else " (or --layout grouped: one GPU per process)"
+            raise DeviceError(f"{local_world} processes per node need {per_process * local_world} GPUs "
+                              f"({per_process} each) but {_visible(count)}: start fewer processes per node"
+                              f"{hint}")
+        first = per_process * local_rank
+        return DeviceRequest(tuple(torch.device("cuda", first + i) for i in range(per_process)), self.layout)
 
     def resolve(self, towers: int = 2) -> Placement:
         """The placement on this machine for a net with ``towers`` columns (2, or 1 for the

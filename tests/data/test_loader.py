@@ -79,6 +79,10 @@ def test_default_workers_leave_a_core_to_training(monkeypatch):
     for cores, expected in ((1, 1), (2, 1), (4, 3), (64, 8)):
         monkeypatch.setattr(loader_module, "cpu_cores", lambda: cores)
         assert default_workers() == expected, cores
+    # several training processes on a node (torchrun) share its cores: 16 cores, 4 processes
+    for cores, processes, expected in ((16, 4, 3), (16, 1, 8), (2, 2, 1), (64, 8, 7)):
+        monkeypatch.setattr(loader_module, "cpu_cores", lambda: cores)
+        assert default_workers(processes) == expected, (cores, processes)
 
 
 def _with_a_bad_image(root):

@@ -13,7 +13,8 @@ from ..model.spec import VARIANTS
 from ..train.step import AMP_CHOICES
 
 DEVICES_HELP = ("Where to run: auto (default), 0,1 (towers on two GPUs), 0 or cpu (grouped on one "
-                "device), cpu,cpu (towers on the CPU), 0,cpu (towers on a GPU and the CPU).")
+                "device), cpu,cpu (towers on the CPU), 0,cpu (towers on a GPU and the CPU). Under torchrun, "
+                "auto gives local rank r GPUs 2r,2r+1; or one list per process: 0,1;2,3.")
 
 
 def _apply(func, options):

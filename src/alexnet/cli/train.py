@@ -8,6 +8,7 @@ from ..data.transforms import MEANS, PCA_CONVENTIONS
 from ..model.dropout import DROPOUT_STYLES
 from ..model.init import INIT_PRESETS
 from ..progress import Reporter
+from ..train.distributed import DEFAULT_TIMEOUT, World
 from ..train.loop import Interrupted, TrainConfig, config_for_resume, train
 from ..train.recipe import PRESETS, SCHEDULES, get_recipe
 from . import main
@@ -80,10 +81,13 @@ RECIPE_OPTIONS = {
 @click.option("--no-ten-crop", is_flag=True, help="Skip the final ten-crop evaluation.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Stop (saving a checkpoint, as on Ctrl-C) after this many steps in total.")
+@click.option("--collective-timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT, show_default=True,
+              help="Under torchrun: seconds a process waits for the others before stopping with an error "
+                   "(a dead or stuck rank).")
 @quiet_option
 def train_command(data, out, resume, overwrite, preset, devices, variant, lrn, overlap, amp, channels_last,
-                  workers, lrn_impl, no_cudnn_benchmark, log_every, skip_bad, no_ten_crop, max_steps, quiet,
-                  **recipe_options):
+                  workers, lrn_impl, no_cudnn_benchmark, log_every, skip_bad, no_ten_crop, max_steps,
+                  collective_timeout, quiet, **recipe_options):
     """Train AlexNet with the paper's recipe (§5): SGD, momentum 0.9, weight decay 5e-4, batch 128,
     learning rate 0.01 divided by 10 when validation error stops improving, dropout 0.5.
 
@@ -91,11 +95,18 @@ def train_command(data, out, resume, overwrite, preset, devices, variant, lrn, o
     minutes on a CPU. Every run is a folder: config.json, classes.json, the dataset statistics,
     metrics.jsonl, checkpoints/last.pt and best.pt, and curves.png. Ctrl-C saves a checkpoint;
     --resume continues exactly where it stopped.
+
+    \b
+    Several replicas (data parallel, docs/distributed.md):
+      torchrun --standalone --nproc-per-node 4 -m alexnet train --data DIR
+    --batch-size is the global batch; each process takes its share, and rank 0 writes the run.
     """
-    reporter = Reporter(enabled=not quiet)
+    main_process = World.from_env().is_main  # under torchrun, rank 0 speaks for all
+    reporter = Reporter(enabled=not quiet and main_process)
     runtime = dict(devices=devices, amp=amp, channels_last=channels_last, workers=workers,
                    lrn_impl=lrn_impl, cudnn_benchmark=not no_cudnn_benchmark, log_every=log_every,
-                   skip_bad=skip_bad, ten_crop=not no_ten_crop, max_steps=max_steps)
+                   skip_bad=skip_bad, ten_crop=not no_ten_crop, max_steps=max_steps,
+                   collective_timeout=collective_timeout)
     changes = {RECIPE_OPTIONS[k]: v for k, v in recipe_options.items() if v is not None}
     if resume:
         config = config_for_resume(resume, epochs=changes.pop("epochs", None), **runtime)
@@ -109,9 +120,11 @@ def train_command(data, out, resume, overwrite, preset, devices, variant, lrn, o
     try:
         summary = train(config, resume=resume, reporter=reporter)
     except Interrupted as stopped:
-        click.echo(str(stopped), err=True)
+        if main_process:
+            click.echo(str(stopped), err=True)
         raise SystemExit(0 if max_steps else 130)
-    click.echo(format_train_summary(summary))
+    if main_process:
+        click.echo(format_train_summary(summary))
 
 
 def format_train_summary(summary) -> str:

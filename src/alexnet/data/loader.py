@@ -28,10 +28,11 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_workers() -> int:
+def default_workers(processes: int = 1) -> int:
     """One core is left to the training process; at most 8 readers, which feed a GPU with
-    folder JPEGs and are more than the packed format needs."""
-    return max(1, min(8, cpu_cores() - 1))
+    folder JPEGs and are more than the packed format needs. With several training processes
+    on the node (torchrun), each gets its share of the cores."""
+    return max(1, min(8, cpu_cores() // max(1, processes) - 1))
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -129,7 +130,8 @@ class Loader:
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
                 skip_batches: int = 0, workers: Optional[int] = None, drop_last: bool = False,
-                pin_memory: bool = False, indices: Optional[Sequence[int]] = None) -> Loader:
+                pin_memory: bool = False, indices: Optional[Sequence[int]] = None,
+                shard: Optional[Tuple[int, int]] = None) -> Loader:
     """An iterable over ONE epoch of ``dataset`` yielding ``(images, labels)``: uint8
     (B, 3, 256, 256) and int64 (B,).
 
@@ -138,6 +140,11 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int =
     starts at batch k of that same order, so a run resumed mid-epoch sees exactly the batches
     it had not seen. ``indices`` restricts the epoch to those dataset positions (in that order
     before shuffling). ``workers=None`` is ``default_workers()``.
+
+    ``shard=(rank, replicas)``: ``batch_size`` is the global batch, cut from the one order
+    every replica shares, and this replica yields its ``rank``-th slice of each batch
+    (``batch_size // replicas`` images), so the replicas together see exactly the batches one
+    process would, and ``skip_batches`` counts global batches.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
@@ -149,6 +156,12 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int =
     batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     if drop_last and batches and len(batches[-1]) < batch_size:
         batches.pop()
+    if shard is not None:
+        rank, replicas = shard
+        if batch_size % replicas or not 0 <= rank < replicas:
+            raise ConfigError(f"shard {rank} of {replicas}: the batch of {batch_size} must divide evenly")
+        share = batch_size // replicas
+        batches = [batch[rank * share:(rank + 1) * share] for batch in batches]
     if not 0 <= skip_batches <= len(batches):
         raise ConfigError(f"skip_batches must be between 0 and {len(batches)} (batches in the epoch); got {skip_batches}")
     return Loader(dataset, batches[skip_batches:], workers=workers, pin_memory=pin_memory,

@@ -9,7 +9,7 @@ conventions, the memory format) and applies ``alexnet.data.transforms`` on the b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -40,9 +40,11 @@ class Preprocess:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def train(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Random crops, flips and colour noise: float (B, 3, 224, 224)."""
-        kwargs = {"mean": self.mean, "pca_std": self.pca_std}
+    def train(self, images: torch.Tensor, generator: torch.Generator,
+              slice_of: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """Random crops, flips and colour noise: float (B, 3, 224, 224). ``slice_of``: the
+        images are one replica's share of a global batch (``transforms.train_crops``)."""
+        kwargs = {"mean": self.mean, "pca_std": self.pca_std, "slice_of": slice_of}
         if self.pca is not None:
             kwargs["pca"] = self.pca
         return self._finish(train_crops(images, self.stats, generator, **kwargs))

@@ -118,25 +118,34 @@ def pca_lighting(batch: int, stats, pca: str = DEFAULT_PCA, pca_std: float = PCA
 
 
 def train_crops(images: torch.Tensor, stats, generator: Optional[torch.Generator] = None, *, mean: str = "image",
-                pca: str = DEFAULT_PCA, pca_std: float = PCA_STD, flip: bool = True, crop: int = CROP) -> torch.Tensor:
+                pca: str = DEFAULT_PCA, pca_std: float = PCA_STD, flip: bool = True, crop: int = CROP,
+                slice_of: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     """The paper's training input: (B, 3, 256, 256) uint8 -> (B, 3, crop, crop) float32.
 
     Per image: a random window (``256 - crop + 1`` positions each way), a horizontal flip
     with probability 1/2, the mean subtracted, and one colour offset added to every pixel.
     All randomness comes from ``generator`` (on the images' device), drawn in this order:
     rows, columns, flips, α.
+
+    ``slice_of=(start, total)``: the images are positions ``start..start+B-1`` of a batch of
+    ``total`` (one replica's share of a global batch): the draws are made for all ``total``
+    images, as one process would make them, and this slice of them is used.
     """
     _check(images, crop, mean)
     _check_pca(pca)
     batch, device, positions = images.shape[0], images.device, images.shape[-1] - crop + 1
-    top = torch.randint(0, positions, (batch,), generator=generator, device=device)
-    left = torch.randint(0, positions, (batch,), generator=generator, device=device)
-    mirror = torch.rand(batch, generator=generator, device=device) < 0.5
+    start, total = (0, batch) if slice_of is None else slice_of
+    if not 0 <= start <= total - batch:
+        raise ValueError(f"slice_of={slice_of}: {batch} images do not fit at {start} in a batch of {total}")
+    mine = slice(start, start + batch)
+    top = torch.randint(0, positions, (total,), generator=generator, device=device)[mine]
+    left = torch.randint(0, positions, (total,), generator=generator, device=device)[mine]
+    mirror = (torch.rand(total, generator=generator, device=device) < 0.5)[mine]
     if not flip:
         mirror = torch.zeros_like(mirror)
     crops = _centered(images, stats, mean, top, left, mirror, crop)
     if pca != "none":
-        crops.add_(pca_lighting(batch, stats, pca, pca_std, generator, device))
+        crops.add_(pca_lighting(total, stats, pca, pca_std, generator, device)[mine])
     return crops
 
 

@@ -19,6 +19,7 @@ from ..errors import CheckpointError
 from ..model.spec import resolve
 from ..progress import SILENT, Reporter
 from .checkpoint import model_from_checkpoint, read_checkpoint, stats_from_checkpoint
+from .distributed import SINGLE, World, all_sum
 from .runs import CHECKPOINTS
 from .step import autocast_context, resolve_amp
 
@@ -55,12 +56,15 @@ def topk_errors(probs: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Te
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, preprocess: Preprocess, *, batch_size: int = 128,
              ten_crop: bool = False, amp_dtype=None, workers: Optional[int] = None,
-             reporter: Reporter = SILENT, desc: str = "eval") -> Dict:
-    """Top-1/top-5 error and loss over ``dataset`` (the model is left in eval mode)."""
+             reporter: Reporter = SILENT, desc: str = "eval", world: World = SINGLE) -> Dict:
+    """Top-1/top-5 error and loss over ``dataset`` (the model is left in eval mode). With
+    several replicas (``world``), rank r evaluates images r, r+W, r+2W... and the sums are
+    reduced, so every image counts once and every rank returns the same figures."""
     model.eval()
     device = model.devices[0]
+    mine = range(world.rank, len(dataset), world.size) if world.distributed else None
     loader = make_loader(dataset, batch_size, shuffle=False, workers=workers,
-                         pin_memory=device.type == "cuda")
+                         pin_memory=device.type == "cuda", indices=mine)
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # images, top-1 misses, top-5 misses, loss
     with reporter.bar(len(loader), desc) as bar:
         for images, labels in loader:
@@ -73,7 +77,7 @@ def evaluate(model: nn.Module, dataset, preprocess: Preprocess, *, batch_size: i
             totals += torch.stack([torch.tensor(float(len(labels)), device=device, dtype=torch.float64),
                                    misses["top1"].sum().double(), misses["top5"].sum().double(), nll.double()])
             bar.update(1)
-    n, top1, top5, loss = totals.tolist()
+    n, top1, top5, loss = all_sum(totals, world).tolist()
     protocol = "ten-crop" if ten_crop else "centre crop"
     if n == 0:
         return {"images": 0, "top1_error": math.nan, "top5_error": math.nan, "loss": math.nan, "protocol": protocol}

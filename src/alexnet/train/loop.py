@@ -27,6 +27,7 @@ from ..data import make_loader
 from ..errors import ConfigError, TrainingError
 from ..files import write_json
 from ..progress import SILENT, Reporter
+from . import distributed
 from .diagnostics import stall_warning
 from .optim import current_lr, set_lr
 from .runs import plot_curves
@@ -75,9 +76,12 @@ def train_one_epoch(session: Session, epoch: int, stop: _StopSignal, reporter: R
     Raises ``Interrupted`` after saving when asked to stop, ``TrainingError`` on a NaN loss."""
     config, recipe, progress = session.config, session.recipe, session.progress
     primary = session.placement.primary
+    world = session.world
+    # Every replica cuts the same global batches from the same order and trains on its slice.
     loader = make_loader(session.train_set, recipe.batch_size, shuffle=True, seed=recipe.seed, epoch=epoch,
                          skip_batches=progress["batch"], workers=config.workers, drop_last=True,
-                         pin_memory=primary.type == "cuda")
+                         pin_memory=primary.type == "cuda", shard=(world.rank, world.size))
+    share = session.replica_batch
     session.model.train()
     sums = torch.zeros(3, dtype=torch.float64, device=primary)  # images, loss·n, misses (since last log)
     epoch_sums = torch.zeros(3, dtype=torch.float64, device=primary)
@@ -87,8 +91,10 @@ def train_one_epoch(session: Session, epoch: int, stop: _StopSignal, reporter: R
         for i, (images, labels) in enumerate(loader):
             images = images.to(primary, non_blocking=True)
             labels = labels.to(primary, non_blocking=True)
-            x = session.preprocess.train(images, session.generator)  # (B, 3, 224, 224)
-            loss, logits = train_step(session.model, x, labels, session.optimizer, session.amp_dtype,
+            # The augmentation is drawn for the global batch; this replica uses its slice.
+            x = session.preprocess.train(images, session.generator,
+                                         slice_of=(world.rank * share, recipe.batch_size))  # (B, 3, 224, 224)
+            loss, logits = train_step(session.replica, x, labels, session.optimizer, session.amp_dtype,
                                       session.scaler, with_logits=True)
             n = labels.shape[0]
             misses = (logits.argmax(dim=1) != labels).sum()
@@ -96,12 +102,13 @@ def train_one_epoch(session: Session, epoch: int, stop: _StopSignal, reporter: R
                                  loss.double() * n, misses.double()])
             progress["batch"] += 1
             progress["step"] += 1
-            progress["images"] += n
-            tick_images += n
+            progress["images"] += n * world.size  # every replica trained on as many
+            tick_images += n * world.size
             bar.update(1)
             last = i == batches_left - 1
             # --max-steps at an epoch's last batch lets the epoch end (validation, checkpoint).
-            stopping = stop.requested or (_max_steps_reached(session) and not last)
+            stopping = distributed.any_rank(stop.requested is not None, world, primary) or (
+                _max_steps_reached(session) and not last)
             if progress["step"] % config.log_every == 0 or last or stopping:
                 now = time.perf_counter()
                 record = _log_record(session, epoch, sums, tick_images / max(now - tick, 1e-9))
@@ -112,7 +119,8 @@ def train_one_epoch(session: Session, epoch: int, stop: _StopSignal, reporter: R
                 tick, tick_images = now, 0
             if stopping:
                 session.save()
-                raise _interrupted(session, stop.requested or f"max_steps={config.max_steps}")
+                raise _interrupted(session, stop.requested or (
+                    f"max_steps={config.max_steps}" if _max_steps_reached(session) else "another rank was stopped"))
     if loader.epoch_batches == 0:
         raise ConfigError(f"--batch-size {recipe.batch_size} is larger than the training set "
                           f"({len(session.train_set)} images): no full batch to train on")
@@ -133,8 +141,9 @@ def _interrupted(session: Session, reason: str) -> Interrupted:
 
 
 def _log_record(session: Session, epoch: int, sums: torch.Tensor, images_per_second: float) -> Dict:
-    """The steps since the last record as one metrics line; the one host synchronisation."""
-    count, loss_sum, miss_sum = sums.tolist()
+    """The steps since the last record (summed over the replicas) as one metrics line; the one
+    host synchronisation."""
+    count, loss_sum, miss_sum = distributed.all_sum(sums, session.world).tolist()
     progress = session.progress
     if not math.isfinite(loss_sum):
         last = session.run.last_checkpoint
@@ -144,7 +153,7 @@ def _log_record(session: Session, epoch: int, sums: torch.Tensor, images_per_sec
     record = {"kind": "step", "epoch": epoch + 1, "step": progress["step"], "images": progress["images"],
               "loss": loss_sum / count, "error": miss_sum / count, "lr": current_lr(session.optimizer),
               "images_per_second": images_per_second, "chance_loss": session.chance_loss}
-    session.run.append_metrics(record)
+    session.record(record)
     return record
 
 
@@ -161,12 +170,13 @@ def end_epoch(session: Session, epoch: int, trained: Dict, val: Dict, dropped: b
               "val_top5_error": val["top5_error"], "lr": current_lr(session.optimizer), "lr_dropped": dropped,
               "skipped_images": trained["skipped_images"], "chance_loss": session.chance_loss}
     run = session.run
-    run.append_metrics(record)
+    session.record(record)
     session.save()
     if improved:
         session.save(run.best_checkpoint, resumable=False)
-    plot_curves(run.read_metrics(), run.curves_path,
-                title=f"{run.path.name}: {session.config.variant}, {session.placement.describe()}")
+    if session.writes:
+        plot_curves(run.read_metrics(), run.curves_path,
+                    title=f"{run.path.name}: {session.config.variant}, {session.placement.describe()}")
     reporter.line(f"epoch {epoch + 1}/{session.recipe.epochs}: train loss {record['train_loss']:.3f} "
                   f"err {100 * record['train_error']:.1f}% | val loss {val['loss']:.3f} "
                   f"top-1 {100 * val['top1_error']:.1f}% top-5 {100 * val['top5_error']:.1f}% | "
@@ -188,11 +198,12 @@ def final_evaluation(session: Session, last_val: Optional[Dict], reporter: Repor
     if session.config.ten_crop and progress["epoch"] == session.recipe.epochs:
         ten = session.evaluate("val ten-crop", reporter, ten_crop=True)
         summary["final_ten_crop"] = ten
-        session.run.append_metrics({"kind": "final", "step": progress["step"], "images": progress["images"],
+        session.record({"kind": "final", "step": progress["step"], "images": progress["images"],
                                     "ten_crop_top1_error": ten["top1_error"],
                                     "ten_crop_top5_error": ten["top5_error"], "ten_crop_loss": ten["loss"]})
     summary["disk_bytes"] = session.run.disk_bytes()
-    write_json(session.run.path / "summary.json", summary)
+    if session.writes:
+        write_json(session.run.path / "summary.json", summary)
     return summary
 
 
@@ -201,17 +212,30 @@ def train(config: TrainConfig, *, resume: Optional[str] = None, reporter: Report
 
     Raises ``Interrupted`` after saving when stopped by a signal or ``max_steps``, and
     ``TrainingError`` when the loss stops being finite.
+
+    Started by torchrun (``WORLD_SIZE`` in the environment), this process is one of several
+    data-parallel replicas (``alexnet.train.distributed``); rank 0 reports and writes.
     """
-    session = set_up(config, resume, reporter)
+    world = distributed.World.from_env()
+    session = set_up(config, resume, reporter if world.is_main else SILENT, world)
+    reporter = reporter if session.writes else SILENT
     val = None
-    with _StopSignal(reporter) as stop:
-        for epoch in range(session.progress["epoch"], session.recipe.epochs):
-            trained = train_one_epoch(session, epoch, stop, reporter)
-            val = session.evaluate(f"val {epoch + 1}", reporter)
-            dropped = session.schedule.after_epoch(epoch, val["top1_error"])
-            if dropped:
-                set_lr(session.optimizer, session.schedule.lr)
-            end_epoch(session, epoch, trained, val, dropped, reporter)
-            if _max_steps_reached(session) and epoch + 1 < session.recipe.epochs:
-                raise _interrupted(session, f"max_steps={config.max_steps}")
-    return final_evaluation(session, val, reporter)
+    try:
+        with _StopSignal(reporter) as stop:
+            for epoch in range(session.progress["epoch"], session.recipe.epochs):
+                trained = train_one_epoch(session, epoch, stop, reporter)
+                val = session.evaluate(f"val {epoch + 1}", reporter)  # the same on every rank
+                dropped = session.schedule.after_epoch(epoch, val["top1_error"])
+                if dropped:
+                    set_lr(session.optimizer, session.schedule.lr)
+                end_epoch(session, epoch, trained, val, dropped, reporter)
+                if _max_steps_reached(session) and epoch + 1 < session.recipe.epochs:
+                    raise _interrupted(session, f"max_steps={config.max_steps}")
+        return final_evaluation(session, val, reporter)
+    except RuntimeError as error:  # torch.distributed's errors are RuntimeErrors
+        failed = distributed.replica_failed(error, session.world, session.progress)
+        if failed is None:
+            raise
+        raise failed from error
+    finally:
+        distributed.finish(session.started_group)

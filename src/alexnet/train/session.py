@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 import torch
 from torch.utils.data import Dataset
 
-from ..data import load_or_compute_stats, open_dataset, resolve_data_root
+from ..data import default_workers, load_or_compute_stats, open_dataset, resolve_data_root
 from ..data.preprocess import Preprocess
 from ..devices import AUTO, DeviceRequest, Placement
 from ..errors import CheckpointError, ConfigError
@@ -28,8 +28,10 @@ from ..model.build import build_model
 from ..model.spec import resolve
 from ..progress import SILENT, Reporter
 from ..versions import software_versions
+from . import distributed
 from .checkpoint import (load_momentum_buffers, load_weights, read_checkpoint, save_checkpoint,
                          stats_for_checkpoint)
+from .distributed import SINGLE, World
 from .evaluate import evaluate
 from .optim import paper_sgd, set_lr
 from .recipe import PRESETS, LRSchedule, Recipe, get_recipe, schedule_rule, validate
@@ -62,6 +64,7 @@ class TrainConfig:
     eval_batch_size: Optional[int] = None
     overwrite: bool = False
     max_steps: Optional[int] = None  # stop as if interrupted after this many steps in total
+    collective_timeout: float = distributed.DEFAULT_TIMEOUT  # seconds; several processes only
 
     def __post_init__(self):
         self.devices = DeviceRequest.of(self.devices)
@@ -144,6 +147,23 @@ class Session:
     saved_stats: Dict  # the dataset statistics as every checkpoint of the run holds them
     progress: Dict = field(default_factory=lambda: {"epoch": 0, "batch": 0, "step": 0, "images": 0})
     best: Dict = field(default_factory=lambda: {"val_top1_error": math.inf})
+    world: World = SINGLE  # this process among the data-parallel replicas (torchrun)
+    replica: Optional[torch.nn.Module] = None  # what the step calls: the model, or it inside DDP
+    started_group: bool = False  # set_up joined the process group (train() leaves it)
+
+    @property
+    def writes(self) -> bool:
+        """This process writes the run folder and reports (rank 0)."""
+        return self.world.is_main
+
+    @property
+    def replica_batch(self) -> int:
+        return distributed.replica_batch(self.recipe.batch_size, self.world)
+
+    def record(self, record: Dict) -> None:
+        """One line of metrics.jsonl (rank 0 only)."""
+        if self.writes:
+            self.run.append_metrics(record)
 
     @property
     def chance_loss(self) -> float:
@@ -152,7 +172,9 @@ class Session:
     def save(self, path=None, metrics: Optional[Dict] = None, resumable: bool = True) -> None:
         """A checkpoint of everything needed to continue exactly (``last.pt`` by default);
         ``resumable=False`` leaves out the momentum buffers (half the file), as ``best.pt``
-        does: it is for evaluation, and resuming reads ``last.pt``."""
+        does: it is for evaluation, and resuming reads ``last.pt``. Only rank 0 saves."""
+        if not self.writes:
+            return
         save_checkpoint(path or self.run.last_checkpoint, model=self.model, classes=self.classes,
                         stats=self.saved_stats, config=self.resolved,
                         optimizer=self.optimizer if resumable else None,
@@ -163,18 +185,28 @@ class Session:
     def evaluate(self, desc: str, reporter: Reporter, ten_crop: bool = False) -> Dict:
         return evaluate(self.model, self.val_set, self.preprocess, ten_crop=ten_crop, desc=desc,
                         batch_size=self.config.eval_batch_size or self.recipe.batch_size,
-                        amp_dtype=self.amp_dtype, workers=self.config.workers, reporter=reporter)
+                        amp_dtype=self.amp_dtype, workers=self.config.workers, reporter=reporter,
+                        world=self.world)
 
 
-def set_up(config: TrainConfig, resume: Optional[str] = None, reporter: Reporter = SILENT) -> Session:
+def set_up(config: TrainConfig, resume: Optional[str] = None, reporter: Reporter = SILENT,
+           world: World = SINGLE) -> Session:
     """Check the devices and the data, then open the run folder (a new one, or ``resume``'s
     with its last checkpoint loaded) and build the model, optimizer and preprocessing. Nothing
-    is written before the devices and the data have been checked."""
+    is written before the devices and the data have been checked.
+
+    ``world``: this process among several data-parallel replicas (``alexnet.train.distributed``):
+    it takes its local rank's devices, joins the process group, and leaves the writing to rank 0."""
     recipe = validate(config.recipe)
     if config.log_every < 1:
         raise ConfigError(f"--log-every must be at least 1; got {config.log_every}")
-    placement = config.devices.resolve(towers=resolve(config.variant).towers)
+    distributed.replica_batch(recipe.batch_size, world)  # the global batch divides among the replicas
+    if world.local_size > 1 and config.workers is None:  # the node's cores shared between its processes
+        config = dataclasses.replace(config, workers=default_workers(world.local_size))
+    towers = resolve(config.variant).towers
+    placement = config.devices.for_local_rank(world.local_rank, world.local_size, towers).resolve(towers)
     amp_dtype = resolve_amp(config.amp, placement)
+    started_group = distributed.start(world, placement, config.collective_timeout)
     payload = None
     if resume is not None:
         run = RunFolder.open(resume)
@@ -182,16 +214,20 @@ def set_up(config: TrainConfig, resume: Optional[str] = None, reporter: Reporter
     elif config.data is None:
         reporter.line(f"no --data: training on the built-in dataset with the '{recipe.name}' recipe "
                       f"({recipe.description})" + _changes(recipe))
-    root = resolve_data_root(config.data, reporter)
-    train_set = open_dataset(root, "train", skip_bad=config.skip_bad)
-    val_set = open_dataset(root, "val", skip_bad=config.skip_bad)
-    classes = list(train_set.classes)
-    if payload is not None and list(payload["classes"]) != classes:
-        raise CheckpointError(f"{run.path}: the run was trained on {len(payload['classes'])} classes, "
-                              f"{root} has {len(classes)} (or in another order)")
-    stats = load_or_compute_stats(root, workers=config.workers, reporter=reporter)
+    with distributed.main_first(world):  # rank 0 generates the built-in data and the statistics once
+        root = resolve_data_root(config.data, reporter)
+        train_set = open_dataset(root, "train", skip_bad=config.skip_bad)
+        val_set = open_dataset(root, "val", skip_bad=config.skip_bad)
+        classes = list(train_set.classes)
+        if payload is not None and list(payload["classes"]) != classes:
+            raise CheckpointError(f"{run.path}: the run was trained on {len(payload['classes'])} classes, "
+                                  f"{root} has {len(classes)} (or in another order)")
+        stats = load_or_compute_stats(root, workers=config.workers, reporter=reporter)
     if payload is None:
-        run = RunFolder.create(config.out or default_out(recipe), overwrite=config.overwrite)
+        if world.is_main:
+            run = RunFolder.create(config.out or default_out(recipe), overwrite=config.overwrite)
+        # Every rank needs the folder's name (its default has the time in it): rank 0's.
+        run = RunFolder(distributed.gather(str(run.path) if world.is_main else None, world)[0])
     if any(d.type == "cuda" for d in placement.devices):
         torch.backends.cudnn.benchmark = config.cudnn_benchmark
 
@@ -210,24 +246,38 @@ def set_up(config: TrainConfig, resume: Optional[str] = None, reporter: Reporter
         scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
         preprocess=Preprocess(stats=stats.to(primary), mean=recipe.mean, divide_std=recipe.input_divide_std,
                               channels_last=config.channels_last, pca=recipe.pca, pca_std=recipe.pca_std),
-        resolved={}, saved_stats=stats_for_checkpoint(stats))
+        resolved={}, saved_stats=stats_for_checkpoint(stats), world=world, started_group=started_group)
     if payload is not None:
         _restore(session, payload, reporter)
     else:
-        stats.save(run.stats_dir)
-        run.write_classes(classes)
-        torch.manual_seed(recipe.seed)  # dropout masks follow the seed too
+        if world.is_main:
+            stats.save(run.stats_dir)
+            run.write_classes(classes)
+        # Dropout masks follow the seed too; each replica draws its own.
+        torch.manual_seed(distributed.rank_seed(recipe.seed, world.rank))
+    session.replica = distributed.replicate(model, world)
 
+    ranks = distributed.gather(placement.describe(), world)
     session.resolved = config.as_dict()
     session.resolved.update(
         out=str(run.path), data_root=str(root), placement=placement.as_dict(), amp_dtype=amp_name(amp_dtype),
         lr_rule=schedule_rule(recipe),
         classes=len(classes), train_images=len(train_set), val_images=len(val_set), stats=stats.summary(),
         versions=software_versions(), command=sys.argv)
-    run.write_config(session.resolved)
+    if world.distributed:
+        session.resolved["distributed"] = {
+            "world_size": world.size, "processes_per_node": world.local_size,
+            "backend": distributed.backend_for(placement), "global_batch": recipe.batch_size,
+            "batch_per_replica": session.replica_batch, "ranks": ranks}
+    if world.is_main:
+        run.write_config(session.resolved)
     reporter.line(f"training {config.variant} AlexNet ({placement.describe()}, {amp_name(amp_dtype)}) on "
                   f"{len(train_set):,} images in {len(classes)} classes from {root}; recipe {recipe.name}; "
                   f"run folder {run.path}")
+    if world.distributed:
+        reporter.line(f"{world.size} data-parallel replicas ({distributed.backend_for(placement)}), global batch "
+                      f"{recipe.batch_size} = {world.size} x {session.replica_batch}; "
+                      + "; ".join(f"rank {r}: {where}" for r, where in enumerate(ranks)))
     reporter.line(f"learning rate: {schedule_rule(recipe)}; dropout: {recipe.dropout_style} form")
     return session
 
@@ -250,7 +300,16 @@ def _restore(session: Session, payload: Dict, reporter: Reporter) -> None:
     session.progress.update(payload["progress"])
     session.best.update(payload.get("metrics", {}).get("best", {}))
     _set_rng_state(payload.get("rng", {}), session.generator)
-    session.run.truncate_metrics_after(session.progress["step"])
     p = session.progress
+    world = session.world
+    if world.rank:  # the checkpoint holds rank 0's dropout stream; the others start their own here
+        torch.manual_seed(distributed.rank_seed(session.recipe.seed + p["step"], world.rank))
+    if session.writes:
+        session.run.truncate_metrics_after(p["step"])
     reporter.line(f"resuming {session.run.path} at epoch {p['epoch'] + 1}, batch {p['batch']} "
                   f"(step {p['step']}) on {session.placement.describe()}")
+    before = payload.get("config", {}).get("distributed", {}).get("world_size", 1)
+    if before != world.size:
+        reporter.line(f"the run was trained with {before} process{'es' if before > 1 else ''}; continuing with "
+                      f"{world.size} (the global batch stays {session.recipe.batch_size}, the data order and "
+                      f"augmentation are the same)")

@@ -60,7 +60,8 @@ def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     and with ``with_logits`` also the detached logits, as ``(loss, logits)``.
     ``images`` are preprocessed crops (N, 3, 224, 224); ``labels`` int64 (N,), on any device.
     """
-    devices = getattr(model, "devices", (images.device,))
+    # ``model`` may be the net inside DistributedDataParallel (``.module``).
+    devices = getattr(getattr(model, "module", model), "devices", (images.device,))
     optimizer.zero_grad(set_to_none=True)
     with autocast_context(devices, amp_dtype):
         logits = model(images)
