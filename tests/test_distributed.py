@@ -2,8 +2,10 @@
 127.0.0.1 compute what one process computes at the doubled batch, and keep the towers'
 exchange points; the device, batch and environment rules fail clearly."""
 
+import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,8 +21,11 @@ from alexnet.data.transforms import train_crops
 from alexnet.devices import DeviceRequest, Placement
 from alexnet.errors import ConfigError, DeviceError
 from alexnet.model.build import build_model
+from alexnet.progress import Reporter
 from alexnet.train import distributed
 from alexnet.train.distributed import World, rank_seed, replica_batch
+from alexnet.train.checkpoint import read_checkpoint
+from alexnet.train.loop import config_for_resume, train
 from alexnet.train.recipe import get_recipe
 
 HERE = Path(__file__).resolve().parent
@@ -197,3 +202,27 @@ def test_a_dying_replica_stops_the_others_with_an_error_not_a_hang(tiny, tmp_pat
     assert codes[1] == 3  # the rank that died
     assert codes[0] != 0
     assert "rank 0 of 2 (local rank 0 of 2) stopped at step 1:" in outputs[0], outputs[0][-2000:]
+
+
+def test_a_two_process_run_resumes_in_one_process_where_it_stopped(two_replicas, tiny, tmp_path):
+    """Stopped at step 3 by two replicas, continued by one process: the same parameters after
+    the epoch's 5 steps as one process that trained all 5 (data order, augmentation stream and
+    progress all count global batches)."""
+    _, _, tmp = two_replicas
+    run = tmp_path / "run"
+    shutil.copytree(tmp / "run", run)
+    stream = io.StringIO()
+    train(config_for_resume(str(run), max_steps=None), resume=str(run), reporter=Reporter(stream=stream))
+    assert "trained with 2 processes; continuing with 1" in stream.getvalue()
+    resumed = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert resumed["progress"]["step"] == 5
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_replica(tiny, tmp_path / "single5", "cpu,cpu", 4, 5, tmp_path / "single5.pt",
+                    world=World())
+    finally:
+        torch.set_num_threads(threads)
+    reference = torch.load(tmp_path / "single5.pt", weights_only=True)["state"]
+    for name, value in reference.items():
+        torch.testing.assert_close(resumed["model"][name], value, rtol=1e-4, atol=1e-6, msg=name)
