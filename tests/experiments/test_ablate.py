@@ -61,8 +61,8 @@ def all_arms(tiny, tmp_path_factory):
         current["run"] = config.out.rsplit("/", 1)[-1]
         return real_train(config, resume=resume, reporter=reporter)
 
-    def recording_preprocess(self, images, generator):
-        x = real_preprocess(self, images, generator)
+    def recording_preprocess(self, images, generator, **kwargs):
+        x = real_preprocess(self, images, generator, **kwargs)
         batches.setdefault(current["run"], []).append((images.clone(), x.clone()))
         return x
 

@@ -42,4 +42,4 @@ def main():
     """
 
 
-from . import summary, data, train, evaluate, predict, bench, ablate  # noqa: E402,F401  (each registers its commands)
+from . import summary, data, train, evaluate, predict, bench, ablate, figures  # noqa: E402,F401  (each registers its commands)

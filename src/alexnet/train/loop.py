@@ -26,11 +26,12 @@ import torch
 from ..data import make_loader
 from ..errors import ConfigError, TrainingError
 from ..files import write_json
+from ..model.kernels import tower_colourfulness
 from ..progress import SILENT, Reporter
+from .curves import plot_curves
 from . import distributed
 from .diagnostics import stall_warning
 from .optim import current_lr, set_lr
-from .runs import plot_curves
 from .session import Session, TrainConfig, config_for_resume, set_up
 from .step import train_step
 
@@ -168,7 +169,8 @@ def end_epoch(session: Session, epoch: int, trained: Dict, val: Dict, dropped: b
               "images": session.progress["images"], "train_loss": trained["train_loss"],
               "train_error": trained["train_error"], "val_loss": val["loss"], "val_top1_error": val["top1_error"],
               "val_top5_error": val["top5_error"], "lr": current_lr(session.optimizer), "lr_dropped": dropped,
-              "skipped_images": trained["skipped_images"], "chance_loss": session.chance_loss}
+              "skipped_images": trained["skipped_images"], "chance_loss": session.chance_loss,
+              "conv1_colourfulness": tower_colourfulness(session.model)}  # per tower (alexnet.model.kernels)
     run = session.run
     session.record(record)
     session.save()

@@ -1,17 +1,17 @@
 """A run is a folder: configuration, class names, dataset statistics, metrics (one JSON record
-per line), checkpoints and a PNG of the curves. Every file is written atomically (a temporary
-file in the same folder, then a rename), so an interrupted write never leaves half a file.
+per line), checkpoints and a PNG of the curves (drawn by ``alexnet.train.curves``). Every file
+is written atomically (a temporary file in the same folder, then a rename), so an interrupted
+write never leaves half a file.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Union
+from typing import Dict, List, Union
 
-from ..files import json_default, save_png, write_atomically, write_json
+from ..files import json_default, write_atomically, write_json
 from ..errors import CheckpointError, ConfigError
 
 CONFIG = "config.json"
@@ -132,45 +132,3 @@ class RunFolder:
                 for r in kept:
                     handle.write(json.dumps(r, default=json_default) + "\n")
         write_atomically(self.metrics_path, write)
-
-
-def plot_curves(records: Iterable[Dict], path: Union[str, Path], title: Optional[str] = None) -> Path:
-    """Training loss and error per logged step, validation top-1/top-5 error per epoch, and the
-    learning rate, in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = list(records)
-    steps = [r for r in records if r.get("kind") == "step"]
-    epochs = [r for r in records if r.get("kind") == "epoch"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    ax_loss, ax_err, ax_lr = axes
-    if steps:
-        x = [r["images"] for r in steps]
-        ax_loss.plot(x, [r["loss"] for r in steps], label="train loss", color="tab:blue", lw=1)
-        ax_err.plot(x, [100 * r["error"] for r in steps], label="train top-1 (batches)", color="tab:blue",
-                    lw=1, alpha=0.6)
-        ax_lr.plot(x, [r["lr"] for r in steps], color="tab:green")
-    if epochs:
-        x = [r["images"] for r in epochs]
-        if all("val_loss" in r for r in epochs):
-            ax_loss.plot(x, [r["val_loss"] for r in epochs], "o-", label="val loss", color="tab:orange")
-        ax_err.plot(x, [100 * r["val_top1_error"] for r in epochs], "o-", label="val top-1", color="tab:orange")
-        ax_err.plot(x, [100 * r["val_top5_error"] for r in epochs], "s--", label="val top-5", color="tab:red")
-    chance = next((r.get("chance_loss") for r in records if r.get("chance_loss")), None)
-    if chance:
-        ax_loss.axhline(chance, color="grey", ls=":", lw=1, label=f"chance (ln {round(math.exp(chance))})")
-    ax_loss.set(xlabel="training images seen", ylabel="cross-entropy", title="loss")
-    ax_err.set(xlabel="training images seen", ylabel="error (%)", title="error", ylim=(0, 100))
-    ax_lr.set(xlabel="training images seen", ylabel="learning rate", title="learning rate", yscale="log")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    ax_loss.legend()
-    ax_err.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-
-    return save_png(fig, path)

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 from ...files import write_atomically, write_json
 from ...train.runs import RunFolder
-from ..plots import epoch_curve, plot_runs
+from ...train.curves import epoch_curve, plot_runs
 from .arms import BASELINE, Arm, arm_spec, net_spec
 from .folder import SUMMARY, AblationFolder
 
