@@ -1,13 +1,13 @@
-import importlib.util
-import sys
-from pathlib import Path
+"""Fixtures shared by every test module (helper functions: helpers.py)."""
 
 import pytest
 import torch
 
+import alexnet.devices
 from alexnet.data import generate_builtin, load_or_compute_stats
 from alexnet.model.init import canonical_init
 from alexnet.model.spec import resolve
+from helpers import make_folder_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -16,28 +16,35 @@ def _deterministic():
     yield
 
 
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """Nothing the test does touches ~/.cache/alexnet: the cache folder is the test's own."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ALEXNET_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """``fake_gpus(n)``: pretend n CUDA devices are visible and MPS is not, for code that only
+    plans, parses or reports (nothing can run on them)."""
+    def pretend(count: int) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(alexnet.devices, "mps_available", lambda: False)
+    return pretend
+
+
+@pytest.fixture
+def folder_root(tmp_path):
+    """Three classes of a few JPEG and PNG images of assorted sizes, as class folders."""
+    return make_folder_dataset(tmp_path / "tiny")
+
+
 @pytest.fixture(scope="session")
 def paper_state():
     """One seeded canonical state dict of the paper's net, shared by the layout tests."""
     return canonical_init(resolve(), "paper", seed=1234)
-
-
-def cuda_count() -> int:
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def needs_gpus(n: int):
-    return pytest.mark.skipif(cuda_count() < n, reason=f"needs {n} CUDA device(s); {cuda_count()} visible")
-
-
-def load_tool(name: str):
-    """A script in tools/ (not a package) as a module, loaded once."""
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @pytest.fixture(scope="module")

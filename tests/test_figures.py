@@ -25,11 +25,11 @@ from alexnet.data import open_dataset
 from alexnet.errors import ConfigError
 from alexnet.experiments.figures import filters as filters_module
 from alexnet.experiments.figures import neighbours as neighbours_module
-from alexnet.experiments.figures import runs as runs_module
+from alexnet.experiments.figures import plot as plot_module
 from alexnet.experiments.figures.filters import filter_grid
 from alexnet.experiments.figures.neighbours import cached_features, draw_neighbours, fc7_features, nearest_neighbours
-from alexnet.model.features import relu_activations
-from alexnet.model.kernels import colourfulness, tower_colourfulness, tower_kernels
+from alexnet.analysis.activations import relu_activations
+from alexnet.analysis.colourfulness import colourfulness, tower_colourfulness, tower_kernels
 from alexnet.train.checkpoint import read_checkpoint
 from alexnet.train.curves import plot_curves
 from alexnet.train.evaluate import preprocess_from_checkpoint
@@ -109,7 +109,7 @@ def test_the_towers_scores_are_the_means_over_their_own_48_kernels():
         grouped.conv1.weight[48:] = grouped.conv1.weight[48:].mean(dim=1, keepdim=True)
     weight = grouped.state_dict()["conv1.weight"].numpy()
     expected = [np.mean([direct_colourfulness(k) for k in weight[:48]]), 0.0]
-    towers = build_model(layout="towers", devices=["cpu", "cpu"], num_classes=10, init=None)
+    towers = build_model(layout="towers", devices=["cpu", "cpu"], num_classes=10, initialize=False)
     towers.load_state_dict(grouped.state_dict())
     assert torch.equal(tower_kernels(towers)[0], towers.towers[0].conv1.weight.detach())
     assert torch.equal(tower_kernels(towers)[1], towers.towers[1].conv1.weight.detach())
@@ -165,7 +165,7 @@ def test_a_one_tower_grid_has_three_rows():
 # -- fc7 and the search ---------------------------------------------------------------------------
 def test_fc7_after_the_relu_is_the_same_in_both_layouts_and_matches_the_layers_stepped_by_hand():
     grouped = build_model(num_classes=10, seed=2).eval()
-    towers = build_model(layout="towers", devices=["cpu", "cpu"], num_classes=10, init=None).eval()
+    towers = build_model(layout="towers", devices=["cpu", "cpu"], num_classes=10, initialize=False).eval()
     towers.load_state_dict(grouped.state_dict())
     x = torch.randn(3, 3, 224, 224) * 50
     with torch.no_grad():
@@ -359,7 +359,7 @@ def test_an_output_that_cannot_be_written_is_one_line_before_any_work(command, t
         raise AssertionError("read the run before checking the output")
 
     for module, name in ((filters_module, "read_checkpoint"), (neighbours_module, "read_checkpoint"),
-                         (runs_module, "check_run_folder")):
+                         (plot_module, "check_run_folder")):
         monkeypatch.setattr(module, name, no_work)
     a_file = tmp_path / "a-file"
     a_file.write_text("")

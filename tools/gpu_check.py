@@ -924,7 +924,7 @@ def autocast_cases(device: str, batch: int) -> List[Dict]:
     images, labels = (t.to(device) for t in fixed_batch(batch))
     cases = []
     for impl in ("fast", "stock"):
-        model = alexnet.build_model(devices=[device], seed=0, dropout=0.0, lrn_impl=impl)
+        model = alexnet.build_model(devices=[device], seed=0, dropout=0.0, lrn_impl=impl, fuse_relu_lrn_pool=False)
         with torch.no_grad():
             logits32 = model(images).float()
             loss32 = torch.nn.functional.cross_entropy(logits32, labels).item()

@@ -28,7 +28,7 @@ from alexnet.experiments.bench.measure import cpu_model
 from alexnet.files import write_json
 from alexnet.train.loop import TrainConfig, train
 from alexnet.train.recipe import get_recipe
-from alexnet.versions import software_versions
+from alexnet.machine import software_versions
 
 #: Candidate recipes: the built-in preset with these fields changed.
 ARMS = {

@@ -34,7 +34,7 @@ from alexnet.data.preprocess import Preprocess
 from alexnet.experiments.bench.measure import cpu_model
 from alexnet.train.loop import TrainConfig, train
 from alexnet.train.recipe import get_recipe
-from alexnet.train.runs import RunFolder
+from alexnet.train.run_folder import RunFolder
 
 # One change at a time from the paper's recipe (at the "builtin" preset's batch size and
 # learning rate; no learning-rate drop within the default two epochs). Each arm runs with

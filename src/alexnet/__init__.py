@@ -6,8 +6,8 @@
 """
 
 from .errors import AlexNetError
-from .model import INIT_PRESETS, LAYERS, build_model, resolve
+from .model import INIT_PRESETS, LAYERS, ModelConfig, build_model, resolve
 from .train.checkpoint import load_model
 from .versions import __version__
 
-__all__ = ["AlexNetError", "INIT_PRESETS", "LAYERS", "build_model", "load_model", "resolve", "__version__"]
+__all__ = ["AlexNetError", "INIT_PRESETS", "LAYERS", "ModelConfig", "build_model", "load_model", "resolve", "__version__"]

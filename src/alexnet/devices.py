@@ -250,17 +250,19 @@ class DeviceRequest:
         first = per_process * local_rank
         return DeviceRequest(tuple(torch.device("cuda", first + i) for i in range(per_process)), self.layout)
 
-    def resolve(self, towers: int = 2) -> Placement:
+    def resolve(self, towers: int = 2, check: bool = True) -> Placement:
         """The placement on this machine for a net with ``towers`` columns (2, or 1 for the
         one-GPU net). One device gives the grouped layout, two give towers; ``--layout
-        towers`` with one device puts both towers on it."""
+        towers`` with one device puts both towers on it. ``check=False`` applies the same
+        rules to devices this machine may not have (the benchmark lists such placements as
+        not run)."""
         if self.devices is None:
             found = auto_devices()
             if towers == 1 or self.layout == "grouped":
                 found = found[:1]
         else:
             found = self.devices
-            reason = unavailable(found)
+            reason = unavailable(found) if check else None
             if reason:
                 raise DeviceError(f"{reason}; {ALTERNATIVES}")
         if towers == 1:

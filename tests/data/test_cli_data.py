@@ -3,11 +3,13 @@
 import json
 import re
 
+import pytest
 from click.testing import CliRunner
-from imagesets import folder_root, private_cache  # noqa: F401 (fixtures)
 
 import alexnet.data.synthetic as synthetic
 from alexnet.cli import main
+
+pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
 
 def run(*args):

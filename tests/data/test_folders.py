@@ -4,11 +4,13 @@ import shutil
 
 import pytest
 import torch
-from imagesets import folder_root, private_cache, write_image  # noqa: F401 (fixtures)
+from helpers import write_image
 
 from alexnet.data import FolderDataset, open_dataset, resolve_data_root
 from alexnet.data.images import load_image
 from alexnet.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
 
 def test_classes_are_sorted_folder_names_and_labels_follow(folder_root):

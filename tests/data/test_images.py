@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from imagesets import private_cache, smooth_image, write_image  # noqa: F401 (fixtures)
+from helpers import smooth_image, write_image
 from PIL import Image
 
 from alexnet.data.images import IMAGE_SIZE, load_image, load_image_torchvision, resized_size
 from alexnet.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
 
 def test_image_size_is_the_papers():

@@ -2,11 +2,13 @@
 
 import pytest
 import torch
-from imagesets import folder_root, private_cache, write_image  # noqa: F401 (fixtures)
+from helpers import write_image
 
 from alexnet.data import make_loader, open_dataset
 from alexnet.data.loader import default_workers
 from alexnet.errors import ConfigError, DataError
+
+pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
 
 class Numbered(torch.utils.data.Dataset):

@@ -7,13 +7,14 @@ import re
 import numpy as np
 import pytest
 import torch
-from imagesets import folder_root, private_cache  # noqa: F401 (fixtures)
 
 import alexnet.data.packed as packed_module
 from alexnet.data import PackedDataset, compute_stats, make_loader, open_dataset, prepare, resolve_data_root
 from alexnet.data.stats import DatasetStats
 from alexnet.data.transforms import train_crops
 from alexnet.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
 
 def same_items(a, b):

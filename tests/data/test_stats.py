@@ -5,12 +5,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from imagesets import folder_root, private_cache, write_image  # noqa: F401 (fixtures)
+from helpers import write_image
 
 import alexnet.data.roots as roots_module
 from alexnet.data import DatasetStats, compute_stats, load_or_compute_stats, open_dataset
 from alexnet.data.images import load_image
 from alexnet.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
 
 class Images(torch.utils.data.Dataset):

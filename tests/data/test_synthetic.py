@@ -2,12 +2,14 @@
 
 import numpy as np
 import pytest
-from imagesets import private_cache  # noqa: F401 (fixtures)
+
 from PIL import Image
 
 import alexnet.data.synthetic as synthetic
 from alexnet.data import open_dataset, resolve_data_root
 from alexnet.data.synthetic import CLASSES, MARKER, generate_builtin
+
+pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
 
 def small(root, **kwargs):

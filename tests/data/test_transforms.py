@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from imagesets import private_cache  # noqa: F401 (fixtures)
 
 from alexnet.data.stats import DatasetStats
 from alexnet.data.transforms import (PCA_CONVENTIONS, TEN_CROP_NAMES, center_crops, crop_windows, pca_lighting,
                                      train_crops, ten_crops)
 from alexnet.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
 
 def make_stats(seed=0):

@@ -90,7 +90,8 @@ def pooled_sizes(model):
 @pytest.mark.parametrize("arm", [BASELINE, *ARMS], ids=lambda arm: arm.name)
 def test_each_arm_builds_the_intended_network(arm, tmp_path):
     config = arm_config(template("unused"), arm, seed=0, run_dir=tmp_path)
-    model = build_model(config.variant, lrn=config.lrn, overlap=config.overlap, num_classes=1000, init=None)
+    model = build_model(variant=config.variant, lrn=config.lrn, overlap=config.overlap, num_classes=1000, initialize=False,
+                        fuse_relu_lrn_pool=False)  # the hooks on pool1, pool2 see the modules run
     assert sum(p.numel() for p in model.parameters()) == EXPECTED_PARAMS[arm.name]
     lrns = [m for m in model.modules() if isinstance(m, (LocalResponseNorm, torch.nn.LocalResponseNorm))]
     assert len(lrns) == (0 if arm.name == "no-lrn" else 2)

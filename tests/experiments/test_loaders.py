@@ -1,10 +1,11 @@
 """measure_loader_paths: every path measured in one call, on the same images."""
 
 import pytest
-from imagesets import folder_root, private_cache  # noqa: F401 (fixtures)
 
 from alexnet.experiments.bench.loaders import PATHS, format_throughput, measure_loader_paths
 from alexnet.errors import ConfigError
+
+pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
 
 @pytest.mark.parametrize("augment_device", [None, "cpu"])

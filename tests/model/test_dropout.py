@@ -101,7 +101,7 @@ def _crops(seed=4):
 
 def _net(state, style, layout="grouped", halve=False):
     devices = ["cpu"] if layout == "grouped" else ["cpu", "cpu"]
-    model = build_model(layout=layout, devices=devices, init=None, dropout=0.5, dropout_style=style)
+    model = build_model(layout=layout, devices=devices, initialize=False, dropout=0.5, dropout_style=style)
     state = dict(state)
     if halve:
         # The paper form's test-time 0.5 on fc6's and fc7's outputs, moved into the weights that read them.
@@ -140,10 +140,10 @@ def test_towers_and_grouped_agree_with_the_paper_form(paper_state):
 
 
 def test_the_library_default_is_the_papers_form_and_it_is_recorded():
-    model = build_model(devices=["meta"], init=None)
+    model = build_model(devices=["meta"], initialize=False)
     assert isinstance(model.drop6, PaperDropout) and isinstance(model.drop7, PaperDropout)
-    assert model.spec.dropout_style == "paper" and model_config(model)["dropout_style"] == "paper"
-    inverted = build_model(devices=["meta"], init=None, dropout_style="inverted")
+    assert model.spec.config.dropout_style == "paper" and model_config(model)["dropout_style"] == "paper"
+    inverted = build_model(devices=["meta"], initialize=False, dropout_style="inverted")
     assert type(inverted.drop6) is nn.Dropout and model_config(inverted)["dropout_style"] == "inverted"
     # Dropout has no parameters: the state dict is the same whatever the style.
     assert {k: v.shape for k, v in model.state_dict().items()} == \
@@ -153,7 +153,7 @@ def test_the_library_default_is_the_papers_form_and_it_is_recorded():
 
 
 def test_a_bad_style_is_one_line():
-    with pytest.raises(ConfigError, match=r"^dropout_style must be one of paper, inverted; got 'bad'$") as info:
+    with pytest.raises(ConfigError, match=r"^--dropout-style must be one of paper, inverted; got 'bad'$") as info:
         build_model(devices=["meta"], dropout_style="bad")
     assert "\n" not in str(info.value)
 

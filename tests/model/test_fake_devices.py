@@ -94,7 +94,7 @@ def test_towers_on_two_fake_gpus_cross_only_at_the_four_points():
 def test_a_layer_on_the_wrong_device_is_caught():
     """The check above is not vacuous: a tower-1 layer left on cuda:0 fails the forward pass."""
     with FakeTensorMode():
-        model = build_model(layout="towers", devices=["cuda:0", "cuda:1"], init=None)
+        model = build_model(layout="towers", devices=["cuda:0", "cuda:1"], initialize=False)
         model.towers[1].conv4 = torch.nn.Conv2d(192, 192, 3, 1, 1, device="cuda:0")
         with pytest.raises(RuntimeError, match="device"):
             model(torch.empty(2, 3, 224, 224))
@@ -103,7 +103,7 @@ def test_a_layer_on_the_wrong_device_is_caught():
 def test_mixed_pair_gpu_and_cpu():
     """--devices 0,cpu: tower 1 on the CPU; logits on cuda:0; copies only at the same points."""
     with FakeTensorMode():
-        model = build_model(layout="towers", devices=["cuda:0", "cpu"], init=None)
+        model = build_model(layout="towers", devices=["cuda:0", "cpu"], initialize=False)
         x = torch.empty(N, 3, 224, 224, device="cuda:0")
         with DeviceCopies() as recorder:
             logits = model(x)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from alexnet import build_model
-from conftest import needs_gpus
+from helpers import needs_gpus
 
 pytestmark = pytest.mark.gpu
 

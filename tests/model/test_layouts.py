@@ -11,8 +11,8 @@ from alexnet.model.init import INIT_PRESETS
 
 
 def _pair(paper_state, dropout=0.0):
-    grouped = build_model(layout="grouped", devices=["cpu"], init=None, dropout=dropout)
-    towers = build_model(layout="towers", devices=["cpu", "cpu"], init=None, dropout=dropout)
+    grouped = build_model(layout="grouped", devices=["cpu"], initialize=False, dropout=dropout)
+    towers = build_model(layout="towers", devices=["cpu", "cpu"], initialize=False, dropout=dropout)
     grouped.load_state_dict(paper_state)
     towers.load_state_dict(paper_state)
     return grouped, towers
@@ -64,14 +64,14 @@ def test_checkpoint_round_trips_between_layouts(paper_state):
     buffer = io.BytesIO()
     torch.save(grouped.state_dict(), buffer)
     buffer.seek(0)
-    towers2 = build_model(layout="towers", devices=["cpu", "cpu"], init=None, dropout=0.0)
+    towers2 = build_model(layout="towers", devices=["cpu", "cpu"], initialize=False, dropout=0.0)
     towers2.load_state_dict(torch.load(buffer, weights_only=True))
     towers2.eval()
     torch.testing.assert_close(towers2(x), expected, rtol=1e-5, atol=1e-4)
     buffer = io.BytesIO()
     torch.save(towers2.state_dict(), buffer)
     buffer.seek(0)
-    grouped2 = build_model(layout="grouped", init=None, dropout=0.0)
+    grouped2 = build_model(layout="grouped", initialize=False, dropout=0.0)
     grouped2.load_state_dict(torch.load(buffer, weights_only=True))
     grouped2.eval()
     torch.testing.assert_close(grouped2(x), expected, rtol=0, atol=0)
@@ -87,7 +87,7 @@ def test_tower_zero_holds_the_first_half_of_every_split_layer(paper_state):
 
 
 def test_loading_a_mismatched_checkpoint_names_the_canonical_key(paper_state):
-    towers = build_model(layout="towers", devices=["cpu", "cpu"], init=None, num_classes=10)
+    towers = build_model(layout="towers", devices=["cpu", "cpu"], initialize=False, num_classes=10)
     with pytest.raises(RuntimeError, match=r"fc8\.weight.*\(1000, 4096\).*\(10, 4096\)"):
         towers.load_state_dict(paper_state)
 
@@ -107,7 +107,7 @@ def test_a_224_crop_acts_as_227_with_zero_right_and_bottom(paper_state):
 @pytest.mark.parametrize("shape", [(2, 3, 256, 256), (2, 1, 224, 224), (3, 224, 224), (2, 3, 224, 227)])
 @pytest.mark.parametrize("layout", ["grouped", "towers"])
 def test_wrong_input_size_is_named(shape, layout):
-    model = build_model(layout=layout, devices=["meta"], init=None)
+    model = build_model(layout=layout, devices=["meta"], initialize=False)
     with pytest.raises(InputError, match=r"224, 224\) or .*227, 227\); got " + str(tuple(shape)).replace("(", r"\(").replace(")", r"\)")):
         model(torch.empty(shape, device="meta"))
 
@@ -138,7 +138,7 @@ def test_seed_gives_identical_weights_across_layouts():
 
 
 def test_inverted_dropout_doubles_the_kept_units_and_is_off_in_eval(paper_state):
-    grouped = build_model(layout="grouped", devices=["cpu"], init=None, dropout=0.5, dropout_style="inverted")
+    grouped = build_model(layout="grouped", devices=["cpu"], initialize=False, dropout=0.5, dropout_style="inverted")
     grouped.load_state_dict(paper_state)
     x = _batch(2)
     grouped.eval()

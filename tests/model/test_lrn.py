@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from alexnet.model.lrn import LocalResponseNorm, fusable, relu_lrn_maxpool, stock_lrn, window_sum
+from alexnet.model.lrn import LocalResponseNorm, stock_lrn
+from alexnet.model.spec import LRN_SIZE
+from alexnet.ops.lrn import fusable, relu_lrn_maxpool, window_sum
 
 
 def direct_lrn(a, groups, n=5, alpha=1e-4, beta=0.75, k=2.0):
@@ -87,7 +89,7 @@ def test_fast_gradient_is_exact_in_float64():
 
 def test_fast_works_through_the_batch_in_chunks(monkeypatch):
     """A tiny chunk size exercises the chunked CPU path; the result must not depend on it."""
-    import alexnet.model.lrn as lrn_module
+    import alexnet.ops.lrn as lrn_module
 
     x = activations((7, 16, 5, 5), dtype=torch.float32).requires_grad_(True)
     lrn = LocalResponseNorm(16, groups=2, impl="fast")
@@ -102,7 +104,7 @@ def test_fast_works_through_the_batch_in_chunks(monkeypatch):
 
 def test_window_sum_is_a_sum_over_neighbours():
     t = torch.arange(1.0, 9.0).view(1, 8, 1, 1)  # maps 1..8, two towers of 4
-    got = window_sum(t, groups=2).flatten().tolist()
+    got = window_sum(t, groups=2, size=LRN_SIZE).flatten().tolist()
     # tower 0: [1,2,3,4] -> 1+2+3, 1+2+3+4, 1+2+3+4, 2+3+4; tower 1 likewise on [5..8]
     assert got == [6, 10, 10, 9, 18, 26, 26, 21]
 
@@ -134,7 +136,7 @@ def _unfused(z, groups, pool):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 30])  # one sample per chunk; the whole batch at once
 def test_relu_lrn_maxpool_matches_the_three_modules(monkeypatch, shape, groups, pool, channels_last, chunk_bytes):
-    import alexnet.model.lrn as lrn_module
+    import alexnet.ops.lrn as lrn_module
 
     monkeypatch.setattr(lrn_module, "CPU_CHUNK_BYTES", chunk_bytes)
     z = torch.randn(shape, generator=torch.Generator().manual_seed(4)) * 80  # about half the maps < 0
@@ -194,22 +196,20 @@ def test_fused_path_only_where_it_stands_in_exactly():
     assert not fusable(x, LocalResponseNorm(96, groups=2, impl="stock"), pool)
     assert not fusable(x.to("meta"), lrn, pool)
     assert not fusable(x, lrn, torch.nn.MaxPool2d(3, 2, padding=1))
-    handle = lrn.register_forward_hook(lambda *args: None)  # a hook expects lrn's own output
-    assert not fusable(x, lrn, pool)
-    handle.remove()
-    assert fusable(x, lrn, pool)
+    assert not fusable(x, lrn, torch.nn.MaxPool2d(3, 2, ceil_mode=True))
 
 
 def test_the_net_on_the_cpu_uses_the_fused_blocks_and_computes_the_same(paper_state):
     from alexnet import build_model
 
-    fused = build_model(init=None, dropout=0.0)
-    modular = build_model(init=None, dropout=0.0)
+    fused = build_model(initialize=False, dropout=0.0)
+    modular = build_model(initialize=False, dropout=0.0, fuse_relu_lrn_pool=False)
     fused.load_state_dict(paper_state)
     modular.load_state_dict(paper_state)
     calls = []
-    for name in ("lrn1", "pool1", "lrn2", "pool2"):  # hooks send the net through the modules
-        getattr(modular, name).register_forward_hook(lambda m, i, o, name=name: calls.append(name))
+    for model in (fused, modular):  # the switch, not a hook, decides the path
+        for name in ("lrn1", "pool1", "lrn2", "pool2"):
+            getattr(model, name).register_forward_hook(lambda m, i, o, model=model, name=name: calls.append((model, name)))
     x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(8)) * 255 - 120
     target = torch.tensor([1, 2])
     out = {}
@@ -217,7 +217,8 @@ def test_the_net_on_the_cpu_uses_the_fused_blocks_and_computes_the_same(paper_st
         logits = model(x)
         torch.nn.functional.cross_entropy(logits, target).backward()
         out[key] = (logits.detach(), {n: p.grad for n, p in model.named_parameters()})
-    assert calls == ["lrn1", "pool1", "lrn2", "pool2"]
+    assert [name for model, name in calls if model is modular] == ["lrn1", "pool1", "lrn2", "pool2"]
+    assert not [name for model, name in calls if model is fused]  # the fused blocks ran instead
     (lf, gf), (lm, gm) = out["fused"], out["modular"]
     torch.testing.assert_close(lf, lm, rtol=1e-5, atol=1e-5 * lm.abs().max().item())
     for name in gm:

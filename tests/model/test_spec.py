@@ -49,7 +49,7 @@ def test_table_parameter_counts_match_the_paper():
 
 @pytest.mark.parametrize("layout,devices", [("grouped", ["meta"]), ("towers", ["meta", "meta"])])
 def test_built_models_have_the_paper_parameters_and_canonical_shapes(layout, devices):
-    model = build_model(layout=layout, devices=devices, init=None)
+    model = build_model(layout=layout, devices=devices, initialize=False)
     assert sum(p.numel() for p in model.parameters()) == PAPER_TOTAL
     assert _param_counts(model) == PAPER_PARAMS
     state = model.state_dict()
@@ -59,7 +59,7 @@ def test_built_models_have_the_paper_parameters_and_canonical_shapes(layout, dev
 
 
 def test_grouped_net_groups_only_the_own_tower_layers():
-    model = build_model(devices=["meta"], init=None)
+    model = build_model(devices=["meta"], initialize=False)
     groups = {name: model.get_submodule(name).groups for name in ("conv1", "conv2", "conv3", "conv4", "conv5")}
     assert groups == {"conv1": 1, "conv2": 2, "conv3": 1, "conv4": 2, "conv5": 2}
 
@@ -76,7 +76,7 @@ def _conv_outputs(model, x):
 
 @pytest.mark.parametrize("size", [224, 227])
 def test_layer_output_shapes_match_figure_2(size):
-    model = build_model(devices=["meta"], init=None)
+    model = build_model(devices=["meta"], initialize=False)
     shapes = _conv_outputs(model, torch.empty(2, 3, size, size, device="meta"))
     assert shapes["conv1"] == (96, 55, 55)
     assert shapes["conv2"] == (256, 27, 27)
@@ -94,7 +94,7 @@ def test_layer_output_shapes_match_figure_2(size):
 @pytest.mark.parametrize("overlap", [True, False])
 def test_pooling_variants_keep_the_output_sizes(overlap):
     """§3.4: 3x3/2 (overlapping) and 2x2/2 both give 55 -> 27 -> 13 -> 6."""
-    model = build_model(devices=["meta"], init=None, overlap=overlap)
+    model = build_model(devices=["meta"], initialize=False, overlap=overlap)
     kernel = 3 if overlap else 2
     for name in ("pool1", "pool2", "pool5"):
         pool = model.get_submodule(name)
@@ -109,19 +109,19 @@ def test_pooling_variants_keep_the_output_sizes(overlap):
 
 
 def test_lrn_switch_removes_both_lrn_layers():
-    with_lrn = build_model(devices=["meta"], init=None)
-    without = build_model(devices=["meta"], init=None, lrn=False)
+    with_lrn = build_model(devices=["meta"], initialize=False)
+    without = build_model(devices=["meta"], initialize=False, lrn=False)
     assert hasattr(with_lrn, "lrn1") and hasattr(with_lrn, "lrn2")
     assert not hasattr(without, "lrn1") and not hasattr(without, "lrn2")
     assert sum(p.numel() for p in without.parameters()) == PAPER_TOTAL
 
 
 def test_one_gpu_net_matches_the_papers_footnote():
-    spec = resolve("one-gpu")
+    spec = resolve(variant="one-gpu")
     widths = [layer.out_channels for layer in spec.layers]
     assert widths == [48, 128, 192, 192, 256, 4096, 4096, 1000]
     assert {layer.name: layer.params for layer in spec.layers} == ONE_GPU_PARAMS
-    model = build_model("one-gpu", devices=["meta"], init=None)
+    model = build_model(variant="one-gpu", devices=["meta"], initialize=False)
     assert _param_counts(model) == ONE_GPU_PARAMS
     assert all(model.get_submodule(f"conv{i}").groups == 1 for i in range(1, 6))
     assert model.lrn1.groups == 1 and model.lrn1.channels == 48
@@ -146,13 +146,14 @@ def test_exchange_points_and_their_sizes():
         ("fc7", "fc6", 2_048, ("0->1", "1->0")),
         ("fc8", "fc7", 2_048, ("1->0",)),
     ]
-    assert resolve("one-gpu").exchanges() == []
+    assert resolve(variant="one-gpu").exchanges() == []
 
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"variant": "three-gpu"}, "variant"),
     ({"layout": "pipeline"}, "layout"),
-    ({"num_classes": 0}, "num_classes"),
+    ({"num_classes": 0}, "--num-classes"),
+    ({"depth": 9}, "unknown model setting 'depth'"),
     ({"dropout": 1.0}, "dropout"),
     ({"lrn_impl": "magic"}, "lrn_impl"),
     ({"init": "xavier"}, "init"),

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import load_tool
+from helpers import load_tool
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_targets.py"
 

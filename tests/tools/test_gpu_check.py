@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import load_tool
+from helpers import load_tool
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "gpu_check.py"
 ISSUE_LIMIT_S = 480  # issue 14: the whole check in under 8 minutes on one GPU

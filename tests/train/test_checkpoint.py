@@ -106,9 +106,9 @@ def test_a_checkpoint_of_another_class_count_or_variant_is_refused(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", model=_small(), classes=CLASSES)
     payload = read_checkpoint(path)
     with pytest.raises(CheckpointError, match="num_classes=10 but the model has num_classes=1000"):
-        load_weights(build_model(devices=["meta"], init=None), payload)
+        load_weights(build_model(devices=["meta"], initialize=False), payload)
     with pytest.raises(CheckpointError, match="variant='two-gpu' but the model has variant='one-gpu'"):
-        load_weights(build_model("one-gpu", devices=["meta"], init=None, num_classes=10), payload)
+        load_weights(build_model(variant="one-gpu", devices=["meta"], initialize=False, num_classes=10), payload)
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -138,7 +138,7 @@ def test_the_dropout_style_is_recorded_and_rebuilt(tmp_path):
         path = save_checkpoint(tmp_path / f"{style}.pt", model=_with_dropout(style), classes=CLASSES)
         assert read_checkpoint(path)["model_config"]["dropout_style"] == style
         model = load_model(path, layout="towers", devices=["cpu", "cpu"])
-        assert model.spec.dropout_style == style and type(model.towers[0].drop6) is kind
+        assert model.spec.config.dropout_style == style and type(model.towers[0].drop6) is kind
 
 
 def test_a_checkpoint_written_before_the_style_was_recorded_rebuilds_with_inverted_dropout(tmp_path):
@@ -150,7 +150,7 @@ def test_a_checkpoint_written_before_the_style_was_recorded_rebuilds_with_invert
     del payload["model_config"]["dropout_style"]  # as written before the key existed
     torch.save(payload, path)
     model = load_model(path)
-    assert model.spec.dropout_style == "inverted" and type(model.drop6) is torch.nn.Dropout
+    assert model.spec.config.dropout_style == "inverted" and type(model.drop6) is torch.nn.Dropout
     trained.eval()
     x = torch.rand(2, 3, 224, 224) * 255 - 120
     with torch.no_grad():

@@ -6,7 +6,7 @@ import click
 
 from ..experiments.figures import draw_filters, draw_neighbours, plot_run_folders
 from ..experiments.figures.filters import SCALE
-from ..experiments.figures.runs import DEFAULT_PANELS
+from ..experiments.figures.plot import DEFAULT_PANELS
 from ..progress import Reporter
 from ..train.curves import EPOCH_METRICS, PANELS
 from . import main

@@ -16,7 +16,8 @@ from torch import nn
 
 from ..errors import InputError
 from .dropout import dropout_layer
-from .lrn import LocalResponseNorm, fusable, relu_lrn_maxpool
+from ..ops.lrn import fusable, relu_lrn_maxpool
+from .lrn import LocalResponseNorm
 from .spec import CROP, INPUT_SIZES, PADDED_CROP, NetSpec, ResolvedLayer
 
 
@@ -58,12 +59,18 @@ class Column(nn.Module):
     ``share == spec.towers``: the whole net on one device (the grouped layout).
     ``share == 1`` with two towers: one tower of the two-tower net.
     Modules are named after the paper: conv1, lrn1, pool1, ..., fc7, drop7.
+
+    ``fuse_relu_lrn_pool``: with the fast LRN on the CPU, blocks 1 and 2 run ReLU, LRN and
+    max-pooling as one function (``alexnet.ops.lrn.relu_lrn_maxpool``: the same values, a
+    fraction of the memory), so the lrn and pool modules' own forward (and hooks on them) are
+    not called there; False calls every module, one after the other.
     """
 
     def __init__(self, spec: NetSpec, share: int, layers: Iterable[ResolvedLayer], device=None,
-                 lrn_impl: str = "fast"):
+                 lrn_impl: str = "fast", fuse_relu_lrn_pool: bool = True):
         super().__init__()
         self.spec, self.share = spec, share
+        self.fuse_relu_lrn_pool = fuse_relu_lrn_pool
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.layers = tuple(layers)
         pool_kernel, pool_stride = spec.pool
@@ -84,13 +91,13 @@ class Column(nn.Module):
             else:
                 module = nn.Linear(in_channels, out_channels, device=self.device)
             self.add_module(layer.name, module)
-            if row.lrn and spec.lrn:
+            if row.lrn and spec.config.lrn:
                 self.add_module("lrn" + n, LocalResponseNorm(out_channels, groups=share, impl=lrn_impl))
             if row.pool:
                 self.add_module("pool" + n, nn.MaxPool2d(pool_kernel, pool_stride))
             if row.dropout:
                 # §4.2's form (PaperDropout) or nn.Dropout's inverted one, as the spec says.
-                self.add_module("drop" + n, dropout_layer(spec.dropout, spec.dropout_style))
+                self.add_module("drop" + n, dropout_layer(spec.config.dropout, spec.config.dropout_style))
 
     def stage(self, layer: ResolvedLayer, x: torch.Tensor) -> torch.Tensor:
         """One block: conv/fc -> ReLU -> LRN -> max-pool -> dropout, as the table says (§3.5)."""
@@ -105,14 +112,15 @@ class Column(nn.Module):
             # already when they run on the CPU, so this is then a no-op.
             x = x.contiguous(memory_format=torch.channels_last)
         x = getattr(self, layer.name)(x)
-        if row.relu and row.lrn and self.spec.lrn and row.pool and not row.dropout:
-            lrn, pool = getattr(self, "lrn" + n), getattr(self, "pool" + n)
-            if fusable(x, lrn, pool):
+        lrn = row.lrn and self.spec.config.lrn
+        if self.fuse_relu_lrn_pool and row.relu and lrn and row.pool and not row.dropout:
+            lrn_module, pool = getattr(self, "lrn" + n), getattr(self, "pool" + n)
+            if fusable(x, lrn_module, pool):
                 # ReLU -> LRN -> max-pool as one pass over the batch, in the cache (lrn.py).
-                return relu_lrn_maxpool(x, lrn, pool)
+                return relu_lrn_maxpool(x, lrn_module, pool)
         if row.relu:
             x = F.relu(x, inplace=True)  # the conv/fc output is not needed for its backward
-        if row.lrn and self.spec.lrn:
+        if lrn:
             x = getattr(self, "lrn" + n)(x)
         if row.pool:
             x = getattr(self, "pool" + n)(x)

@@ -20,8 +20,9 @@ class GroupedAlexNet(Column):
 
     layout = "grouped"
 
-    def __init__(self, spec: NetSpec, device=None, lrn_impl: str = "fast"):
-        super().__init__(spec, share=spec.towers, layers=spec.layers, device=device, lrn_impl=lrn_impl)
+    def __init__(self, spec: NetSpec, device=None, **options):
+        """``options``: how the column runs its layers (``Column``'s lrn_impl, fuse_relu_lrn_pool)."""
+        super().__init__(spec, share=spec.towers, layers=spec.layers, device=device, **options)
 
     @property
     def devices(self):

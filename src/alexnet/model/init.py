@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 
 from ..errors import ConfigError
-from .spec import NetSpec
+if TYPE_CHECKING:  # the layer table imports the presets' names to check a ModelConfig
+    from .spec import NetSpec
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,12 @@ INIT_PRESETS: Dict[str, InitPreset] = {
         weight_std_overrides={"fc6": 0.005, "fc7": 0.005},
         bias={name: 0.1 for name in _PAPER_ONES},
     ),
+    # A control, not a recipe: the trainability study (docs/trainability.md) separates the
+    # paper's biases of 1 from its weights N(0, 0.01) with it.
+    "paper-bias-0": InitPreset(
+        name="paper-bias-0",
+        description="the paper's weights N(0, 0.01) with every bias 0 (the trainability study's control)",
+    ),
 }
 
 
@@ -64,7 +71,7 @@ def get_init_preset(name: str) -> InitPreset:
         ) from None
 
 
-def canonical_init(spec: NetSpec, init: str = "paper", seed: Optional[int] = None):
+def canonical_init(spec: "NetSpec", init: str = "paper", seed: Optional[int] = None):
     """The initial canonical state dict for ``spec``, on the CPU, in fp32.
 
     Layers are drawn in table order from one generator seeded with ``seed`` (a seed drawn

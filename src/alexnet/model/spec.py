@@ -9,10 +9,9 @@ docs/faithfulness.md for the sources of each one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
-from ..errors import ConfigError
-from .dropout import DROPOUT_STYLES
+from .config import VARIANTS, ModelConfig
 
 #: Local response normalization (§3.3): b = a / (k + alpha/n * sum a_j^2)^beta over n maps.
 #: ``alpha`` is the paper's α; the window sum is divided by n as in the authors' code and in
@@ -67,9 +66,6 @@ LAYERS: Tuple[Layer, ...] = (
     Layer("fc8", "fc", 1000, reads="both", split=False, relu=False, halved_in_one_gpu=False),
 )
 
-VARIANTS = ("two-gpu", "one-gpu")
-
-
 @dataclass(frozen=True)
 class ResolvedLayer:
     """A layer of one concrete network, with every size worked out."""
@@ -123,20 +119,15 @@ class ResolvedLayer:
 
 @dataclass(frozen=True)
 class NetSpec:
-    """A concrete network: the variant and options applied to the layer table."""
+    """A concrete network: a ModelConfig applied to the layer table."""
 
-    variant: str
-    lrn: bool
-    overlap: bool
-    num_classes: int
-    dropout: float
-    dropout_style: str  # "paper" or "inverted" (alexnet.model.dropout)
+    config: ModelConfig
     towers: int
     layers: Tuple[ResolvedLayer, ...]
 
     @property
     def pool(self) -> Tuple[int, int]:
-        return POOL_OVERLAP if self.overlap else POOL_NON_OVERLAP
+        return POOL_OVERLAP if self.config.overlap else POOL_NON_OVERLAP
 
     @property
     def params(self) -> int:
@@ -193,67 +184,39 @@ def conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def resolve(
-    variant: str = "two-gpu",
-    lrn: bool = True,
-    overlap: bool = True,
-    num_classes: int = 1000,
-    dropout: float = 0.5,
-    dropout_style: str = "paper",
-) -> NetSpec:
-    """Apply a variant and the ablation options to ``LAYERS``.
-
-    ``dropout_style``: "paper" zeroes fc6/fc7 units with probability ``dropout`` while training
-    and multiplies by 1-``dropout`` at test (§4.2); "inverted" is ``nn.Dropout`` (see
-    ``alexnet.model.dropout``).
-    """
-    if variant not in VARIANTS:
-        raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes must be a positive integer; got {num_classes!r}")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ConfigError(f"dropout must be in [0, 1); got {dropout!r}")
-    if dropout_style not in DROPOUT_STYLES:
-        raise ConfigError(f"dropout_style must be one of {', '.join(DROPOUT_STYLES)}; got {dropout_style!r}")
-    towers = 2 if variant == "two-gpu" else 1
-    pool_k, pool_s = POOL_OVERLAP if overlap else POOL_NON_OVERLAP
+def resolve(config: Optional[ModelConfig] = None, **changes) -> NetSpec:
+    """The network ``config`` describes (default: the paper's net), with ``changes`` to its
+    fields: ``resolve(variant="one-gpu")``. Every size worked out from ``LAYERS``."""
+    if config is not None and not isinstance(config, ModelConfig):
+        raise TypeError(f"resolve and build_model take a ModelConfig, or its settings as keywords "
+                        f"(variant=...); got {config!r}")
+    config = (config or ModelConfig()).replace(**changes)
+    towers = 2 if config.variant == "two-gpu" else 1
     resolved = []
     channels, size = 3, PADDED_CROP
     for layer in LAYERS:
-        filters = layer.filters
-        if layer.name == "fc8":
-            filters = num_classes
-        elif towers == 1 and layer.halved_in_one_gpu:
-            filters //= 2
-        layer_towers = towers if layer.split else 1
-        groups = towers if layer.reads == "own" else 1
-        if layer.kind == "conv":
-            out_size = conv_out(size, layer.kernel, layer.stride, layer.pad)
-            pooled = conv_out(out_size, pool_k, pool_s, 0) if layer.pool else out_size
-            in_channels, in_size = channels, size
-        else:
-            out_size = pooled = 1
-            in_channels, in_size = channels * size * size, size
-        resolved.append(
-            ResolvedLayer(
-                layer=layer,
-                towers=layer_towers,
-                out_channels=filters,
-                in_channels=in_channels,
-                groups=groups,
-                in_size=in_size,
-                out_size=out_size,
-                pooled_size=pooled,
-            )
-        )
-        channels, size = filters, pooled
-    return NetSpec(
-        variant=variant,
-        lrn=bool(lrn),
-        overlap=bool(overlap),
-        num_classes=num_classes,
-        dropout=float(dropout),
-        dropout_style=dropout_style,
-        towers=towers,
-        layers=tuple(resolved),
-    )
+        row = _resolve_layer(layer, config, towers, channels, size)
+        resolved.append(row)
+        channels, size = row.out_channels, row.pooled_size
+    return NetSpec(config=config, towers=towers, layers=tuple(resolved))
+
+
+def _resolve_layer(layer: Layer, config: ModelConfig, towers: int, channels: int, size: int) -> ResolvedLayer:
+    """One row of the table in a net of ``towers`` columns, reading ``channels`` maps of
+    ``size`` x ``size`` (a conv layer) or their flattened values (an FC layer)."""
+    filters = layer.filters
+    if layer.name == "fc8":
+        filters = config.num_classes
+    elif towers == 1 and layer.halved_in_one_gpu:
+        filters //= 2
+    if layer.kind == "conv":
+        pool_k, pool_s = POOL_OVERLAP if config.overlap else POOL_NON_OVERLAP
+        out_size = conv_out(size, layer.kernel, layer.stride, layer.pad)
+        pooled = conv_out(out_size, pool_k, pool_s, 0) if layer.pool else out_size
+        in_channels = channels
+    else:
+        out_size = pooled = 1
+        in_channels = channels * size * size
+    return ResolvedLayer(layer=layer, towers=towers if layer.split else 1, out_channels=filters,
+                         in_channels=in_channels, groups=towers if layer.reads == "own" else 1,
+                         in_size=size, out_size=out_size, pooled_size=pooled)

@@ -30,7 +30,7 @@ def summarize(spec: NetSpec, layout: str, devices: Sequence) -> Dict:
                 "output_shape": [channels // towers, *spatial],
                 "params": layer.params // towers,
                 "macs": layer.macs // towers,
-                "lrn": layer.layer.lrn and spec.lrn,
+                "lrn": layer.layer.lrn and spec.config.lrn,
                 "pool": list(spec.pool) if layer.layer.pool else None,
             })
     exchanges = []
@@ -43,13 +43,13 @@ def summarize(spec: NetSpec, layout: str, devices: Sequence) -> Dict:
             "crosses_devices": layout == "towers" and len(set(devices)) > 1,
         })
     return {
-        "variant": spec.variant,
+        "variant": spec.config.variant,
         "layout": layout,
         "devices": devices,
         "input_shape": [3, CROP, CROP],
-        "options": {"lrn": spec.lrn, "overlap": spec.overlap, "pool": list(spec.pool),
-                    "num_classes": spec.num_classes, "dropout": spec.dropout,
-                    "dropout_style": spec.dropout_style},
+        "options": {"lrn": spec.config.lrn, "overlap": spec.config.overlap, "pool": list(spec.pool),
+                    "num_classes": spec.config.num_classes, "dropout": float(spec.config.dropout),
+                    "dropout_style": spec.config.dropout_style},
         "layers": rows,
         "totals": {
             "params": spec.params,

@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from .column import Column, prepare_input
 from .spec import NetSpec
 from .state import canonical_shapes, merge_towers, split_towers
-from .tracing import compiling
+from ..ops.tracing import compiling
 
 
 class Transfer(nn.Module):
@@ -87,8 +87,9 @@ class TowersAlexNet(nn.Module):
 
     layout = "towers"
 
-    def __init__(self, spec: NetSpec, devices: Sequence, lrn_impl: str = "fast"):
-        """``devices``: one per tower, as ``alexnet.devices.Placement.of`` checks them."""
+    def __init__(self, spec: NetSpec, devices: Sequence, **options):
+        """``devices``: one per tower, as ``alexnet.devices.Placement.of`` checks them;
+        ``options``: how each tower runs its layers (``Column``'s lrn_impl, fuse_relu_lrn_pool)."""
         super().__init__()
         *split, last = spec.layers
         if any(not layer.layer.split for layer in split) or last.layer.split:
@@ -96,7 +97,7 @@ class TowersAlexNet(nn.Module):
         self.spec = spec
         self.split_layers = tuple(split)
         self.towers = nn.ModuleList(
-            Column(spec, share=1, layers=split, device=device, lrn_impl=lrn_impl) for device in devices
+            Column(spec, share=1, layers=split, device=device, **options) for device in devices
         )
         home = self.towers[0].device
         self.fc8 = nn.Linear(last.in_channels, last.out_channels, device=home)

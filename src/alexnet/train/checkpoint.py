@@ -23,7 +23,7 @@ from ..data.stats import DatasetStats
 from ..errors import CheckpointError
 from ..files import write_atomically
 from ..model.build import build_model
-from .runs import BEST, CHECKPOINTS, LAST
+from .run_folder import BEST, CHECKPOINTS, LAST
 
 FORMAT = "alexnet-checkpoint"
 VERSION = 1
@@ -35,7 +35,7 @@ MODEL_KEYS_BEFORE = {"dropout_style": "inverted"}
 
 def model_config(model: nn.Module) -> Dict:
     """What it takes to rebuild ``model`` (any layout) from a checkpoint."""
-    return {key: getattr(model.spec, key) for key in MODEL_KEYS}
+    return {key: getattr(model.spec.config, key) for key in MODEL_KEYS}
 
 
 def saved_model_config(payload: Dict) -> Dict:
@@ -167,7 +167,7 @@ def model_from_checkpoint(payload: Dict, layout: str = "grouped", devices: Optio
                           lrn_impl: str = "fast") -> nn.Module:
     """``load_model`` for a checkpoint already read with ``read_checkpoint``."""
     config = saved_model_config(payload)
-    model = build_model(layout=layout, devices=devices, init=None, lrn_impl=lrn_impl,
+    model = build_model(layout=layout, devices=devices, initialize=False, lrn_impl=lrn_impl,
                         **{k: config[k] for k in MODEL_KEYS})
     load_weights(model, payload)
     model.eval()

@@ -20,7 +20,7 @@ from ..model.spec import resolve
 from ..progress import SILENT, Reporter
 from .checkpoint import model_from_checkpoint, read_checkpoint, stats_from_checkpoint
 from .distributed import SINGLE, World, all_sum
-from .runs import CHECKPOINTS
+from .run_folder import CHECKPOINTS
 from .step import autocast_context, resolve_amp
 
 # FACTS §7: the paper's single-model results and two well-known ports, for comparison tables.
@@ -107,7 +107,7 @@ def preprocess_from_checkpoint(payload: Dict, device, channels_last: bool = Fals
 def checkpoint_placement(payload: Dict, devices=AUTO) -> Placement:
     """Where to run a checkpoint's net: ``devices`` (a DeviceRequest, a --devices string or a
     device list) resolved for the checkpoint's variant."""
-    return DeviceRequest.of(devices).resolve(towers=resolve(payload["model_config"]["variant"]).towers)
+    return DeviceRequest.of(devices).resolve(towers=resolve(variant=payload["model_config"]["variant"]).towers)
 
 
 def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size: int = 64, ten_crop: bool = True,

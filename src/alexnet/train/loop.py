@@ -26,7 +26,7 @@ import torch
 from ..data import make_loader
 from ..errors import ConfigError, TrainingError
 from ..files import write_json
-from ..model.kernels import tower_colourfulness
+from ..analysis.colourfulness import tower_colourfulness
 from ..progress import SILENT, Reporter
 from .curves import plot_curves
 from . import distributed
@@ -170,7 +170,7 @@ def end_epoch(session: Session, epoch: int, trained: Dict, val: Dict, dropped: b
               "train_error": trained["train_error"], "val_loss": val["loss"], "val_top1_error": val["top1_error"],
               "val_top5_error": val["top5_error"], "lr": current_lr(session.optimizer), "lr_dropped": dropped,
               "skipped_images": trained["skipped_images"], "chance_loss": session.chance_loss,
-              "conv1_colourfulness": tower_colourfulness(session.model)}  # per tower (alexnet.model.kernels)
+              "conv1_colourfulness": tower_colourfulness(session.model)}  # per tower (alexnet.analysis.colourfulness)
     run = session.run
     session.record(record)
     session.save()

@@ -27,7 +27,7 @@ from ..errors import CheckpointError, ConfigError
 from ..model.build import build_model
 from ..model.spec import resolve
 from ..progress import SILENT, Reporter
-from ..versions import software_versions
+from ..machine import software_versions
 from . import distributed
 from .checkpoint import (load_momentum_buffers, load_weights, read_checkpoint, save_checkpoint,
                          stats_for_checkpoint)
@@ -35,7 +35,7 @@ from .distributed import SINGLE, World
 from .evaluate import evaluate
 from .optim import paper_sgd, set_lr
 from .recipe import PRESETS, LRSchedule, Recipe, get_recipe, schedule_rule, validate
-from .runs import RunFolder
+from .run_folder import RunFolder
 from .step import amp_name, resolve_amp
 
 
@@ -203,7 +203,7 @@ def set_up(config: TrainConfig, resume: Optional[str] = None, reporter: Reporter
     distributed.replica_batch(recipe.batch_size, world)  # the global batch divides among the replicas
     if world.local_size > 1 and config.workers is None:  # the node's cores shared between its processes
         config = dataclasses.replace(config, workers=default_workers(world.local_size))
-    towers = resolve(config.variant).towers
+    towers = resolve(variant=config.variant).towers
     placement = config.devices.for_local_rank(world.local_rank, world.local_size, towers).resolve(towers)
     amp_dtype = resolve_amp(config.amp, placement)
     started_group = distributed.start(world, placement, config.collective_timeout)
@@ -231,9 +231,10 @@ def set_up(config: TrainConfig, resume: Optional[str] = None, reporter: Reporter
     if any(d.type == "cuda" for d in placement.devices):
         torch.backends.cudnn.benchmark = config.cudnn_benchmark
 
-    model = build_model(config.variant, placement.layout, placement.devices, lrn=config.lrn,
+    model = build_model(variant=config.variant, layout=placement.layout, devices=placement.devices, lrn=config.lrn,
                         overlap=config.overlap, num_classes=len(classes), dropout=recipe.dropout,
-                        dropout_style=recipe.dropout_style, init=None if payload else recipe.init, seed=recipe.seed, lrn_impl=config.lrn_impl)
+                        dropout_style=recipe.dropout_style, init=recipe.init, initialize=payload is None,
+                        seed=recipe.seed, lrn_impl=config.lrn_impl)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = paper_sgd(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,

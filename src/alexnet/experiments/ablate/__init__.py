@@ -32,7 +32,7 @@ from ...errors import ConfigError, TrainingError
 from ...progress import SILENT, Reporter
 from ...train.loop import Interrupted, TrainConfig, config_for_resume, train
 from ...train.recipe import get_recipe, validate
-from ...train.runs import RunFolder
+from ...train.run_folder import RunFolder
 from ...train.step import resolve_amp
 from .arms import ARM_NAMES, ARMS, BASELINE, PAPER_NET, Arm, arm_config, arm_spec, get_arms, run_name
 from .folder import RUNTIME_FIELDS, AblationFolder

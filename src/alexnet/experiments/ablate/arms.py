@@ -81,7 +81,7 @@ def arm_config(template: TrainConfig, arm: Arm, seed: int, run_dir: Path) -> Tra
     (initialization, data order, augmentation, dropout all follow it), and its own folder."""
     config = dataclasses.replace(template, recipe=template.recipe.replace(seed=seed), out=str(run_dir),
                                  overwrite=False, **arm.changes)
-    if resolve(config.variant).towers == 1:
+    if resolve(variant=config.variant).towers == 1:
         # The paper compares the two-GPU net on two GPUs with the one-GPU net on one.
         config = dataclasses.replace(config, devices=config.devices.first_device())
     return config

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from ...errors import CheckpointError, ConfigError
 from ...files import write_json
-from ...train.runs import RunFolder
+from ...train.run_folder import RunFolder
 from ...train.session import TrainConfig
 from .arms import BASELINE, Arm, get_arms, run_name
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ...files import write_atomically, write_json
-from ...train.runs import RunFolder
+from ...train.run_folder import RunFolder
 from ...train.curves import epoch_curve, plot_runs
 from .arms import BASELINE, Arm, arm_spec, net_spec
 from .folder import SUMMARY, AblationFolder

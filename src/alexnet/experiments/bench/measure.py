@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ...devices import cuda_count
-from ...versions import software_versions
+from ...machine import software_versions
 
 
 # -- timing ----------------------------------------------------------------------------------

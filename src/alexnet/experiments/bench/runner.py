@@ -38,7 +38,7 @@ def build(setup: Setup, seed: int) -> nn.Module:
 def macs_per_image(setup: Setup, model: nn.Module) -> int:
     """From the layer table for the paper's nets; counted from the modules for torchvision's."""
     if setup.variant is not None:
-        return resolve(setup.variant).macs
+        return resolve(variant=setup.variant).macs
     return measure.count_macs(model, setup.primary)
 
 

@@ -3,7 +3,7 @@
 
     filters     draw_filters(run_or_checkpoint, "filters.png"): the grid, the towers' scores
     neighbours  draw_neighbours(run_or_checkpoint, "neighbours.png"): the search, the cached features
-    runs        plot_run_folders([run, ...], "curves.png"): runs on shared axes
+    plot        plot_run_folders([run, ...], "curves.png"): runs on shared axes
     output      check_output: the PNG's path is checked before any long work
 
 See docs/figures.md.
@@ -12,7 +12,7 @@ See docs/figures.md.
 from .filters import GridLayout, draw_filters, filter_grid, stretch
 from .neighbours import cached_features, draw_neighbours, fc7_features, nearest_neighbours
 from .output import check_output
-from .runs import plot_run_folders
+from .plot import plot_run_folders
 
 __all__ = ["GridLayout", "cached_features", "check_output", "draw_filters", "draw_neighbours", "fc7_features",
            "filter_grid", "nearest_neighbours", "plot_run_folders", "stretch"]

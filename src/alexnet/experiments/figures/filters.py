@@ -1,5 +1,5 @@
 """conv1's 96 kernels as one picture in the paper's arrangement (Figure 3): tower 0's 48 above
-tower 1's 48, each tower's colourfulness beside it (``alexnet.model.kernels``).
+tower 1's 48, each tower's colourfulness beside it (``alexnet.analysis.colourfulness``).
 
 The layout: ``columns`` kernels per row (16), so each tower fills 3 rows; kernel i of a tower
 sits at row i // columns, column i % columns of its tower's block; a thin gap separates
@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from ...files import save_png
-from ...model.kernels import colourfulness, tower_kernels
+from ...analysis.colourfulness import colourfulness, tower_kernels
 from ...train.checkpoint import read_checkpoint
-from ...train.runs import CHECKPOINTS
+from ...train.run_folder import CHECKPOINTS
 from .output import check_output
 
 COLUMNS = 16

@@ -30,7 +30,7 @@ from ...data.preprocess import Preprocess
 from ...devices import AUTO
 from ...errors import CheckpointError, ConfigError
 from ...files import cache_entry, is_writable_dir, save_png, write_atomically
-from ...model.features import relu_activations
+from ...analysis.activations import relu_activations
 from ...model.spec import CROP
 from ...progress import SILENT, Reporter
 from ...train.checkpoint import model_from_checkpoint, read_checkpoint

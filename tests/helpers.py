@@ -1,13 +1,34 @@
-"""Tiny image sets for the data tests, and their fixtures.
+"""Helpers shared by the tests (``from helpers import ...``): tiny image sets, GPU markers,
+and the tools/ scripts as modules. Fixtures live in conftest.py."""
 
-Test modules import the fixtures they use from here (``from imagesets import folder_root,
-private_cache``): a conftest.py in this folder would shadow tests/conftest.py, which other
-test modules import as ``conftest``.
-"""
+import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cuda_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def needs_gpus(n: int):
+    return pytest.mark.skipif(cuda_count() < n, reason=f"needs {n} CUDA device(s); {cuda_count()} visible")
+
+
+def load_tool(name: str):
+    """A script in tools/ (not a package) as a module, loaded once."""
+    if name not in sys.modules:
+        path = REPO / "tools" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def smooth_image(width, height, seed):
@@ -41,14 +62,3 @@ def make_folder_dataset(root, classes=("cat", "dog", "eel"), train=4, val=2):
                 write_image(root / split / name / f"img{i}.{'png' if fmt == 'PNG' else 'jpg'}", width, height, seed, fmt)
                 seed += 1
     return root
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    """Nothing the data tests do touches ~/.cache/alexnet."""
-    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def folder_root(tmp_path):
-    return make_folder_dataset(tmp_path / "tiny")

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .spec import VARIANTS, NetSpec, resolve
-from .state import split_towers, tower_key
+from ..model.spec import VARIANTS, NetSpec, resolve
+from ..model.state import split_towers, tower_key
 
 CONV1 = "conv1.weight"
 
@@ -59,10 +59,10 @@ def _spec_for(source, weight: torch.Tensor) -> NetSpec:
     if isinstance(source, nn.Module):
         return source.spec
     if isinstance(source, Mapping) and isinstance(source.get("model_config"), Mapping):
-        return resolve(source["model_config"]["variant"])
+        return resolve(variant=source["model_config"]["variant"])
     # A bare state dict: the variant whose conv1 has these weights' shape.
     for variant in VARIANTS:
-        spec = resolve(variant)
+        spec = resolve(variant=variant)
         if tuple(spec["conv1"].weight_shape) == tuple(weight.shape):
             return spec
     raise ConfigError(f"conv1.weight has shape {tuple(weight.shape)}; no variant of the net has it")
