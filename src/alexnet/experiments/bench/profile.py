@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ from .measure import synchronize
 SCOPE = "layer::"
 BACKWARD = "autograd::engine::evaluate_function: "
 OPTIMIZER = "Optimizer."
+STEP = "bench::step"
 
 
 class _LayerScopes:
@@ -84,6 +85,29 @@ def profile_layers(model: nn.Module, step: Callable[[], object], devices: Sequen
     """Profile ``steps`` calls of ``step`` (one training step of ``model``) and break the
     time down per module, forward and backward. Returns rows in network order."""
     on_device = any(d.type == "cuda" for d in devices)
+    events, wall, types = _record(model, step, devices, steps, on_device)
+    forward, kinds, creator = _forward_times(events, types, on_device)
+    backward = _backward_times(events, creator, kinds, on_device)
+    rows = _rows(forward, backward, kinds, steps)
+    attributed = sum(row["total_ms"] for row in rows)
+    for row in rows:
+        row["share"] = row["total_ms"] / attributed if attributed > 0 else None
+    return {
+        "steps": steps,
+        "time": "device (kernel) time, summed over devices" if on_device else "host time",
+        "step_ms": wall / steps * 1e3,  # wall clock per profiled step, profiler overhead included
+        "attributed_ms": attributed,
+        "rows": rows,
+        "note": "profiled after the timed runs, with the profiler's own overhead; backward work "
+                "is attributed to the module whose forward created it (autograd sequence numbers); "
+                "share is of the attributed time",
+    }
+
+
+def _record(model: nn.Module, step: Callable[[], object], devices: Sequence[torch.device], steps: int,
+            on_device: bool) -> Tuple[list, float, Dict[str, str]]:
+    """One warm step, then ``steps`` profiled ones inside layer scopes: (the profiler's events
+    in start order, the profiled steps' wall-clock seconds, each leaf module's type by name)."""
     # Kineto logs an error line when it finds no GPU; it reads this when it first starts.
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_device else [])
@@ -94,27 +118,30 @@ def profile_layers(model: nn.Module, step: Callable[[], object], devices: Sequen
         with profile(activities=activities) as prof:
             start = time.perf_counter()
             for _ in range(steps):
-                with record_function("bench::step"):
+                with record_function(STEP):
                     step()
             synchronize(devices)
             wall = time.perf_counter() - start
     finally:
         scopes.remove()
-    events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    return sorted(prof.events(), key=lambda e: e.time_range.start), wall, scopes.types
 
-    forward: Dict[str, float] = OrderedDict()  # in the order the step first reaches them
-    backward: Dict[str, float] = OrderedDict()
+
+def _forward_times(events, types: Dict[str, str], on_device: bool):
+    """Microseconds of forward work per row, in the order the step first reaches them; each
+    row's kind; and which row's forward created each autograd node (by sequence number)."""
+    forward: Dict[str, float] = OrderedDict()
     kinds: Dict[str, str] = {}
-    creator: Dict[int, str] = {}  # autograd sequence number -> the row whose forward made the node
+    creator: Dict[int, str] = {}
     last = "input"
     for event in events:
-        top = event.cpu_parent is not None and event.cpu_parent.name == "bench::step"
+        top = event.cpu_parent is not None and event.cpu_parent.name == STEP
         label = None
-        if event.name == "bench::step":
+        if event.name == STEP:
             last = "input"
         elif event.name.startswith(SCOPE):
             label = last = event.name[len(SCOPE):]
-            kinds[label] = scopes.types.get(label, "")
+            kinds[label] = types.get(label, "")
         elif event.name.startswith(OPTIMIZER):
             label = event.name.split("#")[0]  # Optimizer.step, Optimizer.zero_grad
             kinds[label] = "optimizer"
@@ -132,29 +159,28 @@ def profile_layers(model: nn.Module, step: Callable[[], object], devices: Sequen
                 creator[event.sequence_nr] = scope
             elif label is not None and top:
                 creator[event.sequence_nr] = label
+    return forward, kinds, creator
+
+
+def _backward_times(events, creator: Dict[int, str], kinds: Dict[str, str], on_device: bool) -> Dict[str, float]:
+    """Microseconds of backward work per row: each autograd node's time goes to the row whose
+    forward created it (else to the node's own name, added to ``kinds`` as autograd)."""
+    backward: Dict[str, float] = OrderedDict()
     for event in events:
         if event.name.startswith(BACKWARD):
             node = event.name[len(BACKWARD):]
             name = creator.get(event.sequence_nr, node)
             backward[name] = backward.get(name, 0.0) + _duration(event, on_device)
             kinds.setdefault(name, "autograd")
+    return backward
 
-    names = list(OrderedDict.fromkeys(list(forward) + list(backward)))
+
+def _rows(forward: Dict[str, float], backward: Dict[str, float], kinds: Dict[str, str],
+          steps: int) -> List[Dict[str, object]]:
+    """One row per name, forward rows first in step order: milliseconds per step."""
     rows = []
-    for name in names:
+    for name in OrderedDict.fromkeys(list(forward) + list(backward)):
         f, b = forward.get(name, 0.0) / steps / 1e3, backward.get(name, 0.0) / steps / 1e3
         rows.append({"name": name, "type": kinds.get(name, ""), "forward_ms": f, "backward_ms": b,
                      "total_ms": f + b})
-    attributed = sum(row["total_ms"] for row in rows)
-    for row in rows:
-        row["share"] = row["total_ms"] / attributed if attributed > 0 else None
-    return {
-        "steps": steps,
-        "time": "device (kernel) time, summed over devices" if on_device else "host time",
-        "step_ms": wall / steps * 1e3,  # wall clock per profiled step, profiler overhead included
-        "attributed_ms": attributed,
-        "rows": rows,
-        "note": "profiled after the timed runs, with the profiler's own overhead; backward work "
-                "is attributed to the module whose forward created it (autograd sequence numbers); "
-                "share is of the attributed time",
-    }
+    return rows
