@@ -18,7 +18,8 @@ device a configuration uses before and after each timed block and never inside i
 The modules, in the order a run uses them:
 
     plan      Settings, the cases they expand to, which ones can run here
-    runner    building, warming up and timing the models; the per-layer profile
+    runner    building, warming up and timing the models; the matmul ceilings; the
+              per-layer profile
     lrn       the fast LRN against the stock one
     loaders   the data loaders side by side, and training fed by the real loader
     tables    the results as plain-text tables
@@ -46,7 +47,7 @@ from . import measure
 from .loaders import run_end_to_end, run_loaders
 from .lrn import run_lrn
 from .plan import CHOICES, MODELS, MODES, PRECISIONS, Settings, placements, plan, uses_gpu, why_not_run
-from .runner import _matmul_results, prepare_matmul, run_models, run_profile
+from .runner import MatmulCeilings, run_models, run_profile
 
 SCHEMA = "alexnet-bench/1"
 
@@ -70,10 +71,10 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = lambda messag
                         and not unavailable(c.setup.devices)})
         pairs = [p for a, b in pairs for p in ((a, b), (b, a))]
         env = measure.environment(pairs)
-        runnable = [c for c in cases if why_not_run(c) is None]
-        matmul = prepare_matmul(runnable, settings, log)
-        rows, runners = run_models(cases, settings, matmul, log)
-        matmul = _matmul_results(matmul)
+        ceilings = MatmulCeilings([c for c in cases if why_not_run(c) is None], settings, log)
+        rows, runners = run_models(cases, settings, ceilings, log)
+        matmul = ceilings.results()
+        del ceilings  # its matrices: the LRN and profile sections run without them
         for row in rows:
             row["device_names"] = [measure.device_name(torch.device(d)) if not unavailable([torch.device(d)])
                                    else None for d in row["devices"]]

@@ -168,28 +168,35 @@ def _matmul_key(device: torch.device, precision: str) -> str:
     return f"{device.type}:{precision}" if device.type != "cuda" else f"{device}:{precision}"
 
 
-def prepare_matmul(cases: List[Case], settings: Settings, log: Callable[[str], None]) -> Dict[str, object]:
+class MatmulCeilings:
     """The matrix-multiply ceiling for every (device, precision) the runnable cases use: a
-    :class:`measure.MatmulRate` each (or a failure entry), sampled once here and then once per
-    timed round."""
-    wanted = {}
-    for case in cases:
-        for device in case.setup.devices:
-            wanted.setdefault(_matmul_key(device, case.precision), (device, case.precision))
-    out: Dict[str, object] = {}
-    for key, (device, precision) in wanted.items():
-        log(f"matmul ceiling on {device} in {precision}")
-        try:
-            out[key] = measure.MatmulRate(device, measure.DTYPES[precision], settings.matmul_size,
-                                          inner=20 if device.type == "cuda" else 1)
-            out[key].sample()
-        except RuntimeError as error:  # e.g. a dtype the CPU's BLAS does not do
-            out[key] = {"device": str(device), "dtype": precision, "status": "failed", "reason": str(error)}
-    return out
+    :class:`measure.MatmulRate` each (or a failure entry), sampled once when built and then
+    once per timed round, so the ceiling sees the same machine as the figures beside it."""
 
+    def __init__(self, cases: List[Case], settings: Settings, log: Callable[[str], None]):
+        wanted = {}
+        for case in cases:
+            for device in case.setup.devices:
+                wanted.setdefault(_matmul_key(device, case.precision), (device, case.precision))
+        self.rates: Dict[str, object] = {}
+        for key, (device, precision) in wanted.items():
+            log(f"matmul ceiling on {device} in {precision}")
+            try:
+                self.rates[key] = measure.MatmulRate(device, measure.DTYPES[precision], settings.matmul_size,
+                                                     inner=20 if device.type == "cuda" else 1)
+                self.rates[key].sample()
+            except RuntimeError as error:  # e.g. a dtype the CPU's BLAS does not do
+                self.rates[key] = {"device": str(device), "dtype": precision, "status": "failed",
+                                   "reason": str(error)}
 
-def _matmul_results(matmul: Dict[str, object]) -> Dict[str, Dict[str, object]]:
-    return {key: m.result() if isinstance(m, measure.MatmulRate) else m for key, m in matmul.items()}
+    def sample(self) -> None:
+        for rate in self.rates.values():
+            if isinstance(rate, measure.MatmulRate):
+                rate.sample()
+
+    def results(self) -> Dict[str, Dict[str, object]]:
+        """Per (device, precision): the rate's median, min, max and samples, or why it failed."""
+        return {key: m.result() if isinstance(m, measure.MatmulRate) else m for key, m in self.rates.items()}
 
 
 def _ceiling(matmul: Dict[str, Dict[str, object]], case: Case) -> Optional[float]:
@@ -203,56 +210,88 @@ def _ceiling(matmul: Dict[str, Dict[str, object]], case: Case) -> Optional[float
     return total
 
 
-def run_models(cases: List[Case], settings: Settings, matmul, log) -> Tuple[List[Dict[str, object]], Dict[Setup, Runner]]:
+#: A case being timed: the case, its results row and its step.
+Live = Tuple[Case, Dict[str, object], Callable[[], object]]
+
+
+def run_models(cases: List[Case], settings: Settings, ceilings: MatmulCeilings,
+               log) -> Tuple[List[Dict[str, object]], Dict[Setup, Runner]]:
     """Warm up every runnable case (measuring its peak memory), then time all of them in
     interleaved rounds."""
     rows: List[Dict[str, object]] = []
-    runners: Dict[Setup, Runner] = {}
-    live: List[Tuple[Case, Dict[str, object], Callable[[], object]]] = []
     for case in cases:
         reason = why_not_run(case)
-        row = _row(case, "not run" if reason else "ok", reason)
-        rows.append(row)
+        rows.append(_row(case, "not run" if reason else "ok", reason))
+    runners: Dict[Setup, Runner] = {}
+    live: List[Live] = []
     for setup in dict.fromkeys(c.setup for c in cases):
         mine = [(c, r) for c, r in zip(cases, rows) if c.setup == setup and r["status"] == "ok"]
         if not mine:
             continue
-        # Inference first: its peak memory then excludes the gradients and momentum buffers
-        # that the first training step allocates.
-        mine.sort(key=lambda cr: cr[0].mode != "inference")
-        log(f"building {setup.model} on {', '.join(map(str, setup.devices))}")
+        runner = _build_runner(setup, mine, settings.seed, log)
+        if runner is not None:
+            runners[setup] = runner
+            live += _warm_up(runner, mine, settings.warmup, log)
+    seconds, traffic = _timed_rounds(live, runners, ceilings, settings, log)
+    matmul = ceilings.results()
+    for case, row, _ in live:
+        if row["status"] == "ok":
+            _fill(row, case, runners[case.setup], seconds[id(row)], settings.steps, traffic[id(row)],
+                  _ceiling(matmul, case))
+        row.update(warmup_steps=settings.warmup, timed_steps=settings.steps, repeats=settings.repeats,
+                   input="synthetic batch already on the device (data loading excluded)")
+    return rows, runners
+
+
+def _build_runner(setup: Setup, mine, seed: int, log) -> Optional[Runner]:
+    """The setup's runner, or None with every one of its rows marked failed."""
+    log(f"building {setup.model} on {', '.join(map(str, setup.devices))}")
+    try:
+        return Runner(setup, seed)
+    except Exception as error:  # noqa: BLE001 - reported per case, the run goes on
+        for _, row in mine:
+            row.update(status="failed", reason=f"build: {type(error).__name__}: {error}")
+        return None
+
+
+def _warm_up(runner: Runner, mine, warmup: int, log) -> List[Live]:
+    """The untimed steps of each of the runner's cases, with the peak memory they reach;
+    returns the cases that ran, ready to be timed."""
+    # Inference first: its peak memory then excludes the gradients and momentum buffers
+    # that the first training step allocates.
+    mine = sorted(mine, key=lambda cr: cr[0].mode != "inference")
+    weights = _parameter_bytes(runner.model)
+    live = []
+    for case, row in mine:
+        log(f"warm-up: {_label(case)}")
+        memory = measure.PeakMemory(runner.setup.devices).start()
         try:
-            runner = runners[setup] = Runner(setup, settings.seed)
-        except Exception as error:  # noqa: BLE001 - reported per case, the run goes on
-            for _, row in mine:
-                row.update(status="failed", reason=f"build: {type(error).__name__}: {error}")
+            runner.set_mode(case)
+            fn = runner.step_fn(case)
+            start = time.perf_counter()
+            measure.time_blocks(fn, runner.setup.devices, warmup)
+            row["warmup_s"] = time.perf_counter() - start
+        except Exception as error:  # noqa: BLE001
+            row.update(status="failed", reason=f"{type(error).__name__}: {error}".splitlines()[0])
             continue
-        weights = _parameter_bytes(runner.model)
-        for case, row in mine:
-            log(f"warm-up: {_label(case)}")
-            memory = measure.PeakMemory(setup.devices).start()
-            try:
-                runner.set_mode(case)
-                fn = runner.step_fn(case)
-                start = time.perf_counter()
-                measure.time_blocks(fn, setup.devices, settings.warmup)
-                row["warmup_s"] = time.perf_counter() - start
-            except Exception as error:  # noqa: BLE001
-                row.update(status="failed", reason=f"{type(error).__name__}: {error}".splitlines()[0])
-                continue
-            row["peak_memory"] = {
-                device: {"bytes": None if v["bytes"] is None else weights.get(device, 0) + v["bytes"],
-                         "parameters_bytes": weights.get(device, 0), "above_parameters_bytes": v["bytes"],
-                         "method": v["method"]}
-                for device, v in memory.stop().items()}
-            live.append((case, row, fn))
+        row["peak_memory"] = {
+            device: {"bytes": None if v["bytes"] is None else weights.get(device, 0) + v["bytes"],
+                     "parameters_bytes": weights.get(device, 0), "above_parameters_bytes": v["bytes"],
+                     "method": v["method"]}
+            for device, v in memory.stop().items()}
+        live.append((case, row, fn))
+    return live
+
+
+def _timed_rounds(live: List[Live], runners: Dict[Setup, Runner], ceilings: MatmulCeilings,
+                  settings: Settings, log) -> Tuple[Dict[int, List[float]], Dict[int, "_Traffic"]]:
+    """``repeats`` rounds of one timed block of every live case, the ceilings sampled at the
+    start of each; per row (by id): the blocks' seconds and the summed transfer counters."""
     seconds: Dict[int, List[float]] = {id(r): [] for _, r, _ in live}
     traffic: Dict[int, _Traffic] = {id(r): _Traffic() for _, r, _ in live}
     for round_ in range(settings.repeats):
         log(f"timed round {round_ + 1}/{settings.repeats} ({len(live)} cases x {settings.steps} steps)")
-        for rate in matmul.values():
-            if isinstance(rate, measure.MatmulRate):
-                rate.sample()
+        ceilings.sample()
         for case, row, fn in live:
             if row["status"] != "ok":
                 continue
@@ -265,14 +304,7 @@ def run_models(cases: List[Case], settings: Settings, matmul, log) -> Tuple[List
                 row.update(status="failed", reason=f"{type(error).__name__}: {error}".splitlines()[0])
                 continue
             traffic[id(row)].add(runner.traffic(), settings.steps)
-    ceilings = _matmul_results(matmul)
-    for case, row, fn in live:
-        if row["status"] == "ok":
-            _fill(row, case, runners[case.setup], seconds[id(row)], settings.steps, traffic[id(row)],
-                  _ceiling(ceilings, case))
-        row.update(warmup_steps=settings.warmup, timed_steps=settings.steps, repeats=settings.repeats,
-                   input="synthetic batch already on the device (data loading excluded)")
-    return rows, runners
+    return seconds, traffic
 
 
 def _parameter_bytes(model: nn.Module) -> Dict[str, int]:
