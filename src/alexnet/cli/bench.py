@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..devices import DeviceRequest
-from ..experiments.bench import CHOICES, MODELS, MODES, PRECISIONS, Settings, command_line, run_benchmark, save
+from ..experiments.bench import CHOICES, MODELS, MODES, PRECISIONS, BenchSettings, command_line, run_benchmark, save
 from ..experiments.bench.tables import format_report
 from ..model.lrn import LRN_IMPLS
 from . import main
@@ -40,10 +40,11 @@ class _CommaList(click.ParamType):
 
 @main.command()
 @click.option("--devices", "-d", default="auto", show_default=True, metavar="LIST",
-              help="Where to run. Two devices (0,1; cpu,cpu; 0,cpu): the towers on the pair, the other "
-                   "models on the first. One device (0, cpu): the towers with both towers on it, the "
-                   "others on it. auto: the towers on cuda:0,cuda:1 (reported as not run without two "
-                   "GPUs), and on the best single device twice when fewer are visible.")
+              help="Where to run, by the same rules as the other commands (auto, 0, cpu, 0,1, cpu,cpu, "
+                   "0,cpu). The towers model runs the towers layout there (one device: both towers on it); "
+                   "the other models run on the first device. auto: the towers on cuda:0,cuda:1 when two "
+                   "GPUs are visible; else that placement is listed as not run, and the towers run with "
+                   "both towers on the best single device.")
 @click.option("--models", type=_CommaList(MODELS), default=",".join(MODELS), show_default=True,
               help="Which configurations: towers, grouped, one-gpu (the paper's single-column net), "
                    "torchvision (torchvision.models.alexnet, the reference).")
@@ -91,7 +92,7 @@ def bench(devices, models, modes, batch_sizes, precisions, channels_last, compil
     step; the fast LRN against the stock one; and a per-layer profile. Prints a table and
     saves every number with its settings as JSON; `python tools/bench_targets.py JSON` checks
     the project's speed targets against it."""
-    settings = Settings(
+    settings = BenchSettings(
         devices=DeviceRequest.parse(devices), models=models, modes=modes, batch_sizes=batch_sizes, precisions=precisions,
         channels_last=channels_last, compile=compile_, lrn_impl=lrn_impl, warmup=warmup, steps=steps,
         repeats=repeats, lrn_bench=lrn_bench, lrn_batch=lrn_batch,

@@ -17,13 +17,17 @@ device a configuration uses before and after each timed block and never inside i
 
 The modules, in the order a run uses them:
 
-    plan      Settings, the cases they expand to, which ones can run here
+    plan      BenchSettings, the cases they expand to, which ones can run here
     runner    building, warming up and timing the models; the matmul ceilings; the
               per-layer profile
     lrn       the fast LRN against the stock one
     loaders   the data loaders side by side, and training fed by the real loader
     tables    the results as plain-text tables
-    measure   synchronising, peak memory, the matmul ceiling, the machine's description
+    measure   synchronising, peak memory, the matmul rate, the kernel settings
+
+The machine is described by :mod:`alexnet.machine`, precisions map to dtypes through
+:mod:`alexnet.precision`, and ``--devices`` follows :mod:`alexnet.devices`, as in every other
+command.
 
 The project's speed promises (targets) are checked against a results JSON by
 ``tools/bench_targets.py``, not here: this package measures, it does not judge.
@@ -41,21 +45,22 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from ... import machine
 from ...devices import unavailable
 from ...files import write_atomically
 from . import measure
 from .loaders import run_end_to_end, run_loaders
 from .lrn import run_lrn
-from .plan import CHOICES, MODELS, MODES, PRECISIONS, Settings, placements, plan, uses_gpu, why_not_run
+from .plan import CHOICES, MODELS, MODES, PRECISIONS, BenchSettings, placements, plan, uses_gpu, why_not_run
 from .runner import MatmulCeilings, run_models, run_profile
 
 SCHEMA = "alexnet-bench/1"
 
-__all__ = ["CHOICES", "MODELS", "MODES", "PRECISIONS", "SCHEMA", "Settings", "command_line", "placements", "plan",
-           "run_benchmark", "save", "why_not_run"]
+__all__ = ["CHOICES", "MODELS", "MODES", "PRECISIONS", "SCHEMA", "BenchSettings", "command_line", "environment",
+           "placements", "plan", "run_benchmark", "save", "why_not_run"]
 
 
-def run_benchmark(settings: Settings, log: Callable[[str], None] = lambda message: None,
+def run_benchmark(settings: BenchSettings, log: Callable[[str], None] = lambda message: None,
                   command: Optional[Sequence[str]] = None) -> Dict[str, object]:
     """Plan, measure and evaluate; returns the JSON-ready results."""
     started = time.time()
@@ -66,21 +71,17 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = lambda messag
     previous_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = settings.cudnn_benchmark
     try:
-        pairs = sorted({(a.index or 0, b.index or 0) for c in cases if c.setup.model == "towers"
-                        for a, b in [c.setup.devices] if a.type == b.type == "cuda" and a != b
-                        and not unavailable(c.setup.devices)})
-        pairs = [p for a, b in pairs for p in ((a, b), (b, a))]
-        env = measure.environment(pairs)
+        env = environment(_gpu_pairs(cases))
         ceilings = MatmulCeilings([c for c in cases if why_not_run(c) is None], settings, log)
         rows, runners = run_models(cases, settings, ceilings, log)
         matmul = ceilings.results()
         del ceilings  # its matrices: the LRN and profile sections run without them
         for row in rows:
-            row["device_names"] = [measure.device_name(torch.device(d)) if not unavailable([torch.device(d)])
+            row["device_names"] = [machine.device_name(torch.device(d)) if not unavailable([torch.device(d)])
                                    else None for d in row["devices"]]
             if row["model"] == "towers" and len(set(row["devices"])) == 2:
                 row["peer_access"] = _peer(env, row["devices"])
-        single = placements(settings.devices)[1]
+        single = placements(settings.devices)[1].primary
         lrn_rows = run_lrn(settings, single, log) if settings.lrn_bench else []
         profile = run_profile(settings, cases, rows, runners, log)
         del runners
@@ -98,7 +99,7 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = lambda messag
         "command": list(command) if command is not None else None,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "duration_s": time.time() - started,
-        "load_average_at_end": measure.load_average(),
+        "load_average_at_end": machine.load_average(),
         "environment": env,
         "settings": settings.as_dict(),
         "matmul": list(matmul.values()),
@@ -108,6 +109,20 @@ def run_benchmark(settings: Settings, log: Callable[[str], None] = lambda messag
         "loaders": loaders,
         "end_to_end": end_to_end,
     }
+
+
+def environment(cuda_pairs: Sequence[Sequence[int]] = ()) -> Dict[str, object]:
+    """The machine (``alexnet.machine.describe``: software, commit, CPU, GPUs and peer access
+    between ``cuda_pairs``, load) and the kernel settings this run measures under."""
+    return {**machine.describe(cuda_pairs), "kernel_settings": measure.kernel_settings()}
+
+
+def _gpu_pairs(cases) -> List[tuple]:
+    """Both directions between the two GPUs of every runnable towers case: where peer access matters."""
+    pairs = sorted({(a.index or 0, b.index or 0) for c in cases if c.setup.model == "towers"
+                    for a, b in [c.setup.devices] if a.type == b.type == "cuda" and a != b
+                    and not unavailable(c.setup.devices)})
+    return [p for a, b in pairs for p in ((a, b), (b, a))]
 
 
 def _peer(env, devices) -> Optional[bool]:

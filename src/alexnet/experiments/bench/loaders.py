@@ -28,11 +28,12 @@ from ...data.transforms import train_crops
 from ...devices import unavailable
 from ...errors import AlexNetError, ConfigError
 from ...files import cache_entry
+from ...precision import autocast_dtype
 from ...progress import SILENT, Reporter
 from ...train.optim import paper_sgd
 from ...train.step import train_step
 from . import measure
-from .plan import Settings, Setup, placements
+from .plan import BenchSettings, Setup, placements
 from .runner import build, find_row
 
 PATHS = ("folder-pil", "folder-tvjpeg", "packed-raw", "packed-jpeg")
@@ -168,7 +169,7 @@ def format_throughput(results: List[Dict]) -> str:
     return "\n".join(lines)
 
 
-def run_loaders(settings: Settings, batch_size: int) -> Dict[str, object]:
+def run_loaders(settings: BenchSettings, batch_size: int) -> Dict[str, object]:
     """The data pipeline's loader paths (``measure_loader_paths``) on the same images."""
     try:
         # In this process (no workers), in interleaved rounds: images per second per core, the
@@ -181,13 +182,13 @@ def run_loaders(settings: Settings, batch_size: int) -> Dict[str, object]:
     return {"status": "ok", "batch_size": batch_size, "workers": 0, "rows": rows}
 
 
-def run_end_to_end(settings: Settings, rows: List[Dict[str, object]], log) -> Dict[str, object]:
+def run_end_to_end(settings: BenchSettings, rows: List[Dict[str, object]], log) -> Dict[str, object]:
     """Training fed by the real loader: the dataset (--data-root, else the built-in one) read
     through ``make_loader`` with ``loader_workers`` processes, the paper's augmentation on the
     device (``Preprocess.train``) and the grouped net's training step, as ``alexnet train``
     runs them. Beside it, the same net's training step on a synthetic batch (the results row)
     and the loader with the augmentation alone, so the verdict says which one is the limit."""
-    device = placements(settings.devices)[1]
+    device = placements(settings.devices)[1].primary
     reason = unavailable([device])
     if reason:
         return {"status": "not run", "reason": reason}
@@ -205,7 +206,7 @@ def run_end_to_end(settings: Settings, rows: List[Dict[str, object]], log) -> Di
     if steps <= settings.warmup:
         return {"status": "not run", "reason": f"{root}: {len(dataset)} training images give fewer than "
                                                f"{settings.warmup + 1} batches of {batch}"}
-    amp = measure.autocast_dtype(precision)
+    amp = autocast_dtype(precision)
     preprocess = Preprocess(stats=stats)
     setup = Setup("grouped", (device,), settings.lrn_impl if settings.lrn_impl != "both" else "fast", False, False)
     log(f"end to end: {len(dataset)} images from {root}, batch {batch}, {settings.loader_workers} workers")
@@ -235,7 +236,7 @@ def run_end_to_end(settings: Settings, rows: List[Dict[str, object]], log) -> Di
                          precision=precision, lrn_impl=setup.lrn_impl, channels_last=False, compile=False)
     model_only = synthetic["images_per_s"]["median"] if synthetic else None
     verdict = limit(loading, model_only)
-    return {"status": "ok", "data_root": str(root), "images": len(dataset), **setup.describe(),
+    return {"status": "ok", "data_root": str(root), "images": len(dataset), **setup.as_dict(),
             "batch_size": batch, "precision": precision, "workers": settings.loader_workers,
             "timed_steps": steps - settings.warmup, "warmup_steps": settings.warmup,
             "train_images_per_s": training, "loader_images_per_s": loading,

@@ -1,30 +1,36 @@
-"""The fast LRN against the stock one, on its own, at AlexNet's two LRN inputs."""
+"""The fast LRN against the stock one, on its own, at AlexNet's LRN inputs (from the layer table)."""
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 
 from ...devices import unavailable
 from ...model.lrn import LRN_IMPLS, LocalResponseNorm
+from ...model.spec import resolve
 from . import measure
-from .plan import Settings
-
-#: AlexNet's two LRN inputs (per image): after conv1 and after conv2, two towers each.
-LRN_SHAPES = ((96, 55, 55), (256, 27, 27))
-LRN_GROUPS = 2
+from .plan import BenchSettings
 
 
-def run_lrn(settings: Settings, device: torch.device, log) -> List[Dict[str, object]]:
-    """The fast LRN against the stock one at AlexNet's two LRN shapes, forward + backward:
-    time (interleaved repeats), peak memory, bytes kept for backward, and the largest
-    difference between their values and gradients."""
+def lrn_inputs() -> Tuple[Tuple[Tuple[int, int, int], ...], int]:
+    """The paper's LRN inputs per image, from the layer table (each layer with LRN: its
+    output maps and size, over both towers), and the towers they are split between."""
+    spec = resolve()
+    shapes = tuple((row.out_channels, row.out_size, row.out_size) for row in spec.layers if row.layer.lrn)
+    return shapes, spec.towers
+
+
+def run_lrn(settings: BenchSettings, device: torch.device, log) -> List[Dict[str, object]]:
+    """The fast LRN against the stock one at AlexNet's LRN inputs, forward + backward: time
+    (interleaved repeats), peak memory, bytes kept for backward, and the largest difference
+    between their values and gradients."""
     reason = unavailable([device])
+    shapes, groups = lrn_inputs()
     rows = []
-    for shape in LRN_SHAPES:
+    for shape in shapes:
         full = (settings.lrn_batch, *shape)
-        base = {"shape": list(full), "groups": LRN_GROUPS, "device": str(device), "dtype": "fp32",
+        base = {"shape": list(full), "groups": groups, "device": str(device), "dtype": "fp32",
                 "pass": "forward+backward", "repeats": settings.lrn_repeats}
         if reason:
             rows.extend({**base, "impl": impl, "status": "not run", "reason": reason} for impl in LRN_IMPLS)
@@ -33,7 +39,7 @@ def run_lrn(settings: Settings, device: torch.device, log) -> List[Dict[str, obj
         # ReLU outputs on the scale conv1 and conv2 produce for 0-255 inputs.
         x = (torch.randn(full, generator=g) * 30).relu_().to(device)
         grad = torch.randn(full, generator=g).to(device)
-        modules = {impl: LocalResponseNorm(shape[0], groups=LRN_GROUPS, impl=impl) for impl in LRN_IMPLS}
+        modules = {impl: LocalResponseNorm(shape[0], groups=groups, impl=impl) for impl in LRN_IMPLS}
         outputs = {}
 
         def run(impl):
@@ -63,7 +69,7 @@ def run_lrn(settings: Settings, device: torch.device, log) -> List[Dict[str, obj
             for impl in LRN_IMPLS:
                 by_impl[impl]["ms"].append(measure.time_blocks(lambda: run(impl), [device], 1) * 1e3)
         for impl in LRN_IMPLS:
-            by_impl[impl]["ms"] = measure.spread(by_impl[impl]["ms"])
+            by_impl[impl]["ms"] = measure.median_spread(by_impl[impl]["ms"])
         speedup = by_impl["stock"]["ms"]["median"] / by_impl["fast"]["ms"]["median"]
         by_impl["fast"].update(speedup_vs_stock=speedup, **difference)
         rows.extend(by_impl[impl] for impl in LRN_IMPLS)

@@ -1,17 +1,16 @@
 """Measuring on devices honestly: synchronising every device used, peak memory, the
-matrix-multiply ceiling, multiply-add counts and the machine's description.
+matrix-multiply ceiling, multiply-add counts, and the kernel settings that change what is
+measured (flushing denormals, cuDNN's choices).
 
-Used by ``alexnet bench`` (:mod:`alexnet.experiments.bench`); nothing here prints.
+Used by ``alexnet bench`` (:mod:`alexnet.experiments.bench`); nothing here prints. The
+machine the figures come from is described by :mod:`alexnet.machine`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
 import re
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
@@ -19,8 +18,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ...devices import cuda_count
-from ...machine import software_versions
+from ...precision import precision_name
 
 
 # -- timing ----------------------------------------------------------------------------------
@@ -46,7 +44,7 @@ def time_blocks(fn: Callable[[], object], devices: Sequence[torch.device], steps
     return time.perf_counter() - start
 
 
-def spread(values: Sequence[float]) -> Dict[str, object]:
+def median_spread(values: Sequence[float]) -> Dict[str, object]:
     """Median, min and max of repeated measurements, and every value."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
             "all": list(values)}
@@ -167,21 +165,8 @@ class MatmulRate:
         self.rates.append(2.0 * self.size ** 3 / seconds / 1e12)
 
     def result(self) -> Dict[str, object]:
-        return {"device": str(self.device), "dtype": dtype_name(self.dtype), "size": self.size,
-                "samples": len(self.rates), "tflops": spread(self.rates)}
-
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast_dtype(precision: str) -> Optional[torch.dtype]:
-    """--precision -> the autocast dtype for ``train_step``/``autocast_context`` (None: fp32)."""
-    dtype = DTYPES[precision]
-    return None if dtype == torch.float32 else dtype
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {v: k for k, v in DTYPES.items()}.get(dtype, str(dtype))
+        return {"device": str(self.device), "dtype": precision_name(self.dtype), "size": self.size,
+                "samples": len(self.rates), "tflops": median_spread(self.rates)}
 
 
 # -- cost ------------------------------------------------------------------------------------
@@ -213,83 +198,7 @@ def count_macs(model: nn.Module, device: torch.device, size: int = 224) -> int:
     return total[0]
 
 
-# -- the machine -----------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        return cpu_model()
-    return device.type
-
-
-def _git_commit() -> Optional[Dict[str, object]]:
-    root = Path(__file__).resolve().parents[3]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit, "modified_files": bool(dirty)}
-
-
-def environment(cuda_pairs: Sequence[Sequence[int]] = ()) -> Dict[str, object]:
-    """Software versions, the CPU, the GPUs, and the settings that change kernel choices."""
-    cuda = {"available": torch.cuda.is_available(), "version": torch.version.cuda, "devices": []}
-    if cuda_count():
-        cuda["cudnn"] = torch.backends.cudnn.version()
-        for i in range(cuda_count()):
-            props = torch.cuda.get_device_properties(i)
-            cuda["devices"].append({"index": i, "name": props.name, "memory_bytes": props.total_memory,
-                                    "capability": f"{props.major}.{props.minor}"})
-        cuda["peer_access"] = [
-            {"from": f"cuda:{a}", "to": f"cuda:{b}", "enabled": bool(torch.cuda.can_device_access_peer(a, b))}
-            for a, b in cuda_pairs
-        ]
-    return {
-        **software_versions(),
-        "git": _git_commit(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "mkldnn": torch.backends.mkldnn.is_available(),
-        "cuda": cuda,
-        "load_average": load_average(),
-        "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
-        "kernel_settings": {
-            "flush_denormal": _flush_denormal_state(),
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-            "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        },
-    }
-
-
-#: Environment variables that change how the CPU's thread pools behave.
-THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "KMP_BLOCKTIME",
-              "THP_MEM_ALLOC_ENABLE")
-
-
-def load_average() -> Optional[List[float]]:
-    """The machine's 1, 5 and 15 minute load averages: how busy it was besides this run."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
+# -- kernel settings -----------------------------------------------------------------------
 
 _FLUSH_DENORMAL = [False]
 
@@ -303,5 +212,11 @@ def set_flush_denormal(flag: bool) -> bool:
     return ok
 
 
-def _flush_denormal_state() -> bool:
-    return _FLUSH_DENORMAL[0]
+def kernel_settings() -> Dict[str, object]:
+    """The settings that change which kernels run, as they stand: recorded beside the figures."""
+    return {
+        "flush_denormal": _FLUSH_DENORMAL[0],
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }

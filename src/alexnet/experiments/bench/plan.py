@@ -10,22 +10,23 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from ...data.loader import default_workers
-from ...devices import AUTO, DeviceRequest, auto_devices, unavailable
+from ...devices import AUTO, DeviceRequest, Placement, unavailable
 from ...errors import ConfigError
 from ...model.lrn import LRN_IMPLS
-from . import measure
-
-SCHEMA = "alexnet-bench/1"
+from ...precision import PRECISIONS, autocast_unsupported
 
 #: The configurations, by name: which net, which layout, how many devices.
 MODELS = ("towers", "grouped", "one-gpu", "torchvision")
 MODES = ("train", "inference")
-PRECISIONS = tuple(measure.DTYPES)
 CHOICES = ("off", "on", "both")
+
+#: The paper's setup: one tower per GPU. ``--devices auto`` lists it even where fewer than two
+#: GPUs are visible, so the table says the two-GPU figures were not measured.
+PAPER_TOWERS = Placement("towers", (torch.device("cuda", 0), torch.device("cuda", 1)))
 
 
 @dataclass
-class Settings:
+class BenchSettings:
     """Everything that decides what the benchmark measures. ``None`` means "the default for
     the devices and for --quick" (see :meth:`resolved`)."""
 
@@ -54,7 +55,7 @@ class Settings:
     data_root: Optional[str] = None
     loader_workers: Optional[int] = None
 
-    def resolved(self, gpu: bool) -> "Settings":
+    def resolved(self, gpu: bool) -> "BenchSettings":
         """Fill every ``None`` for a CPU-only or a GPU run, short under ``quick``."""
         quick = self.quick
         defaults = {
@@ -107,29 +108,29 @@ def _expand(choice: str) -> Tuple[bool, ...]:
 
 # -- planning --------------------------------------------------------------------------------
 
-def placements(devices: DeviceRequest) -> Tuple[List[Tuple[torch.device, ...]], torch.device]:
-    """``--devices`` -> (the towers placements to try, the single device for the other models).
+def placements(devices: DeviceRequest) -> Tuple[List[Placement], Placement]:
+    """``--devices`` -> (the towers placements to try, the placement of the one-device models),
+    by the rules every command follows (:meth:`DeviceRequest.resolve`).
 
-    auto: towers on cuda:0,cuda:1; with fewer than two GPUs that placement is still listed
-    (and reported as not run), and the towers also run with both towers on the best single
-    device. ``X``: towers on X,X. ``X,Y``: towers on X,Y; the one-device models on X.
-    Devices are not checked here: a missing one makes its configurations "not run".
+    The towers model runs the towers layout on the request: two devices, one tower each; one
+    device, both towers on it; auto, two GPUs when visible, else both towers on the best
+    single device, with the paper's cuda:0,cuda:1 listed first. The other models run on the
+    request's first device. Devices are not checked here: a missing one makes its
+    configurations "not run".
     """
-    devices = DeviceRequest.of(devices)
-    if devices.auto:
-        found = auto_devices()
-        if len(found) == 2:
-            return [found], found[0]
-        return [(torch.device("cuda", 0), torch.device("cuda", 1)), (found[0], found[0])], found[0]
-    found = devices.devices
-    pair = tuple(found) if len(found) == 2 else (found[0], found[0])
-    return [pair], found[0]
+    request = DeviceRequest.of(devices)
+    towers = DeviceRequest(request.devices, "towers").resolve(towers=2, check=False)
+    single = request.first_device().resolve(towers=1, check=False)
+    tried = [towers]
+    if request.auto and towers != PAPER_TOWERS:
+        tried.insert(0, PAPER_TOWERS)
+    return tried, single
 
 
 def uses_gpu(devices: DeviceRequest) -> bool:
     """Whether ``--devices`` names a CUDA device that is visible here (it sets the defaults)."""
     towers, single = placements(devices)
-    found = {single, *(d for pair in towers for d in pair)}
+    found = {*single.devices, *(d for placement in towers for d in placement.devices)}
     return any(d.type == "cuda" and unavailable([d]) is None for d in found)
 
 
@@ -155,7 +156,7 @@ class Setup:
     def primary(self) -> torch.device:
         return self.devices[0]
 
-    def describe(self) -> Dict[str, object]:
+    def as_dict(self) -> Dict[str, object]:
         return {"model": self.model, "variant": self.variant, "layout": self.layout,
                 "devices": [str(d) for d in self.devices], "lrn_impl": self.lrn_impl,
                 "channels_last": self.channels_last, "compile": self.compile}
@@ -170,19 +171,19 @@ class Case:
     precision: str
     mode: str
 
-    def describe(self) -> Dict[str, object]:
-        return {**self.setup.describe(), "batch_size": self.batch_size, "precision": self.precision,
+    def as_dict(self) -> Dict[str, object]:
+        return {**self.setup.as_dict(), "batch_size": self.batch_size, "precision": self.precision,
                 "mode": self.mode}
 
 
-def plan(settings: Settings) -> List[Case]:
+def plan(settings: BenchSettings) -> List[Case]:
     """Every case the settings ask for, runnable here or not, in table order."""
     towers, single = placements(settings.devices)
     impls = LRN_IMPLS if settings.lrn_impl == "both" else (settings.lrn_impl,)
     cases = []
     for model in settings.models:
-        where = towers if model == "towers" else [(single,)]
-        for devices in where:
+        where = towers if model == "towers" else [single]
+        for devices in (placement.devices for placement in where):
             for lrn_impl in (impls if model != "torchvision" else (None,)):
                 for channels_last in _expand(settings.channels_last):
                     for compiled in _expand(settings.compile):
@@ -199,11 +200,9 @@ def why_not_run(case: Case) -> Optional[str]:
     reason = unavailable(case.setup.devices)
     if reason:
         return reason
-    types = {d.type for d in case.setup.devices}
-    if case.precision == "fp16" and types != {"cuda"}:
-        return "fp16 autocast is benchmarked on CUDA devices only"
-    if case.precision == "bf16" and "mps" in types:
-        return "bf16 autocast is not supported on mps here"
-    if case.setup.compile and "mps" in types:
+    reason = autocast_unsupported(case.precision, case.setup.devices)
+    if reason:
+        return reason
+    if case.setup.compile and any(d.type == "mps" for d in case.setup.devices):
         return "torch.compile is not benchmarked on mps"
     return None

@@ -12,10 +12,11 @@ from torch import nn
 
 from ...model.build import build_model
 from ...model.spec import CROP, resolve
+from ...precision import DTYPES, autocast_context, autocast_dtype
 from ...train.optim import paper_sgd
-from ...train.step import autocast_context, train_step
+from ...train.step import train_step
 from . import measure
-from .plan import Case, Settings, Setup, why_not_run
+from .plan import BenchSettings, Case, Setup, why_not_run
 from .profile import profile_layers
 
 # -- building and stepping -------------------------------------------------------------------
@@ -68,7 +69,7 @@ class Runner:
 
     def step_fn(self, case: Case) -> Callable[[], object]:
         images, labels = self.batch(case.batch_size)
-        amp = measure.autocast_dtype(case.precision)
+        amp = autocast_dtype(case.precision)
         model = self.run_model
         if case.mode == "train":
             scaler = None
@@ -100,7 +101,7 @@ class Runner:
 # -- results ---------------------------------------------------------------------------------
 
 def _row(case: Case, status: str, reason: Optional[str] = None) -> Dict[str, object]:
-    return {**case.describe(), "status": status, "reason": reason}
+    return {**case.as_dict(), "status": status, "reason": reason}
 
 
 class _Traffic:
@@ -149,10 +150,10 @@ def _fill(row: Dict[str, object], case: Case, runner: Runner, seconds: List[floa
     ms = [s / steps * 1e3 for s in seconds]
     ips = [case.batch_size / (s / steps) for s in seconds]
     flops_per_image = 2 * runner.macs * (3 if case.mode == "train" else 1)
-    achieved = flops_per_image * measure.spread(ips)["median"] / 1e12
+    achieved = flops_per_image * measure.median_spread(ips)["median"] / 1e12
     row.update({
-        "ms_per_step": measure.spread(ms),
-        "images_per_s": measure.spread(ips),
+        "ms_per_step": measure.median_spread(ms),
+        "images_per_s": measure.median_spread(ips),
         "macs_per_image": runner.macs,
         # Training counts forward + the two backward products (input and weight gradients):
         # 3x the forward pass, the usual convention.
@@ -173,7 +174,7 @@ class MatmulCeilings:
     :class:`measure.MatmulRate` each (or a failure entry), sampled once when built and then
     once per timed round, so the ceiling sees the same machine as the figures beside it."""
 
-    def __init__(self, cases: List[Case], settings: Settings, log: Callable[[str], None]):
+    def __init__(self, cases: List[Case], settings: BenchSettings, log: Callable[[str], None]):
         wanted = {}
         for case in cases:
             for device in case.setup.devices:
@@ -182,7 +183,7 @@ class MatmulCeilings:
         for key, (device, precision) in wanted.items():
             log(f"matmul ceiling on {device} in {precision}")
             try:
-                self.rates[key] = measure.MatmulRate(device, measure.DTYPES[precision], settings.matmul_size,
+                self.rates[key] = measure.MatmulRate(device, DTYPES[precision], settings.matmul_size,
                                                      inner=20 if device.type == "cuda" else 1)
                 self.rates[key].sample()
             except RuntimeError as error:  # e.g. a dtype the CPU's BLAS does not do
@@ -214,7 +215,7 @@ def _ceiling(matmul: Dict[str, Dict[str, object]], case: Case) -> Optional[float
 Live = Tuple[Case, Dict[str, object], Callable[[], object]]
 
 
-def run_models(cases: List[Case], settings: Settings, ceilings: MatmulCeilings,
+def run_models(cases: List[Case], settings: BenchSettings, ceilings: MatmulCeilings,
                log) -> Tuple[List[Dict[str, object]], Dict[Setup, Runner]]:
     """Warm up every runnable case (measuring its peak memory), then time all of them in
     interleaved rounds."""
@@ -284,7 +285,7 @@ def _warm_up(runner: Runner, mine, warmup: int, log) -> List[Live]:
 
 
 def _timed_rounds(live: List[Live], runners: Dict[Setup, Runner], ceilings: MatmulCeilings,
-                  settings: Settings, log) -> Tuple[Dict[int, List[float]], Dict[int, "_Traffic"]]:
+                  settings: BenchSettings, log) -> Tuple[Dict[int, List[float]], Dict[int, "_Traffic"]]:
     """``repeats`` rounds of one timed block of every live case, the ceilings sampled at the
     start of each; per row (by id): the blocks' seconds and the summed transfer counters."""
     seconds: Dict[int, List[float]] = {id(r): [] for _, r, _ in live}
@@ -334,7 +335,7 @@ def find_row(rows, **want):
     return None
 
 
-def run_profile(settings: Settings, cases: List[Case], rows: List[Dict[str, object]],
+def run_profile(settings: BenchSettings, cases: List[Case], rows: List[Dict[str, object]],
                 runners: Dict[Setup, "Runner"], log) -> Dict[str, object]:
     """Per-layer time of the ``--profile`` model's training step, on a runner already built."""
     if settings.profile is None:
@@ -349,11 +350,11 @@ def run_profile(settings: Settings, cases: List[Case], rows: List[Dict[str, obje
     runner.set_mode(case)
     # The eager model: hooks and the profiler's scopes do not survive torch.compile.
     images, labels = runner.batch(case.batch_size)
-    amp = measure.autocast_dtype(case.precision)
+    amp = autocast_dtype(case.precision)
     scaler = runner.scalers.get("fp16")
 
     def step():
         return train_step(runner.model, images, labels, runner.optimizer, amp_dtype=amp, scaler=scaler)
 
     result = profile_layers(runner.model, step, case.setup.devices, steps=settings.profile_steps)
-    return {"status": "ok", **case.describe(), "compile": False, **result}
+    return {"status": "ok", **case.as_dict(), "compile": False, **result}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
+from ...tables import plain_table
 from .loaders import format_throughput
 
 
@@ -19,13 +20,6 @@ def fmt_bytes(n: Optional[float]) -> str:
 
 def fmt_spread(s: Dict[str, float], digits: int = 1) -> str:
     return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
-
-
-def _table(header: Sequence[str], rows: List[Sequence[str]], right: Sequence[bool]) -> List[str]:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
-    def line(cells):
-        return "  ".join((str(c).rjust(w) if r else str(c).ljust(w)) for c, w, r in zip(cells, widths, right)).rstrip()
-    return [line(header)] + [line(r) for r in rows]
 
 
 def _load(values) -> str:
@@ -73,7 +67,7 @@ def results_table(results) -> List[str]:
                                 _memory(r), _traffic(r)))
         if r.get("peer_access") is not None:
             notes.append(f"peer access {_devices(r['devices'])}: {'enabled' if r['peer_access'] else 'not available'}")
-    return _table(header, rows, right) + ([""] + list(dict.fromkeys(notes)) if notes else [])
+    return plain_table(header, rows, right) + ([""] + list(dict.fromkeys(notes)) if notes else [])
 
 
 def matmul_table(results) -> List[str]:
@@ -83,7 +77,7 @@ def matmul_table(results) -> List[str]:
             rows.append((m["device"], m["dtype"], f"{m['size']}x{m['size']}", fmt_spread(m["tflops"], 3)))
         else:
             rows.append((m["device"], m["dtype"], "-", f"failed: {m.get('reason', '')}"))
-    return _table(("device", "dtype", "matrices", "TFLOP/s median [min-max]"), rows, (False, False, True, True))
+    return plain_table(("device", "dtype", "matrices", "TFLOP/s median [min-max]"), rows, (False, False, True, True))
 
 
 def lrn_table(results) -> List[str]:
@@ -98,9 +92,10 @@ def lrn_table(results) -> List[str]:
                      f"{r['speedup_vs_stock']:.2f}x" if "speedup_vs_stock" in r else "",
                      f"{r['max_rel_diff_value']:.1e} / {r['max_diff_grad_over_max_grad']:.1e}"
                      if "max_rel_diff_value" in r else ""))
-    return _table(("shape (groups=2)", "impl", "device", "ms fwd+bwd median [min-max]", "peak memory",
-                   "kept for backward", "speed-up", "diff value / grad"),
-                  rows, (False, False, False, True, True, True, True, True))
+    groups = ",".join(str(g) for g in sorted({r["groups"] for r in results["lrn"]}))
+    return plain_table((f"shape (groups={groups})", "impl", "device", "ms fwd+bwd median [min-max]", "peak memory",
+                        "kept for backward", "speed-up", "diff value / grad"),
+                       rows, (False, False, False, True, True, True, True, True))
 
 
 def profile_table(profile) -> List[str]:
@@ -113,8 +108,8 @@ def profile_table(profile) -> List[str]:
     rows = [(r["name"], r["type"], f"{r['forward_ms']:.1f}", f"{r['backward_ms']:.1f}", f"{r['total_ms']:.1f}",
              f"{r['share']:.1%}" if r["share"] is not None else "-") for r in shown]
     left = len(profile["rows"]) - len(shown)
-    return [head] + _table(("layer", "type", "forward ms", "backward ms", "total ms", "share"), rows,
-                           (False, False, True, True, True, True)) + (
+    return [head] + plain_table(("layer", "type", "forward ms", "backward ms", "total ms", "share"), rows,
+                                (False, False, True, True, True, True)) + (
         [f"({left} rows under 0.05 ms left out; all are in the JSON)"] if left else [])
 
 
@@ -133,6 +128,16 @@ def end_to_end_lines(e2e) -> List[str]:
     ]
 
 
+def _commit(git) -> str:
+    """The commit, and how many tracked files differ from it (``machine.git_state``), for the
+    report's version line; "" outside a git checkout."""
+    if not git or not git.get("commit"):
+        return ""
+    changed = len(git.get("modified_files") or [])
+    modified = f", {changed} tracked file{'s' if changed != 1 else ''} modified" if changed else ""
+    return f" ({git['commit'][:12]}{modified})"
+
+
 def format_report(results) -> str:
     env = results["environment"]
     s = results["settings"]
@@ -141,7 +146,7 @@ def format_report(results) -> str:
         f"AlexNet benchmark ({results['created']}, {results['duration_s']:.0f} s)",
         f"cpu: {env['cpu']} ({env['cpu_count']} cores, {env['torch_threads']} torch threads); gpus: {gpus}",
         f"python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, alexnet {env['alexnet']}"
-        + (f" ({env['git']['commit'][:12]}{', modified' if env['git']['modified_files'] else ''})" if env.get("git") else ""),
+        + _commit(env.get("git")),
         f"load average at start {_load(env.get('load_average'))}, at end {_load(results.get('load_average_at_end'))} "
         f"(on {env['cpu_count']} cores: above that, other work shared the machine)",
         f"{s['warmup']} warm-up steps, then {s['repeats']} blocks of {s['steps']} timed steps per case, interleaved "
