@@ -69,7 +69,12 @@ def test_the_budgets_are_the_documented_ones_and_under_the_issue_limit(dry_run):
 
 
 def test_only_runs_the_named_steps_and_the_environment_within_scaled_budgets(dry_run, tmp_path, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    # A stand-in for the environment step (the real one ran in the dry run): a machine without GPUs.
+    no_gpu = json.dumps({"gpu_count": 0, "cuda": {"devices": []}})
+    write = f"import pathlib, sys; pathlib.Path(sys.argv[1]).write_text({no_gpu!r})"
+    environment = dataclasses.replace(gc.STEPS[0], command=lambda check: [
+        sys.executable, "-c", write, str(check.path("environment.json"))])
+    monkeypatch.setattr(gc, "STEPS", (environment, *gc.STEPS[1:]))
     assert gc.main(["--dry-run", "--only", "bench,train", "--budget-scale", "2", str(tmp_path)]) == 0
     steps = {s["name"]: s for s in read_report(tmp_path)[0]["steps"]}
     assert steps["environment"]["status"] == "ok"
