@@ -17,8 +17,8 @@ from alexnet.train import distributed
 from alexnet.train.distributed import World
 from alexnet.train import loop
 from alexnet.train.loop import Interrupted, train_one_epoch
-from alexnet.train.recipe import get_recipe
-from alexnet.train.session import TrainConfig, set_up
+from alexnet.train.config import TrainConfig
+from alexnet.train.session import set_up
 
 
 class _NoStop:
@@ -26,22 +26,23 @@ class _NoStop:
 
 
 def _config(data, out, devices, batch, steps):
-    recipe = get_recipe("builtin").replace(batch_size=batch, epochs=1, dropout=0.0, seed=3)
-    return TrainConfig(recipe=recipe, data=str(data), out=str(out), devices=devices, workers=0,
-                       ten_crop=False, max_steps=steps, log_every=1, overwrite=True)
+    return TrainConfig.from_preset("builtin", batch_size=batch, epochs=1, dropout=0.0, seed=3, data=str(data),
+                                   out=str(out), devices=devices, workers=0, ten_crop=False, max_steps=steps,
+                                   log_every=1, overwrite=True)
 
 
 def run_replica(data, out, devices, batch, steps, result, world=None):
     world = World.from_env() if world is None else world
     session = set_up(_config(data, out, devices, batch, steps), world=world)
-    session.model.reset_traffic()
+    session.state.model.reset_traffic()
     try:
         train_one_epoch(session, 0, _NoStop())
     except Interrupted:
         pass  # max_steps: stopped after saving, as a user's run would
-    torch.save({"state": {k: v.detach().cpu() for k, v in session.model.state_dict().items()},
-                "traffic": session.model.traffic(), "progress": dict(session.progress),
-                "placement": session.placement.as_dict(), "world": [world.rank, world.size]}, str(result))
+    model = session.state.model
+    torch.save({"state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "traffic": model.traffic(), "progress": dict(session.state.progress),
+                "placement": session.plan.placement.as_dict(), "world": [world.rank, world.size]}, str(result))
     distributed.finish(session.started_group)
 
 

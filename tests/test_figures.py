@@ -34,7 +34,6 @@ from alexnet.train.checkpoint import read_checkpoint
 from alexnet.train.curves import plot_curves
 from alexnet.train.evaluate import preprocess_from_checkpoint
 from alexnet.train.loop import TrainConfig, train
-from alexnet.train.recipe import get_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -53,15 +52,12 @@ def trained(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny-run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ALEXNET_CACHE", str(tmp_path_factory.mktemp("cache")))
-        recipe = get_recipe("builtin").replace(epochs=1, batch_size=4)
-        train(TrainConfig(recipe=recipe, data=str(tiny), out=str(out), devices="cpu", workers=0, log_every=1,
-                          ten_crop=False))
+        train(TrainConfig.from_preset("builtin", epochs=1, batch_size=4, data=str(tiny), out=str(out), devices="cpu",
+                                      workers=0, log_every=1, ten_crop=False))
     return out
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
 
 def run(*args):

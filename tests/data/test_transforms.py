@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from alexnet.data.stats import DatasetStats
-from alexnet.data.transforms import (PCA_CONVENTIONS, TEN_CROP_NAMES, center_crops, crop_windows, pca_lighting,
+from alexnet.data.transforms import (PCA_CONVENTIONS, TEN_CROP_NAMES, centre_crops, crop_windows, pca_lighting,
                                      train_crops, ten_crops)
 from alexnet.errors import DataError
 
@@ -147,15 +147,15 @@ def test_ten_crops_are_the_exact_windows_in_the_documented_order():
         assert torch.allclose(out[:, 5 + k].double(), plain.flip(-1), atol=1e-4), TEN_CROP_NAMES[5 + k]
 
 
-def test_center_crops_with_either_mean():
+def test_centre_crops_with_either_mean():
     images, stats = random_images(3, seed=4), make_stats()
     window = images.double()[:, :, 16:240, 16:240]
-    assert torch.allclose(center_crops(images, stats).double(),
+    assert torch.allclose(centre_crops(images, stats).double(),
                           window - stats.mean_image.double()[:, 16:240, 16:240], atol=1e-4)
-    assert torch.allclose(center_crops(images, stats, mean="channel").double(),
+    assert torch.allclose(centre_crops(images, stats, mean="channel").double(),
                           window - stats.channel_mean.double().view(1, 3, 1, 1), atol=1e-4)
     # The centre crop's own window is the mean's centre window: both conventions agree there.
-    assert torch.equal(center_crops(images, stats, mean="centre"), center_crops(images, stats))
+    assert torch.equal(centre_crops(images, stats, mean="centre"), centre_crops(images, stats))
 
 
 def test_227_crops_for_caffe_style_inputs():
@@ -163,7 +163,7 @@ def test_227_crops_for_caffe_style_inputs():
     out = train_crops(images, stats, torch.Generator().manual_seed(0), crop=227, pca="none", mean="none")
     assert out.shape == (2, 3, 227, 227)
     assert ten_crops(images, stats, crop=227).shape == (2, 10, 3, 227, 227)
-    assert torch.equal(center_crops(images, stats, crop=227, mean="none"), images[:, :, 14:241, 14:241].float())
+    assert torch.equal(centre_crops(images, stats, crop=227, mean="none"), images[:, :, 14:241, 14:241].float())
 
 
 def test_wrong_inputs_are_named():
@@ -171,6 +171,6 @@ def test_wrong_inputs_are_named():
     with pytest.raises(DataError, match=r"expected a uint8 batch \(B, 3, 256, 256\); got torch.float32"):
         train_crops(torch.zeros(2, 3, 256, 256), stats)
     with pytest.raises(DataError, match="crop must be between 1 and the image size 256; got 300"):
-        center_crops(random_images(1), stats, crop=300)
+        centre_crops(random_images(1), stats, crop=300)
     with pytest.raises(DataError, match="mean must be one of image, centre, channel, none"):
-        center_crops(random_images(1), stats, mean="pixel")
+        centre_crops(random_images(1), stats, mean="pixel")

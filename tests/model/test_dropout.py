@@ -11,8 +11,7 @@ from alexnet.errors import ConfigError
 from alexnet.model.dropout import DROPOUT_STYLES, PaperDropout
 from alexnet.model.spec import resolve
 from alexnet.model.summary import summarize
-from alexnet.train.checkpoint import model_config
-from alexnet.train.recipe import get_recipe
+from alexnet.train.recipe import get_preset
 
 
 def _activations(shape=(64, 4096), seed=11):
@@ -142,9 +141,9 @@ def test_towers_and_grouped_agree_with_the_paper_form(paper_state):
 def test_the_library_default_is_the_papers_form_and_it_is_recorded():
     model = build_model(devices=["meta"], initialize=False)
     assert isinstance(model.drop6, PaperDropout) and isinstance(model.drop7, PaperDropout)
-    assert model.spec.config.dropout_style == "paper" and model_config(model)["dropout_style"] == "paper"
+    assert model.spec.config.dropout_style == "paper"
     inverted = build_model(devices=["meta"], initialize=False, dropout_style="inverted")
-    assert type(inverted.drop6) is nn.Dropout and model_config(inverted)["dropout_style"] == "inverted"
+    assert type(inverted.drop6) is nn.Dropout
     # Dropout has no parameters: the state dict is the same whatever the style.
     assert {k: v.shape for k, v in model.state_dict().items()} == \
         {k: v.shape for k, v in inverted.state_dict().items()}
@@ -159,6 +158,6 @@ def test_a_bad_style_is_one_line():
 
 
 def test_the_presets_choose_a_style():
-    assert get_recipe("paper").dropout_style == "paper"
-    assert get_recipe("caffe").dropout_style == "inverted"  # Caffe's dropout layer is inverted
-    assert get_recipe("builtin").dropout_style == "inverted"  # until its recipe is chosen again
+    assert get_preset("paper").model.dropout_style == "paper"
+    assert get_preset("caffe").model.dropout_style == "inverted"  # Caffe's dropout layer is inverted
+    assert get_preset("builtin").model.dropout_style == "inverted"  # until its recipe is chosen again

@@ -147,10 +147,15 @@ def test_a_checkpoint_written_before_the_style_was_recorded_rebuilds_with_invert
     trained = _with_dropout("inverted")
     path = save_checkpoint(tmp_path / "old.pt", model=trained, classes=CLASSES)
     payload = torch.load(path, weights_only=True)
-    del payload["model_config"]["dropout_style"]  # as written before the key existed
+    # As version 1 wrote it before the key existed: the net's shape settings only, no preprocessing.
+    payload["version"] = 1
+    payload["model_config"] = {k: payload["model_config"][k] for k in ("variant", "lrn", "overlap", "num_classes",
+                                                                       "dropout")}
+    del payload["preprocess"]
     torch.save(payload, path)
     model = load_model(path)
     assert model.spec.config.dropout_style == "inverted" and type(model.drop6) is torch.nn.Dropout
+    assert read_checkpoint(path)["version"] == 2 and read_checkpoint(path)["preprocess"] == {}
     trained.eval()
     x = torch.rand(2, 3, 224, 224) * 255 - 120
     with torch.no_grad():

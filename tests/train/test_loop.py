@@ -16,21 +16,23 @@ from alexnet.data.images import load_image
 from alexnet.train.checkpoint import read_checkpoint, stats_from_checkpoint
 from alexnet.data.preprocess import Preprocess
 from alexnet.train.evaluate import evaluate
-from alexnet.train.loop import Interrupted, TrainConfig, config_for_resume, train
+from alexnet.train.loop import Interrupted, Runtime, TrainConfig, config_for_resume, train
 from alexnet.train.optim import paper_sgd
-from alexnet.train.recipe import get_recipe
 from alexnet.train.step import train_step
 
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
+RUNTIME = dict(devices="cpu", workers=0, log_every=1, ten_crop=False)
 
 
 def _config(tiny, out, **changes):
-    recipe = get_recipe("builtin").replace(**{"epochs": 2, "batch_size": 4, **changes.pop("recipe", {})})
-    settings = dict(data=str(tiny), out=str(out), devices="cpu", workers=0, log_every=1, ten_crop=False)
-    return TrainConfig(recipe=recipe, **{**settings, **changes})
+    """The built-in recipe, 2 epochs of batch 4 on the tiny set, on the CPU; ``changes`` by name."""
+    return TrainConfig.from_preset("builtin", **{"epochs": 2, "batch_size": 4, "data": str(tiny), "out": str(out),
+                                                 **RUNTIME, **changes})
+
+
+def _runtime(**changes):
+    """A resumed session's own runtime: the tests' usual one, with ``changes``."""
+    return Runtime(**{**RUNTIME, **changes})
 
 
 def _weights(run):
@@ -68,7 +70,7 @@ def test_a_run_folder_holds_everything(tiny, tmp_path):
                  "checkpoints/last.pt", "checkpoints/best.pt", "stats/stats.json", "stats/mean_image.npy"):
         assert (run / name).exists(), name
     config = json.loads((run / "config.json").read_text())
-    assert config["recipe"]["batch_size"] == 4 and config["placement"] == {"layout": "grouped", "devices": ["cpu"]}
+    assert config["recipe"]["batch_size"] == 4 and config["resolved"]["placement"] == {"layout": "grouped", "devices": ["cpu"]}
     assert json.loads((run / "classes.json").read_text())[:3] == ["bar", "checkerboard", "circle"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "step"] == list(range(1, 11))
@@ -79,8 +81,11 @@ def test_a_run_folder_holds_everything(tiny, tmp_path):
     # best.pt is for evaluation: the weights without the momentum buffers; last.pt resumes.
     assert read_checkpoint(run / "checkpoints" / "best.pt")["optimizer"] is None
     assert set(read_checkpoint(run)["optimizer"]["momentum"]) == set(read_checkpoint(run)["model"])
-    written = sum(f.stat().st_size for f in run.rglob("*") if f.is_file() and f.name != "summary.json")
-    assert summary["disk_bytes"] == written
+    files = {str(f.relative_to(run)) for f in run.rglob("*") if f.is_file()}
+    assert files == {"config.json", "classes.json", "metrics.jsonl", "curves.png", "summary.json",
+                     "checkpoints/last.pt", "checkpoints/best.pt", "stats/stats.json", "stats/mean_image.npy"}
+    # Everything but summary.json, which records the size and is written after it.
+    assert summary["disk_bytes"] == sum((run / name).stat().st_size for name in files - {"summary.json"})
 
 
 def test_resume_after_an_interruption_reproduces_the_run_exactly(tiny, tmp_path):
@@ -88,7 +93,7 @@ def test_resume_after_an_interruption_reproduces_the_run_exactly(tiny, tmp_path)
     with pytest.raises(Interrupted, match="--resume"):
         train(_config(tiny, tmp_path / "cut", max_steps=7))  # mid-way through epoch 2
     assert read_checkpoint(tmp_path / "cut")["progress"] == {"epoch": 1, "batch": 2, "step": 7, "images": 28}
-    train(config_for_resume(str(tmp_path / "cut"), max_steps=None), resume=str(tmp_path / "cut"))
+    train(config_for_resume(str(tmp_path / "cut"), _runtime()), resume=str(tmp_path / "cut"))
     whole, cut = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     for key in whole:
         assert torch.equal(whole[key], cut[key]), key
@@ -98,19 +103,19 @@ def test_resume_after_an_interruption_reproduces_the_run_exactly(tiny, tmp_path)
 
 
 def test_resume_on_another_layout_continues_closely(tiny, tmp_path):
-    no_dropout = {"recipe": {"dropout": 0.0}}
+    no_dropout = {"dropout": 0.0}
     train(_config(tiny, tmp_path / "whole", **no_dropout))
     with pytest.raises(Interrupted):
         train(_config(tiny, tmp_path / "cut", max_steps=7, **no_dropout))
-    train(config_for_resume(str(tmp_path / "cut"), devices="cpu,cpu", max_steps=None), resume=str(tmp_path / "cut"))
-    assert json.loads((tmp_path / "cut" / "config.json").read_text())["placement"]["layout"] == "towers"
+    train(config_for_resume(str(tmp_path / "cut"), _runtime(devices="cpu,cpu")), resume=str(tmp_path / "cut"))
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["resolved"]["placement"]["layout"] == "towers"
     whole, cut = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     for key in whole:
         torch.testing.assert_close(cut[key], whole[key], rtol=1e-3, atol=1e-4, msg=key)
 
 
 def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
-    train(_config(tiny, tmp_path / "run", recipe={"epochs": 1}))
+    train(_config(tiny, tmp_path / "run", epochs=1))
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     before = last.read_bytes()
     real_step = loop_module.train_step
@@ -121,7 +126,7 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, mon
 
     monkeypatch.setattr(loop_module, "train_step", poisoned)
     with pytest.raises(TrainingError, match=r"the loss became nan by step 6 \(epoch 2\); stopped without saving"):
-        train(config_for_resume(str(tmp_path / "run"), epochs=2), resume=str(tmp_path / "run"))
+        train(config_for_resume(str(tmp_path / "run"), _runtime(), epochs=2), resume=str(tmp_path / "run"))
     assert last.read_bytes() == before
 
 
@@ -157,7 +162,7 @@ def run_cli(*args):
 
 
 def test_train_refuses_a_folder_that_holds_a_run(tiny, tmp_path):
-    train(_config(tiny, tmp_path / "run", recipe={"epochs": 1}))
+    train(_config(tiny, tmp_path / "run", epochs=1))
     config_before = (tmp_path / "run" / "config.json").read_bytes()
     result = run_cli("train", "--data", tiny, "--out", tmp_path / "run", "--devices", "cpu", "-q")
     assert result.exit_code == 2
@@ -185,7 +190,7 @@ def test_impossible_train_options_get_one_line(tiny, tmp_path, args, message):
 
 
 def test_eval_and_predict_commands(tiny, tmp_path):
-    train(_config(tiny, tmp_path / "run", recipe={"epochs": 1}))
+    train(_config(tiny, tmp_path / "run", epochs=1))
     result = run_cli("eval", tmp_path / "run", "--devices", "cpu", "-b", "5", "-j", "0", "-q")
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
@@ -208,7 +213,7 @@ def test_eval_and_predict_commands(tiny, tmp_path):
 
 
 def test_eval_refuses_a_dataset_with_other_classes(tiny, tmp_path):
-    train(_config(tiny, tmp_path / "run", recipe={"epochs": 1}))
+    train(_config(tiny, tmp_path / "run", epochs=1))
     other = generate_builtin(tmp_path / "other", train_per_class=1, val_per_class=1, workers=0)
     for folder in ("train", "val"):
         for extra in sorted((other / folder).iterdir())[5:]:

@@ -6,6 +6,7 @@ from torch import nn
 
 from alexnet.errors import ConfigError
 from alexnet.train.optim import current_lr, paper_sgd, set_lr
+from alexnet.train.config import TrainConfig
 from alexnet.train.recipe import PRESETS, LRSchedule, get_recipe
 
 
@@ -76,8 +77,8 @@ def test_step_schedule_and_state_round_trip():
 
 
 def test_paper_preset_is_the_papers_recipe():
-    r = PRESETS["paper"]
-    assert (r.batch_size, r.lr, r.momentum, r.weight_decay, r.epochs, r.max_lr_drops, r.dropout, r.init) == \
+    r, net = PRESETS["paper"].recipe, PRESETS["paper"].model
+    assert (r.batch_size, r.lr, r.momentum, r.weight_decay, r.epochs, r.max_lr_drops, net.dropout, net.init) == \
         (128, 0.01, 0.9, 5e-4, 90, 3, 0.5, "paper")
     assert r.schedule == "plateau" and not r.decay_biases
 
@@ -92,6 +93,8 @@ def test_paper_preset_is_the_papers_recipe():
 ])
 def test_impossible_values_are_named(field, value, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        get_recipe("paper").replace(**{field: value})
-    with pytest.raises(ConfigError, match="unknown recipe field"):
+        TrainConfig.from_preset("paper").replace(**{field: value})
+    with pytest.raises(ConfigError, match="unknown recipe field 'learning_rate'"):
         get_recipe("paper").replace(learning_rate=0.1)
+    with pytest.raises(ConfigError, match="unknown setting 'learning_rate'"):
+        TrainConfig.from_preset("paper").replace(learning_rate=0.1)

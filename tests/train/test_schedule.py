@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from alexnet.errors import ConfigError
-from alexnet.train.recipe import FIELDS_BEFORE, LRSchedule, Recipe, get_recipe, schedule_rule
+from alexnet.train.config import TrainConfig
+from alexnet.train.recipe import LRSchedule, Recipe, get_recipe, schedule_rule
 
 PAPER = get_recipe("paper")
 # The rule before this one: any strict improvement resets, one epoch without one divides.
@@ -194,16 +195,21 @@ def test_the_paper_preset_uses_the_rule():
 ])
 def test_impossible_schedule_values_are_named_in_one_line(field, value, message):
     with pytest.raises(ConfigError, match=message) as info:
-        PAPER.replace(**{field: value})
+        TrainConfig.from_preset("paper").replace(**{field: value})
     assert "\n" not in str(info.value)
 
 
 def test_a_recorded_recipe_without_the_new_fields_keeps_what_trained_it():
-    recorded = PAPER.as_dict()
-    for key in FIELDS_BEFORE:
-        del recorded[key]
-    old = Recipe.from_dict(recorded)
-    assert (old.dropout_style, old.plateau_min_improvement, old.min_epochs_per_lr) == ("inverted", 0.0, 1)
+    # A version-1 config.json: one flat dict, written before the dropout style and the
+    # plateau rule's two thresholds were recorded; those runs trained with nn.Dropout's form
+    # and a drop allowed after any epoch on any strict improvement.
+    recipe = {k: v for k, v in PAPER.as_dict().items() if k not in ("plateau_min_improvement", "min_epochs_per_lr")}
+    recorded = {"recipe": {**recipe, "init": "paper", "dropout": 0.5}, "data": None, "variant": "two-gpu",
+                "lrn": True, "overlap": True, "devices": "cpu", "layout": None, "amp": "auto", "classes": 10}
+    old = TrainConfig.from_dict(recorded, "config.json")
+    assert (old.model.dropout_style, old.recipe.plateau_min_improvement, old.recipe.min_epochs_per_lr) == (
+        "inverted", 0.0, 1)
+    assert (old.model.num_classes, str(old.runtime.devices)) == (10, "cpu")
     assert Recipe.from_dict(PAPER.as_dict()) == PAPER
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigError, match="unknown recipe field 'learning_rate'"):
         Recipe.from_dict({**PAPER.as_dict(), "learning_rate": 0.1})

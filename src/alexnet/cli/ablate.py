@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import click
-from click.core import ParameterSource
 
 from ..experiments import ablate
-from ..experiments.ablate import ARMS
+from ..experiments.ablate import PAPER_ARMS
+from ..experiments.ablate.arms import PAPER_NET_SETTINGS
 from ..progress import Reporter
-from ..train.loop import Interrupted, TrainConfig
-from ..train.recipe import get_recipe
+from ..train.config import Runtime, TrainConfig
+from ..train.loop import Interrupted
 from . import main
-from .options import devices_options, quiet_option, runtime_options
-from .train import RECIPE_OPTIONS, train_command
+from .options import (as_settings, devices_options, given_options, option_names, quiet_option, runtime_options,
+                      setting_of)
+from .train import train_command
 
-#: train's options that mean the same here, shared (the same click objects, not copies).
-SHARED_TRAIN_OPTIONS = ("data", "preset", *RECIPE_OPTIONS, "no_cudnn_benchmark", "log_every", "skip_bad",
-                        "no_ten_crop")
-#: Options that say how the runs run; the only ones --resume takes.
-RUNTIME_OPTIONS = ("devices", "layout", "amp", "channels_last", "workers", "lrn_impl", "no_cudnn_benchmark",
-                   "log_every", "skip_bad")
+#: train's options that are not ablate's: the run folder's own (the ablation has its folder and
+#: --resume), and torchrun's timeout (an ablation runs in one process).
+NOT_SHARED = ("out", "resume", "overwrite", "collective_timeout")
 
 
 def _flag(arm) -> str:
@@ -28,7 +26,7 @@ def _flag(arm) -> str:
 
 def arm_options(func):
     """One flag per arm of the table (--one-gpu, --no-lrn, --no-overlap)."""
-    for arm in reversed(ARMS):
+    for arm in reversed(PAPER_ARMS):
         delta = "+{:.1f} / +{:.1f}".format(*arm.paper_delta)
         func = click.option(f"--{arm.name}", _flag(arm), is_flag=True,
                             help=f"Arm: {arm.description} ({arm.section}; the paper: {delta} points of top-1 / "
@@ -52,8 +50,7 @@ def arm_options(func):
 @devices_options
 @runtime_options
 @quiet_option
-def ablate_command(seeds, out, resume, report_dir, devices, amp, channels_last, workers, lrn_impl, quiet, data,
-                   preset, no_cudnn_benchmark, log_every, skip_bad, no_ten_crop, **options):
+def ablate_command(seeds, out, resume, report_dir, quiet, data, preset, **options):
     """The paper's ablations (§3.2-§3.4): the baseline (the paper's two-GPU net) and each chosen
     arm trained with everything else identical (data, recipe, schedule, steps, seed, data order,
     augmentation), then a report of their errors, the differences from the baseline beside the
@@ -64,36 +61,27 @@ def ablate_command(seeds, out, resume, report_dir, devices, amp, channels_last, 
     ordinary run folder (DIR/<arm>-seed<k>/); DIR/report.md, report.json and curves.png hold the
     report. Ctrl-C stops cleanly; --resume DIR continues.
     """
-    ctx = click.get_current_context()
-    arms = [arm.name for arm in ARMS if options.pop(_flag(arm))]
-    given = [p for p in ctx.command.params
-             if ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+    arms = [arm.name for arm in PAPER_ARMS if options.pop(_flag(arm))]
+    given = given_options(click.get_current_context())
     reporter = Reporter(enabled=not quiet)
     if report_dir:
-        extra = [p.opts[0] for p in given if p.name not in ("report_dir", "quiet")]
+        extra = [p for p in given if p.name not in ("report_dir", "quiet")]
         if extra:
-            raise click.UsageError(f"--report only reads DIR; drop {', '.join(extra)}")
-        result = ablate.report(report_dir)
-        click.echo(ablate.format_report(result))
+            raise click.UsageError(f"--report only reads DIR; drop {option_names(extra)}")
+        click.echo(ablate.format_report(ablate.report(report_dir)))
         return
-    runtime = dict(devices=devices, amp=amp, channels_last=channels_last, workers=workers, lrn_impl=lrn_impl,
-                   cudnn_benchmark=not no_cudnn_benchmark, log_every=log_every, skip_bad=skip_bad)
+    settings = as_settings(options)
     try:
         if resume:
-            extra = [p.opts[0] for p in given if p.name not in ("resume", "quiet", *RUNTIME_OPTIONS)]
+            extra = [p for p in given if p.name not in ("resume", "quiet") and setting_of(p) not in Runtime.names()]
             if extra:
                 raise click.UsageError(f"--resume continues the ablation's own settings ({resume}/ablation.json); "
-                                       f"drop {', '.join(extra)} (only how the runs run may change: --devices, "
+                                       f"drop {option_names(extra)} (only how the runs run may change: --devices, "
                                        f"--amp, --workers, ...)")
-            names = {p.name for p in given}
-            changed = {k: v for k, v in runtime.items()
-                       if k in names or (k == "devices" and "layout" in names)
-                       or (k == "cudnn_benchmark" and "no_cudnn_benchmark" in names)}
-            result = ablate.resume(resume, reporter=reporter, **changed)
+            changed = {setting_of(p) for p in given}
+            result = ablate.resume(resume, reporter=reporter, **{k: v for k, v in settings.items() if k in changed})
         else:
-            changes = {RECIPE_OPTIONS[k]: v for k, v in options.items() if v is not None}
-            recipe = get_recipe(preset or ("paper" if data else "builtin")).replace(**changes)
-            config = TrainConfig(recipe=recipe, data=data, ten_crop=not no_ten_crop, **runtime)
+            config = TrainConfig.from_preset(preset or ("paper" if data else "builtin"), data=data, **settings)
             result = ablate.run(config, arms=arms or ablate.ARM_NAMES, seeds=seeds, out=out, reporter=reporter)
     except Interrupted as stopped:
         click.echo(str(stopped), err=True)
@@ -102,10 +90,14 @@ def ablate_command(seeds, out, resume, report_dir, devices, amp, channels_last, 
 
 
 def _share_train_options(command: click.Command) -> None:
-    """train's option objects, after --report, in train's order."""
-    by_name = {p.name: p for p in train_command.params}
+    """train's option objects (the same ones, not copies), after --report, in train's order:
+    every one this command does not have itself, but those of ``NOT_SHARED`` and the net's
+    settings the arms set."""
+    own = {p.name for p in command.params}
+    shared = [p for p in train_command.params if p.name not in own and p.name not in NOT_SHARED
+              and setting_of(p) not in PAPER_NET_SETTINGS]
     at = next(i for i, p in enumerate(command.params) if p.name == "report_dir") + 1
-    command.params[at:at] = [by_name[name] for name in SHARED_TRAIN_OPTIONS]
+    command.params[at:at] = shared
 
 
 _share_train_options(ablate_command)

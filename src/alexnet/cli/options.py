@@ -4,13 +4,19 @@ parsed here, at the edge, into one ``alexnet.devices.DeviceRequest``."""
 from __future__ import annotations
 
 import functools
+from typing import Dict, Iterable, List
 
 import click
+from click.core import ParameterSource
 
 from ..devices import LAYOUTS, DeviceRequest
+from ..model.config import VARIANTS
 from ..model.lrn import LRN_IMPLS
-from ..model.spec import VARIANTS
-from ..train.step import AMP_CHOICES
+from ..precision import AMP_CHOICES
+
+#: Options spelled otherwise than the settings they set (torchvision's --wd; the plateau rule's
+#: two); every other option of train and ablate is named after its field.
+RENAMED = {"wd": "weight_decay", "patience": "plateau_patience", "min_improvement": "plateau_min_improvement"}
 
 DEVICES_HELP = ("Where to run: auto (default), 0,1 (towers on two GPUs), 0 or cpu (grouped on one "
                 "device), cpu,cpu (towers on the CPU), 0,cpu (towers on a GPU and the CPU). Under torchrun, "
@@ -49,7 +55,8 @@ def model_options(func):
 
 
 def runtime_options(func):
-    """How to run, whatever the recipe: precision, memory format, workers, LRN implementation."""
+    """How to run, whatever the recipe: precision, memory format, workers, LRN implementation
+    (a part of the runtime settings, ``alexnet.train.config.Runtime``)."""
     return _apply(func, [
         click.option("--amp", type=click.Choice(AMP_CHOICES), default="auto", show_default=True,
                      help="Precision: auto is bf16 on GPUs that support it (LRN stays fp32), fp32 on the CPU."),
@@ -64,3 +71,26 @@ def runtime_options(func):
 num_classes_option = click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True,
                                   help="Classes of fc8.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+
+
+def as_settings(options: Dict[str, object]) -> Dict[str, object]:
+    """The command's options as settings by field name (``RENAMED``), those not given (None)
+    left out: ready for ``TrainConfig.replace``."""
+    return {RENAMED.get(name, name): value for name, value in options.items() if value is not None}
+
+
+def given_options(ctx: click.Context) -> List[click.Parameter]:
+    """The parameters the user set (on the command line or through the environment)."""
+    return [p for p in ctx.command.params
+            if ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+
+
+def option_names(params: Iterable[click.Parameter]) -> str:
+    """The options as the user spells them: "--lr, --wd"."""
+    return ", ".join(p.opts[0] for p in params)
+
+
+def setting_of(param: click.Parameter) -> str:
+    """The setting a parameter sets (``--devices``/``--layout`` both set devices)."""
+    name = RENAMED.get(param.name, param.name)
+    return "devices" if name == "layout" else name

@@ -8,21 +8,16 @@ from ..data.transforms import MEANS, PCA_CONVENTIONS
 from ..model.dropout import DROPOUT_STYLES
 from ..model.init import INIT_PRESETS
 from ..progress import Reporter
+from ..train.config import PARTS, Runtime, TrainConfig
 from ..train.distributed import DEFAULT_TIMEOUT, World
-from ..train.loop import Interrupted, TrainConfig, config_for_resume, train
-from ..train.recipe import PRESETS, SCHEDULES, get_recipe
+from ..train.loop import Interrupted, config_for_resume, train
+from ..train.recipe import PRESETS, SCHEDULES
 from . import main
-from .options import devices_options, model_options, quiet_option, runtime_options
+from .options import (as_settings, devices_options, given_options, model_options, option_names, quiet_option,
+                      runtime_options, setting_of)
 
-# CLI option -> Recipe field; None means "keep the preset's value".
-RECIPE_OPTIONS = {
-    "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "momentum": "momentum",
-    "wd": "weight_decay", "init": "init", "dropout": "dropout", "schedule": "schedule",
-    "step_epochs": "step_epochs", "patience": "plateau_patience", "max_lr_drops": "max_lr_drops",
-    "min_improvement": "plateau_min_improvement", "min_epochs_per_lr": "min_epochs_per_lr",
-    "dropout_style": "dropout_style",
-    "seed": "seed", "mean": "mean", "pca": "pca", "pca_std": "pca_std", "divide_std": "input_divide_std",
-}
+#: What a run is, as opposed to how a session of it runs: fixed once it has started.
+RUN_SETTINGS = {name for part, kind in PARTS.items() if part != "runtime" for name in kind.names()}
 
 
 @main.command("train")
@@ -74,20 +69,20 @@ RECIPE_OPTIONS = {
 @devices_options
 @model_options
 @runtime_options
-@click.option("--no-cudnn-benchmark", is_flag=True, help="Turn off cudnn.benchmark.")
+@click.option("--no-cudnn-benchmark", "cudnn_benchmark", is_flag=True, flag_value=False, default=True,
+              help="Turn off cudnn.benchmark.")
 @click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True,
               help="Steps between progress records.")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images (and report how many) instead of stopping.")
-@click.option("--no-ten-crop", is_flag=True, help="Skip the final ten-crop evaluation.")
+@click.option("--no-ten-crop", "ten_crop", is_flag=True, flag_value=False, default=True,
+              help="Skip the final ten-crop evaluation.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Stop (saving a checkpoint, as on Ctrl-C) after this many steps in total.")
 @click.option("--collective-timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT, show_default=True,
               help="Under torchrun: seconds a process waits for the others before stopping with an error "
                    "(a dead or stuck rank).")
 @quiet_option
-def train_command(data, out, resume, overwrite, preset, devices, variant, lrn, overlap, amp, channels_last,
-                  workers, lrn_impl, no_cudnn_benchmark, log_every, skip_bad, no_ten_crop, max_steps,
-                  collective_timeout, quiet, **recipe_options):
+def train_command(data, out, resume, overwrite, preset, quiet, **options):
     """Train AlexNet with the paper's recipe (§5): SGD, momentum 0.9, weight decay 5e-4, batch 128,
     learning rate 0.01 divided by 10 when validation error stops improving, dropout 0.5.
 
@@ -103,26 +98,24 @@ def train_command(data, out, resume, overwrite, preset, devices, variant, lrn, o
     """
     main_process = World.from_env().is_main  # under torchrun, rank 0 speaks for all
     reporter = Reporter(enabled=not quiet and main_process)
-    runtime = dict(devices=devices, amp=amp, channels_last=channels_last, workers=workers,
-                   lrn_impl=lrn_impl, cudnn_benchmark=not no_cudnn_benchmark, log_every=log_every,
-                   skip_bad=skip_bad, ten_crop=not no_ten_crop, max_steps=max_steps,
-                   collective_timeout=collective_timeout)
-    changes = {RECIPE_OPTIONS[k]: v for k, v in recipe_options.items() if v is not None}
+    settings = as_settings(options)
     if resume:
-        config = config_for_resume(resume, epochs=changes.pop("epochs", None), **runtime)
-        if changes:
-            raise click.UsageError(f"--resume continues the run's own recipe; drop {', '.join(sorted(changes))} "
+        fixed = [p for p in given_options(click.get_current_context())
+                 if setting_of(p) in RUN_SETTINGS and setting_of(p) != "epochs"]
+        if fixed:
+            raise click.UsageError(f"--resume continues the run's own recipe and net; drop {option_names(fixed)} "
                                    f"(only --epochs may change)")
+        runtime = Runtime().replace(**{k: v for k, v in settings.items() if k in Runtime.names()})
+        config = config_for_resume(resume, runtime, epochs=settings.get("epochs"))
     else:
-        recipe = get_recipe(preset or ("paper" if data else "builtin")).replace(**changes)
-        config = TrainConfig(recipe=recipe, data=data, out=out, variant=variant, lrn=lrn, overlap=overlap,
-                             overwrite=overwrite, **runtime)
+        config = TrainConfig.from_preset(preset or ("paper" if data else "builtin"), data=data, out=out,
+                                         overwrite=overwrite, **settings)
     try:
         summary = train(config, resume=resume, reporter=reporter)
     except Interrupted as stopped:
         if main_process:
             click.echo(str(stopped), err=True)
-        raise SystemExit(0 if max_steps else 130)
+        raise SystemExit(0 if config.runtime.max_steps else 130)
     if main_process:
         click.echo(format_train_summary(summary))
 

@@ -1,7 +1,7 @@
 """The paper's data pipeline (§2, §4.1): datasets, statistics, loaders and augmentation.
 
     from alexnet.data import resolve_data_root, open_dataset, load_or_compute_stats, make_loader
-    from alexnet.data.transforms import train_crops, center_crops, ten_crops
+    from alexnet.data.transforms import train_crops, centre_crops, ten_crops
 
     root = resolve_data_root(None)                  # the built-in dataset (or a folder / packed path)
     train = open_dataset(root, "train")             # items: uint8 (3, 256, 256), label

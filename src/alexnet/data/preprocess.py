@@ -2,38 +2,62 @@
 
     loader -> uint8 (B, 3, 256, 256) -> Preprocess.train / .centre / .ten -> crops -> the model
 
-``Preprocess`` holds what a run decided once (its dataset statistics, the mean and colour-noise
-conventions, the memory format) and applies ``alexnet.data.transforms`` on the batch's device.
+``PreprocessConfig`` is what a run decides about its input (the mean subtracted, the colour
+noise, dividing by the pixel std); a run folder and every checkpoint record it, so evaluation
+and prediction preprocess as training did. ``Preprocess`` applies it with the run's dataset
+statistics and memory format, through ``alexnet.data.transforms``, on the batch's device.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import torch
 
+from ..settings import Settings
 from .stats import DatasetStats
-from .transforms import PCA_STD, center_crops, ten_crops, train_crops
+from .transforms import DEFAULT_PCA, MEANS, PCA_CONVENTIONS, PCA_STD, centre_crops, ten_crops, train_crops
+
+
+@dataclass(frozen=True)
+class PreprocessConfig(Settings):
+    """How a loader's batch becomes the network's input (§2, §4.1).
+
+    mean:       what is subtracted (``transforms.MEANS``): "image", the 256x256 mean image under
+                each crop's window (the paper's words; default); "centre"; "channel"; "none".
+    pca:        the colour noise's convention (``transforms.PCA_CONVENTIONS``), training only.
+    pca_std:    the std of its α (the paper: 0.1; 0 turns it off).
+    divide_std: also divide by the per-channel pixel std, as most ports do (not the paper).
+    """
+
+    what = "preprocessing setting"
+
+    mean: str = "image"
+    pca: str = DEFAULT_PCA
+    pca_std: float = PCA_STD
+    divide_std: bool = False
+
+    def checks(self):
+        return [
+            (self.mean in MEANS, f"--mean must be one of {', '.join(MEANS)}; got {self.mean!r}"),
+            (self.pca in PCA_CONVENTIONS, f"--pca must be one of {', '.join(PCA_CONVENTIONS)}; got {self.pca!r}"),
+            (self.pca_std >= 0, f"--pca-std must be non-negative; got {self.pca_std}"),
+            (isinstance(self.divide_std, bool), f"divide_std must be True or False; got {self.divide_std!r}"),
+        ]
 
 
 @dataclass
 class Preprocess:
-    """uint8 (B, 3, 256, 256) batches on the model's device -> the network's input.
-
-    ``divide_std`` divides by the per-channel pixel std as most ports do (not the paper's
-    input, kept for the trainability experiment); ``channels_last`` sets the memory format.
-    """
+    """uint8 (B, 3, 256, 256) batches on the model's device -> the network's input, as
+    ``config`` says; ``channels_last`` sets the memory format."""
 
     stats: DatasetStats  # on the model's device
-    mean: str = "image"
-    divide_std: bool = False
+    config: PreprocessConfig = field(default_factory=PreprocessConfig)
     channels_last: bool = False
-    pca: Optional[str] = None  # None: alexnet.data.transforms' default convention
-    pca_std: float = PCA_STD
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
-        if self.divide_std:
+        if self.config.divide_std:
             std = self.stats.covariance.diagonal().sqrt().to(x)
             x = x / std.view(*([1] * (x.dim() - 3)), 3, 1, 1)
         if self.channels_last and x.dim() == 4:
@@ -44,15 +68,14 @@ class Preprocess:
               slice_of: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """Random crops, flips and colour noise: float (B, 3, 224, 224). ``slice_of``: the
         images are one replica's share of a global batch (``transforms.train_crops``)."""
-        kwargs = {"mean": self.mean, "pca_std": self.pca_std, "slice_of": slice_of}
-        if self.pca is not None:
-            kwargs["pca"] = self.pca
-        return self._finish(train_crops(images, self.stats, generator, **kwargs))
+        c = self.config
+        return self._finish(train_crops(images, self.stats, generator, mean=c.mean, pca=c.pca, pca_std=c.pca_std,
+                                        slice_of=slice_of))
 
     def centre(self, images: torch.Tensor) -> torch.Tensor:
         """The centre crop: float (B, 3, 224, 224)."""
-        return self._finish(center_crops(images, self.stats, mean=self.mean))
+        return self._finish(centre_crops(images, self.stats, mean=self.config.mean))
 
     def ten(self, images: torch.Tensor) -> torch.Tensor:
         """The paper's ten patches: float (B, 10, 3, 224, 224)."""
-        return self._finish(ten_crops(images, self.stats, mean=self.mean))
+        return self._finish(ten_crops(images, self.stats, mean=self.config.mean))

@@ -5,7 +5,7 @@ device and calls these, which return float32 crops on the 0-255 scale minus the 
 
 - ``train_crops``: a random 224×224 window (33×33 positions), a random horizontal flip, the
   mean subtracted, and fancy-PCA colour noise (``pca_lighting``);
-- ``center_crops``: the central window;
+- ``centre_crops``: the central window;
 - ``ten_crops``: the four corners and the centre, then the same five mirrored.
 
 Every crop is one ``torch.gather`` over the whole batch (``crop_windows``): no Python loop
@@ -162,7 +162,7 @@ def _fixed_window(images: torch.Tensor, stats, mean: str, window: Tuple[int, int
     return _centered(images, stats, mean, top, left, mirrored, crop)
 
 
-def center_crops(images: torch.Tensor, stats, *, mean: str = "image", crop: int = CROP) -> torch.Tensor:
+def centre_crops(images: torch.Tensor, stats, *, mean: str = "image", crop: int = CROP) -> torch.Tensor:
     """The central window minus the mean: (B, 3, 256, 256) uint8 -> (B, 3, crop, crop) float32."""
     _check(images, crop, mean)
     return _fixed_window(images, stats, mean, ten_crop_windows(images.shape[-1], crop)[4], crop)

@@ -7,18 +7,16 @@
 
 ``build_model(config)`` builds it in any layout, a checkpoint stores ``config.as_dict()`` and
 everything that reads a checkpoint rebuilds the net with ``ModelConfig.from_dict``. A new model
-setting is a new field here (with its check in ``_checks``) and the code that uses it.
+setting is a new field here (with its rule in ``checks``) and the code that uses it.
 How and where the net runs (layout, devices, LRN implementation, precision) is not part of it:
 those never change the function the net computes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Dict, Mapping
 
-from ..errors import ConfigError
+from ..settings import Settings
 from .dropout import DROPOUT_STYLES
 from .init import INIT_PRESETS
 
@@ -26,7 +24,7 @@ VARIANTS = ("two-gpu", "one-gpu")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Settings):
     """Which AlexNet: the architecture and the options that change what it computes.
 
     variant:  "two-gpu" (the paper's net, §3.5) or "one-gpu" (the single-column comparison
@@ -48,49 +46,19 @@ class ModelConfig:
     dropout_style: str = "paper"
     init: str = "paper"
 
-    def __post_init__(self):
-        for ok, message in _checks(self):
-            if not ok:
-                raise ConfigError(message)
+    what = "model setting"
 
-    def replace(self, **changes) -> "ModelConfig":
-        """A copy with ``changes`` (field names), checked; an unknown name is one line naming it."""
-        _reject_unknown(changes)
-        return dataclasses.replace(self, **changes)
-
-    def as_dict(self) -> Dict[str, object]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping, where: str = "model configuration") -> "ModelConfig":
-        """The configuration as ``as_dict`` wrote it; a key this version does not know is one
-        line naming it and ``where`` it was found (a checkpoint, a run's config.json)."""
-        _reject_unknown(data, f"{where}: ")
-        return cls(**data)
-
-
-def field_names():
-    """The settings, in declaration order."""
-    return tuple(f.name for f in dataclasses.fields(ModelConfig))
-
-
-def _reject_unknown(keys, where: str = "") -> None:
-    unknown = sorted(set(keys) - set(field_names()))
-    if unknown:
-        raise ConfigError(f"{where}unknown model setting {unknown[0]!r}; the settings are {', '.join(field_names())}")
-
-
-def _checks(c: ModelConfig):
-    """(ok, the one line that says what is wrong) for every setting, named as the options are."""
-    return [
-        (c.variant in VARIANTS, f"--variant must be one of {', '.join(VARIANTS)}; got {c.variant!r}"),
-        (isinstance(c.lrn, bool), f"lrn must be True or False; got {c.lrn!r}"),
-        (isinstance(c.overlap, bool), f"overlap must be True or False; got {c.overlap!r}"),
-        (isinstance(c.num_classes, int) and not isinstance(c.num_classes, bool) and c.num_classes >= 1,
-         f"--num-classes must be a positive integer; got {c.num_classes!r}"),
-        (isinstance(c.dropout, (int, float)) and 0.0 <= float(c.dropout) < 1.0,
-         f"--dropout must be in [0, 1); got {c.dropout!r}"),
-        (c.dropout_style in DROPOUT_STYLES,
-         f"--dropout-style must be one of {', '.join(DROPOUT_STYLES)}; got {c.dropout_style!r}"),
-        (c.init in INIT_PRESETS, f"--init must be one of {', '.join(INIT_PRESETS)}; got {c.init!r}"),
-    ]
+    def checks(self):
+        """Each setting's rule, said as the options name it."""
+        return [
+            (self.variant in VARIANTS, f"--variant must be one of {', '.join(VARIANTS)}; got {self.variant!r}"),
+            (isinstance(self.lrn, bool), f"lrn must be True or False; got {self.lrn!r}"),
+            (isinstance(self.overlap, bool), f"overlap must be True or False; got {self.overlap!r}"),
+            (isinstance(self.num_classes, int) and not isinstance(self.num_classes, bool) and self.num_classes >= 1,
+             f"--num-classes must be a positive integer; got {self.num_classes!r}"),
+            (isinstance(self.dropout, (int, float)) and 0.0 <= float(self.dropout) < 1.0,
+             f"--dropout must be in [0, 1); got {self.dropout!r}"),
+            (self.dropout_style in DROPOUT_STYLES,
+             f"--dropout-style must be one of {', '.join(DROPOUT_STYLES)}; got {self.dropout_style!r}"),
+            (self.init in INIT_PRESETS, f"--init must be one of {', '.join(INIT_PRESETS)}; got {self.init!r}"),
+        ]

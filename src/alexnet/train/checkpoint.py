@@ -1,10 +1,16 @@
 """Checkpoints: one layout-independent file per save, read without unpickling arbitrary objects.
 
 A checkpoint holds the canonical state dict (the grouped net's names and shapes, whatever
-layout trained it), the optimizer's momentum buffers under the same canonical names, the
-schedule, the position in training, every random state, the model's configuration, the class
-names and the dataset statistics, all as tensors, numbers, strings, lists and dicts, so
+layout trained it), the net's ``ModelConfig`` and the ``PreprocessConfig`` it was trained
+with, the optimizer's momentum buffers under the same canonical names, the schedule, the
+position in training, every random state, the run's configuration, the class names and the
+dataset statistics, all as tensors, numbers, strings, lists and dicts, so
 ``torch.load(weights_only=True)`` reads it. It is written to a temporary file and renamed.
+
+Everything that reads a checkpoint rebuilds the net from its ModelConfig and the input from
+its PreprocessConfig and statistics (``model_from_checkpoint``, ``preprocess_from_checkpoint``).
+Version 1 checkpoints (before both were stored whole) are brought to this shape when read, by
+``_migrate_v1`` alone.
 """
 
 from __future__ import annotations
@@ -19,29 +25,19 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ..data.preprocess import Preprocess, PreprocessConfig
 from ..data.stats import DatasetStats
+from ..devices import AUTO, DeviceRequest, Placement
 from ..errors import CheckpointError
 from ..files import write_atomically
 from ..model.build import build_model
-from .run_folder import BEST, CHECKPOINTS, LAST
+from ..model.config import ModelConfig
+from ..model.spec import resolve
+from .config import V1_BEFORE, migrate
+from .run_folder import RunFolder
 
 FORMAT = "alexnet-checkpoint"
-VERSION = 1
-MODEL_KEYS = ("variant", "lrn", "overlap", "num_classes", "dropout", "dropout_style")
-#: What trained a checkpoint written before a key was recorded: nn.Dropout's inverted dropout
-#: until the paper's form (alexnet.model.dropout) existed, so evaluation scales as training did.
-MODEL_KEYS_BEFORE = {"dropout_style": "inverted"}
-
-
-def model_config(model: nn.Module) -> Dict:
-    """What it takes to rebuild ``model`` (any layout) from a checkpoint."""
-    return {key: getattr(model.spec.config, key) for key in MODEL_KEYS}
-
-
-def saved_model_config(payload: Dict) -> Dict:
-    """A checkpoint's model configuration, with the keys older checkpoints lack filled in with
-    what trained them (``MODEL_KEYS_BEFORE``)."""
-    return {**MODEL_KEYS_BEFORE, **payload["model_config"]}
+VERSION = 2
 
 
 def momentum_buffers(model: nn.Module, optimizer: torch.optim.Optimizer) -> Dict[str, torch.Tensor]:
@@ -69,14 +65,17 @@ def load_momentum_buffers(model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def save_checkpoint(path: Union[str, Path], *, model: nn.Module, classes: Sequence[str],
-                    stats: Optional[Dict[str, torch.Tensor]] = None, config: Optional[Dict] = None,
-                    optimizer: Optional[torch.optim.Optimizer] = None, schedule: Optional[Dict] = None,
-                    progress: Optional[Dict] = None, rng: Optional[Dict] = None,
+                    preprocess: PreprocessConfig = PreprocessConfig(), stats: Optional[Dict[str, torch.Tensor]] = None,
+                    config: Optional[Dict] = None, optimizer: Optional[torch.optim.Optimizer] = None,
+                    schedule: Optional[Dict] = None, progress: Optional[Dict] = None, rng: Optional[Dict] = None,
                     metrics: Optional[Dict] = None) -> Path:
+    """``model``'s weights and ModelConfig with everything else named; ``config`` is the run's
+    config.json, ``optimizer`` None leaves out the momentum buffers (weights only)."""
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "model_config": model_config(model),
+        "model_config": model.spec.config.as_dict(),
+        "preprocess": preprocess.as_dict(),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "classes": list(classes),
         "stats": stats or {},
@@ -92,22 +91,18 @@ def save_checkpoint(path: Union[str, Path], *, model: nn.Module, classes: Sequen
 
 def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
     """A checkpoint file, or a run folder: its last checkpoint, or its best one where the last
-    was removed (a finished ablation run keeps only ``best.pt``)."""
+    was removed (``RunFolder.checkpoint_to_read``)."""
     path = Path(path)
     if path.is_dir():
-        for name in (LAST, BEST):
-            candidate = path / CHECKPOINTS / name
-            if candidate.exists():
-                return candidate
-        raise CheckpointError(f"{path}: a folder without {CHECKPOINTS}/{LAST} or {BEST}; give a checkpoint file "
-                              f"or a run folder")
+        return RunFolder(path).checkpoint_to_read()
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file or run folder")
     return path
 
 
 def read_checkpoint(path: Union[str, Path]) -> Dict:
-    """Read a checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
+    """Read a checkpoint safely (``weights_only=True``: tensors and plain containers only), in
+    this version's shape."""
     path = resolve_checkpoint_path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -126,8 +121,20 @@ def read_checkpoint(path: Union[str, Path]) -> Dict:
         raise CheckpointError(f"{path}: checkpoint format version {payload['version']} is newer than this "
                               f"package reads ({VERSION}); upgrade alexnet")
     payload["path"] = str(path)
-    payload["config"] = json.loads(payload.get("config") or "{}")
+    payload["config"] = migrate(json.loads(payload.get("config") or "{}"), f"{path}: its config")
+    if int(payload.get("version", 1)) < 2:
+        _migrate_v1(payload)
     return payload
+
+
+def _migrate_v1(payload: Dict) -> None:
+    """Version 1 stored only the net's shape-defining settings (and, later, its dropout form:
+    a checkpoint without it trained with nn.Dropout's inverted form) and left the
+    initialization and the preprocessing to the run's recipe."""
+    config = payload["config"]
+    model = {**{k: v for k, v in V1_BEFORE.items() if k in ModelConfig.names()},
+             "init": config["model"].get("init", ModelConfig().init), **payload["model_config"]}
+    payload.update(version=VERSION, model_config=model, preprocess=config["preprocess"])
 
 
 def _first_line(error: Exception) -> str:
@@ -135,13 +142,24 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
+def saved_model(payload: Dict) -> ModelConfig:
+    """The net a checkpoint holds; a setting this version does not know is one line naming it."""
+    return ModelConfig.from_dict(payload["model_config"], payload["path"])
+
+
+def saved_preprocess(payload: Dict) -> PreprocessConfig:
+    """The preprocessing the checkpoint's net was trained with."""
+    return PreprocessConfig.from_dict(payload.get("preprocess") or {}, payload["path"])
+
+
 def check_compatible(payload: Dict, model: nn.Module, what: str = "the model") -> None:
-    """A checkpoint from another variant, class count or ablation: one line saying which."""
-    saved, current = payload["model_config"], model_config(model)
-    for key in ("variant", "num_classes", "lrn", "overlap"):
-        if saved.get(key) != current.get(key):
-            raise CheckpointError(f"{payload['path']}: checkpoint has {key}={saved.get(key)!r} but {what} "
-                                  f"has {key}={current.get(key)!r}")
+    """A checkpoint of another net (variant, class count, ablation, dropout): one line saying
+    which setting differs. The initialization does not count: loading replaces it."""
+    saved, current = saved_model(payload), model.spec.config
+    for f in dataclasses.fields(ModelConfig):
+        if f.name != "init" and getattr(saved, f.name) != getattr(current, f.name):
+            raise CheckpointError(f"{payload['path']}: checkpoint has {f.name}={getattr(saved, f.name)!r} but {what} "
+                                  f"has {f.name}={getattr(current, f.name)!r}")
 
 
 def load_weights(model: nn.Module, payload: Dict) -> None:
@@ -166,9 +184,7 @@ def load_model(checkpoint_or_run_dir: Union[str, Path], layout: str = "grouped",
 def model_from_checkpoint(payload: Dict, layout: str = "grouped", devices: Optional[Sequence] = None,
                           lrn_impl: str = "fast") -> nn.Module:
     """``load_model`` for a checkpoint already read with ``read_checkpoint``."""
-    config = saved_model_config(payload)
-    model = build_model(layout=layout, devices=devices, initialize=False, lrn_impl=lrn_impl,
-                        **{k: config[k] for k in MODEL_KEYS})
+    model = build_model(saved_model(payload), layout=layout, devices=devices, initialize=False, lrn_impl=lrn_impl)
     load_weights(model, payload)
     model.eval()
     model.classes = list(payload["classes"])
@@ -176,7 +192,13 @@ def model_from_checkpoint(payload: Dict, layout: str = "grouped", devices: Optio
     return model
 
 
-def stats_for_checkpoint(stats) -> Dict:
+def checkpoint_placement(payload: Dict, devices=AUTO) -> Placement:
+    """Where to run a checkpoint's net: ``devices`` (a DeviceRequest, a --devices string or a
+    device list) resolved for the checkpoint's variant."""
+    return DeviceRequest.of(devices).resolve(towers=resolve(saved_model(payload)).towers)
+
+
+def stats_for_checkpoint(stats: DatasetStats) -> Dict:
     """A DatasetStats as a checkpoint holds it: its tensors (on the CPU) and plain numbers;
     ``stats_from_checkpoint`` turns it back."""
     out = {}
@@ -189,8 +211,14 @@ def stats_for_checkpoint(stats) -> Dict:
     return out
 
 
-def stats_from_checkpoint(payload: Dict):
+def stats_from_checkpoint(payload: Dict) -> DatasetStats:
     """The training set's statistics saved in a checkpoint, as a DatasetStats."""
     if not payload.get("stats"):
         raise CheckpointError(f"{payload['path']}: holds no dataset statistics (mean image) to preprocess with")
     return DatasetStats(**payload["stats"])
+
+
+def preprocess_from_checkpoint(payload: Dict, device, channels_last: bool = False) -> Preprocess:
+    """The input as the checkpoint's run trained with it: its statistics on ``device`` and its
+    PreprocessConfig."""
+    return Preprocess(stats_from_checkpoint(payload).to(device), saved_preprocess(payload), channels_last)

@@ -12,16 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import make_loader, open_dataset, resolve_data_root
-from ..files import write_json
 from ..data.preprocess import Preprocess
-from ..devices import AUTO, DeviceRequest, Placement
-from ..errors import CheckpointError
-from ..model.spec import resolve
+from ..devices import AUTO
+from ..files import write_json
+from ..precision import autocast_context, resolve_amp
 from ..progress import SILENT, Reporter
-from .checkpoint import model_from_checkpoint, read_checkpoint, stats_from_checkpoint
+from .checkpoint import checkpoint_placement, model_from_checkpoint, preprocess_from_checkpoint, read_checkpoint
 from .distributed import SINGLE, World, all_sum
-from .run_folder import CHECKPOINTS
-from .step import autocast_context, resolve_amp
+from .run_folder import RunFolder, check_classes, trained_data
 
 # FACTS §7: the paper's single-model results and two well-known ports, for comparison tables.
 PAPER_RESULTS = [
@@ -97,19 +95,6 @@ def format_results(results: Dict[str, Dict], include_paper: bool = True) -> str:
     return "\n".join(lines)
 
 
-def preprocess_from_checkpoint(payload: Dict, device, channels_last: bool = False) -> Preprocess:
-    """The preprocessing a checkpoint's run trained with: its dataset statistics and mean mode."""
-    recipe = payload.get("config", {}).get("recipe", {})
-    return Preprocess(stats=stats_from_checkpoint(payload).to(device), mean=recipe.get("mean", "image"),
-                      divide_std=recipe.get("input_divide_std", False), channels_last=channels_last)
-
-
-def checkpoint_placement(payload: Dict, devices=AUTO) -> Placement:
-    """Where to run a checkpoint's net: ``devices`` (a DeviceRequest, a --devices string or a
-    device list) resolved for the checkpoint's variant."""
-    return DeviceRequest.of(devices).resolve(towers=resolve(variant=payload["model_config"]["variant"]).towers)
-
-
 def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size: int = 64, ten_crop: bool = True,
                         devices=AUTO, amp: str = "auto", channels_last: bool = False,
                         workers=None, lrn_impl: str = "fast", out=None, reporter: Reporter = SILENT) -> Dict:
@@ -118,13 +103,9 @@ def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size
     payload = read_checkpoint(checkpoint)
     placement = checkpoint_placement(payload, devices)
     amp_dtype = resolve_amp(amp, placement)
-    if data is None:
-        data = payload["config"].get("data_root") or payload["config"].get("data")
-    root = resolve_data_root(data, reporter)
+    root = resolve_data_root(trained_data(payload["config"]) if data is None else data, reporter)
     dataset = open_dataset(root, split)
-    if list(dataset.classes) != list(payload["classes"]):
-        raise CheckpointError(f"{payload['path']}: trained on {len(payload['classes'])} classes, but {root} "
-                              f"({split}) has {len(dataset.classes)} (or in another order)")
+    check_classes(payload["classes"], dataset, payload["path"], f"{root} ({split})")
     model = model_from_checkpoint(payload, placement.layout, placement.devices, lrn_impl)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -135,8 +116,8 @@ def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size
         results.append(evaluate(model, dataset, preprocess, ten_crop=True, desc="ten crops", **kwargs))
     path = Path(payload["path"])
     if out is None:
-        run = path.parent.parent if path.parent.name == CHECKPOINTS else None
-        out = run / "eval.json" if run is not None else path.with_name(path.name + ".eval.json")
+        run = RunFolder.of_checkpoint(path)
+        out = run.eval_path if run is not None else path.with_name(path.name + ".eval.json")
     summary = {"checkpoint": str(path), "dataset": str(root), "split": split, "classes": list(dataset.classes),
                "placement": placement.as_dict(), "progress": payload.get("progress", {}),
                "results": results, "paper": PAPER_RESULTS}

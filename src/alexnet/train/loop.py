@@ -16,27 +16,28 @@ stops without saving over the last good checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import torch
 
+from ..analysis.colourfulness import tower_colourfulness
 from ..data import make_loader
 from ..errors import ConfigError, TrainingError
-from ..files import write_json
-from ..analysis.colourfulness import tower_colourfulness
 from ..progress import SILENT, Reporter
-from .curves import plot_curves
 from . import distributed
+from .config import Runtime, TrainConfig
+from .curves import plot_curves
 from .diagnostics import stall_warning
 from .optim import current_lr, set_lr
-from .session import Session, TrainConfig, config_for_resume, set_up
+from .session import Session, config_for_resume, set_up
 from .step import train_step
 
-__all__ = ["Interrupted", "Session", "TrainConfig", "config_for_resume", "end_epoch", "final_evaluation", "set_up",
-           "train", "train_one_epoch"]
+__all__ = ["Interrupted", "Runtime", "Session", "TrainConfig", "config_for_resume", "end_epoch", "final_evaluation",
+           "set_up", "train", "train_one_epoch"]
 
 
 class Interrupted(Exception):
@@ -75,68 +76,97 @@ def train_one_epoch(session: Session, epoch: int, stop: _StopSignal, reporter: R
     """One pass over the training set (the rest of it, when resuming mid-epoch): SGD steps,
     a progress record every ``log_every`` steps. Returns the epoch's training loss and error.
     Raises ``Interrupted`` after saving when asked to stop, ``TrainingError`` on a NaN loss."""
-    config, recipe, progress = session.config, session.recipe, session.progress
-    primary = session.placement.primary
-    world = session.world
+    plan, state, recipe = session.plan, session.state, session.config.recipe
+    primary, world = plan.placement.primary, plan.world
     # Every replica cuts the same global batches from the same order and trains on its slice.
-    loader = make_loader(session.train_set, recipe.batch_size, shuffle=True, seed=recipe.seed, epoch=epoch,
-                         skip_batches=progress["batch"], workers=config.workers, drop_last=True,
-                         pin_memory=primary.type == "cuda", shard=(world.rank, world.size))
-    share = session.replica_batch
-    session.model.train()
-    sums = torch.zeros(3, dtype=torch.float64, device=primary)  # images, loss·n, misses (since last log)
-    epoch_sums = torch.zeros(3, dtype=torch.float64, device=primary)
-    tick, tick_images = time.perf_counter(), 0
+    loader = make_loader(session.data.train_set, recipe.batch_size, shuffle=True, seed=recipe.seed, epoch=epoch,
+                         skip_batches=state.progress["batch"], workers=session.config.runtime.workers,
+                         drop_last=True, pin_memory=primary.type == "cuda", shard=(world.rank, world.size))
+    state.model.train()
+    log = _StepLog(session, epoch)
     batches_left = len(loader)  # after the batches a resumed run already trained on
-    with reporter.bar(loader.epoch_batches, f"epoch {epoch + 1}/{recipe.epochs}", initial=progress["batch"]) as bar:
+    with reporter.bar(loader.epoch_batches, f"epoch {epoch + 1}/{recipe.epochs}", initial=state.progress["batch"]) as bar:
         for i, (images, labels) in enumerate(loader):
-            images = images.to(primary, non_blocking=True)
-            labels = labels.to(primary, non_blocking=True)
-            # The augmentation is drawn for the global batch; this replica uses its slice.
-            x = session.preprocess.train(images, session.generator,
-                                         slice_of=(world.rank * share, recipe.batch_size))  # (B, 3, 224, 224)
-            loss, logits = train_step(session.replica, x, labels, session.optimizer, session.amp_dtype,
-                                      session.scaler, with_logits=True)
-            n = labels.shape[0]
-            misses = (logits.argmax(dim=1) != labels).sum()
-            sums += torch.stack([torch.tensor(float(n), dtype=torch.float64, device=primary),
-                                 loss.double() * n, misses.double()])
-            progress["batch"] += 1
-            progress["step"] += 1
-            progress["images"] += n * world.size  # every replica trained on as many
-            tick_images += n * world.size
+            loss, logits, labels = _step(session, images, labels)
+            log.add(loss, logits, labels)
             bar.update(1)
             last = i == batches_left - 1
             # --max-steps at an epoch's last batch lets the epoch end (validation, checkpoint).
             stopping = distributed.any_rank(stop.requested is not None, world, primary) or (
                 _max_steps_reached(session) and not last)
-            if progress["step"] % config.log_every == 0 or last or stopping:
-                now = time.perf_counter()
-                record = _log_record(session, epoch, sums, tick_images / max(now - tick, 1e-9))
+            if state.progress["step"] % session.config.runtime.log_every == 0 or last or stopping:
+                record = log.write()
                 bar.set_postfix_str(f"loss {record['loss']:.3f} err {100 * record['error']:.1f}% "
                                     f"{record['images_per_second']:.0f} img/s")
-                epoch_sums += sums
-                sums.zero_()
-                tick, tick_images = now, 0
             if stopping:
                 session.save()
                 raise _interrupted(session, stop.requested or (
-                    f"max_steps={config.max_steps}" if _max_steps_reached(session) else "another rank was stopped"))
+                    f"max_steps={session.config.runtime.max_steps}" if _max_steps_reached(session)
+                    else "another rank was stopped"))
     if loader.epoch_batches == 0:
         raise ConfigError(f"--batch-size {recipe.batch_size} is larger than the training set "
-                          f"({len(session.train_set)} images): no full batch to train on")
-    count, loss_sum, miss_sum = epoch_sums.tolist()
-    return {"train_loss": loss_sum / max(count, 1), "train_error": miss_sum / max(count, 1),
-            "skipped_images": getattr(loader, "skipped", 0)}
+                          f"({len(session.data.train_set)} images): no full batch to train on")
+    return {**log.epoch(), "skipped_images": getattr(loader, "skipped", 0)}
+
+
+def _step(session: Session, images: torch.Tensor, labels: torch.Tensor):
+    """One SGD step on this replica's slice of the global batch; the position advanced."""
+    plan, state, batch = session.plan, session.state, session.config.recipe.batch_size
+    world = plan.world
+    images = images.to(plan.placement.primary, non_blocking=True)
+    labels = labels.to(plan.placement.primary, non_blocking=True)
+    # The augmentation is drawn for the global batch; this replica uses its slice.
+    x = session.preprocess.train(images, state.generator,
+                                 slice_of=(world.rank * plan.replica_batch, batch))  # (B, 3, 224, 224)
+    loss, logits = train_step(session.replica, x, labels, state.optimizer, plan.amp_dtype, state.scaler,
+                              with_logits=True)
+    progress = state.progress
+    progress["batch"] += 1
+    progress["step"] += 1
+    progress["images"] += labels.shape[0] * world.size  # every replica trained on as many
+    return loss, logits, labels
+
+
+class _StepLog:
+    """The steps' loss and misses, summed on the device since the last record (so a step does
+    not wait for the host) and over the epoch; ``write`` makes one metrics line of them."""
+
+    def __init__(self, session: Session, epoch: int):
+        self.session, self.epoch_number = session, epoch
+        device = session.plan.placement.primary
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # images, loss·n, misses (since last log)
+        self.epoch_sums = torch.zeros(3, dtype=torch.float64, device=device)
+        self.tick, self.tick_images = time.perf_counter(), 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n = labels.shape[0]
+        misses = (logits.argmax(dim=1) != labels).sum()
+        self.sums += torch.stack([torch.tensor(float(n), dtype=torch.float64, device=self.sums.device),
+                                  loss.double() * n, misses.double()])
+        self.tick_images += n * self.session.plan.world.size
+
+    def write(self) -> Dict:
+        now = time.perf_counter()
+        record = _log_record(self.session, self.epoch_number, self.sums,
+                             self.tick_images / max(now - self.tick, 1e-9))
+        self.epoch_sums += self.sums
+        self.sums.zero_()
+        self.tick, self.tick_images = now, 0
+        return record
+
+    def epoch(self) -> Dict:
+        count, loss_sum, miss_sum = self.epoch_sums.tolist()
+        return {"train_loss": loss_sum / max(count, 1), "train_error": miss_sum / max(count, 1)}
 
 
 def _max_steps_reached(session: Session) -> bool:
-    return bool(session.config.max_steps and session.progress["step"] >= session.config.max_steps)
+    max_steps = session.config.runtime.max_steps
+    return bool(max_steps and session.state.progress["step"] >= max_steps)
 
 
 def _interrupted(session: Session, reason: str) -> Interrupted:
     """What stopping early says; the checkpoint is saved before."""
-    p = session.progress
+    p = session.state.progress
     return Interrupted(f"stopped ({reason}) at step {p['step']}, epoch {p['epoch'] + 1} batch {p['batch']}; "
                        f"checkpoint saved. Continue with: alexnet train --resume {session.run.path}")
 
@@ -144,46 +174,46 @@ def _interrupted(session: Session, reason: str) -> Interrupted:
 def _log_record(session: Session, epoch: int, sums: torch.Tensor, images_per_second: float) -> Dict:
     """The steps since the last record (summed over the replicas) as one metrics line; the one
     host synchronisation."""
-    count, loss_sum, miss_sum = distributed.all_sum(sums, session.world).tolist()
-    progress = session.progress
+    count, loss_sum, miss_sum = distributed.all_sum(sums, session.plan.world).tolist()
+    progress = session.state.progress
     if not math.isfinite(loss_sum):
         last = session.run.last_checkpoint
         raise TrainingError(f"the loss became {loss_sum / max(count, 1)} by step {progress['step']} "
                             f"(epoch {epoch + 1}); stopped without saving. The last good checkpoint is "
                             f"{last if last.exists() else 'none (first epoch)'}; try a lower --lr")
     record = {"kind": "step", "epoch": epoch + 1, "step": progress["step"], "images": progress["images"],
-              "loss": loss_sum / count, "error": miss_sum / count, "lr": current_lr(session.optimizer),
+              "loss": loss_sum / count, "error": miss_sum / count, "lr": current_lr(session.state.optimizer),
               "images_per_second": images_per_second, "chance_loss": session.chance_loss}
-    session.record(record)
+    session.log(record)
     return record
 
 
 def end_epoch(session: Session, epoch: int, trained: Dict, val: Dict, dropped: bool,
               reporter: Reporter = SILENT) -> Dict:
     """Record the epoch, save ``last.pt`` (and ``best.pt`` on a new best), redraw the curves."""
-    session.progress.update(epoch=epoch + 1, batch=0)
-    improved = val["top1_error"] < session.best["val_top1_error"]
+    state, run, config = session.state, session.run, session.config
+    state.progress.update(epoch=epoch + 1, batch=0)
+    improved = val["top1_error"] < state.best["val_top1_error"]
     if improved:
-        session.best = {"val_top1_error": val["top1_error"], "val_top5_error": val["top5_error"], "epoch": epoch + 1}
-    record = {"kind": "epoch", "epoch": epoch + 1, "step": session.progress["step"],
-              "images": session.progress["images"], "train_loss": trained["train_loss"],
+        state.best = {"val_top1_error": val["top1_error"], "val_top5_error": val["top5_error"], "epoch": epoch + 1}
+    record = {"kind": "epoch", "epoch": epoch + 1, "step": state.progress["step"],
+              "images": state.progress["images"], "train_loss": trained["train_loss"],
               "train_error": trained["train_error"], "val_loss": val["loss"], "val_top1_error": val["top1_error"],
-              "val_top5_error": val["top5_error"], "lr": current_lr(session.optimizer), "lr_dropped": dropped,
+              "val_top5_error": val["top5_error"], "lr": current_lr(state.optimizer), "lr_dropped": dropped,
               "skipped_images": trained["skipped_images"], "chance_loss": session.chance_loss,
-              "conv1_colourfulness": tower_colourfulness(session.model)}  # per tower (alexnet.analysis.colourfulness)
-    run = session.run
-    session.record(record)
+              "conv1_colourfulness": tower_colourfulness(state.model)}  # per tower (alexnet.analysis.colourfulness)
+    session.log(record)
     session.save()
     if improved:
         session.save(run.best_checkpoint, resumable=False)
     if session.writes:
         plot_curves(run.read_metrics(), run.curves_path,
-                    title=f"{run.path.name}: {session.config.variant}, {session.placement.describe()}")
-    reporter.line(f"epoch {epoch + 1}/{session.recipe.epochs}: train loss {record['train_loss']:.3f} "
+                    title=f"{run.path.name}: {config.model.variant}, {session.plan.placement.describe()}")
+    reporter.line(f"epoch {epoch + 1}/{config.recipe.epochs}: train loss {record['train_loss']:.3f} "
                   f"err {100 * record['train_error']:.1f}% | val loss {val['loss']:.3f} "
                   f"top-1 {100 * val['top1_error']:.1f}% top-5 {100 * val['top5_error']:.1f}% | "
                   f"lr {record['lr']:.2g}{' (divided)' if dropped else ''}")
-    warning = stall_warning(record, len(session.classes), session.recipe.init, session.recipe.lr)
+    warning = stall_warning(record, len(session.data.classes), config.model.init, config.recipe.lr)
     if warning:
         reporter.line(warning)
     return record
@@ -192,52 +222,79 @@ def end_epoch(session: Session, epoch: int, trained: Dict, val: Dict, dropped: b
 def final_evaluation(session: Session, last_val: Optional[Dict], reporter: Reporter = SILENT) -> Dict:
     """The run's summary (``summary.json``), with the paper's ten-crop evaluation when the run
     finished its epochs."""
-    progress = session.progress
+    progress, config = session.state.progress, session.config
     summary = {"run": str(session.run.path), "epochs": progress["epoch"], "steps": progress["step"],
-               "images": progress["images"], "best": session.best, "chance_top1_error": 1 - 1 / len(session.classes)}
+               "images": progress["images"], "best": session.state.best,
+               "chance_top1_error": 1 - 1 / len(session.data.classes)}
     if last_val is not None:
         summary["final_centre_crop"] = last_val
-    if session.config.ten_crop and progress["epoch"] == session.recipe.epochs:
+    if config.runtime.ten_crop and progress["epoch"] == config.recipe.epochs:
         ten = session.evaluate("val ten-crop", reporter, ten_crop=True)
         summary["final_ten_crop"] = ten
-        session.record({"kind": "final", "step": progress["step"], "images": progress["images"],
-                                    "ten_crop_top1_error": ten["top1_error"],
-                                    "ten_crop_top5_error": ten["top5_error"], "ten_crop_loss": ten["loss"]})
+        session.log({"kind": "final", "step": progress["step"], "images": progress["images"],
+                     "ten_crop_top1_error": ten["top1_error"], "ten_crop_top5_error": ten["top5_error"],
+                     "ten_crop_loss": ten["loss"]})
     summary["disk_bytes"] = session.run.disk_bytes()
     if session.writes:
-        write_json(session.run.path / "summary.json", summary)
+        session.run.write_summary(summary)
     return summary
+
+
+@contextlib.contextmanager
+def _global_state() -> Iterator[None]:
+    """Whatever a run sets for itself in torch's globals, put back when it ends: cuDNN's
+    autotuner flag, and the random generators (set_up seeds them: dropout draws from them)."""
+    benchmark = torch.backends.cudnn.benchmark
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def train(config: TrainConfig, *, resume: Optional[str] = None, reporter: Reporter = SILENT) -> Dict:
     """Train (or, with ``resume``, continue) a run. Returns the run's summary.
 
     Raises ``Interrupted`` after saving when stopped by a signal or ``max_steps``, and
-    ``TrainingError`` when the loss stops being finite.
+    ``TrainingError`` when the loss stops being finite. Leaves torch's global state (random
+    generators, cudnn.benchmark) as it found it.
 
     Started by torchrun (``WORLD_SIZE`` in the environment), this process is one of several
     data-parallel replicas (``alexnet.train.distributed``); rank 0 reports and writes.
     """
     world = distributed.World.from_env()
-    session = set_up(config, resume, reporter if world.is_main else SILENT, world)
-    reporter = reporter if session.writes else SILENT
+    with _global_state():
+        session = set_up(config, resume, reporter if world.is_main else SILENT, world)
+        if any(d.type == "cuda" for d in session.plan.placement.devices):
+            torch.backends.cudnn.benchmark = session.config.runtime.cudnn_benchmark
+        try:
+            return _epochs(session, reporter if session.writes else SILENT)
+        except RuntimeError as error:  # torch.distributed's errors are RuntimeErrors
+            failed = distributed.replica_failed(error, world, session.state.progress)
+            if failed is None:
+                raise
+            raise failed from error
+        finally:
+            distributed.finish(session.started_group)
+
+
+def _epochs(session: Session, reporter: Reporter) -> Dict:
+    """Every epoch left: train, validate (the same figures on every rank), the schedule, the
+    epoch's records and checkpoints; then the final evaluation."""
+    state, epochs = session.state, session.config.recipe.epochs
     val = None
-    try:
-        with _StopSignal(reporter) as stop:
-            for epoch in range(session.progress["epoch"], session.recipe.epochs):
-                trained = train_one_epoch(session, epoch, stop, reporter)
-                val = session.evaluate(f"val {epoch + 1}", reporter)  # the same on every rank
-                dropped = session.schedule.after_epoch(epoch, val["top1_error"])
-                if dropped:
-                    set_lr(session.optimizer, session.schedule.lr)
-                end_epoch(session, epoch, trained, val, dropped, reporter)
-                if _max_steps_reached(session) and epoch + 1 < session.recipe.epochs:
-                    raise _interrupted(session, f"max_steps={config.max_steps}")
-        return final_evaluation(session, val, reporter)
-    except RuntimeError as error:  # torch.distributed's errors are RuntimeErrors
-        failed = distributed.replica_failed(error, session.world, session.progress)
-        if failed is None:
-            raise
-        raise failed from error
-    finally:
-        distributed.finish(session.started_group)
+    with _StopSignal(reporter) as stop:
+        for epoch in range(state.progress["epoch"], epochs):
+            trained = train_one_epoch(session, epoch, stop, reporter)
+            val = session.evaluate(f"val {epoch + 1}", reporter)
+            dropped = state.schedule.after_epoch(epoch, val["top1_error"])
+            if dropped:
+                set_lr(state.optimizer, state.schedule.lr)
+            end_epoch(session, epoch, trained, val, dropped, reporter)
+            if _max_steps_reached(session) and epoch + 1 < epochs:
+                raise _interrupted(session, f"max_steps={session.config.runtime.max_steps}")
+    return final_evaluation(session, val, reporter)

@@ -10,8 +10,8 @@ import torch
 
 from ..data.images import load_image
 from ..devices import AUTO
-from .checkpoint import model_from_checkpoint, read_checkpoint
-from .evaluate import average_softmax, checkpoint_placement, preprocess_from_checkpoint
+from .checkpoint import checkpoint_placement, model_from_checkpoint, preprocess_from_checkpoint, read_checkpoint
+from .evaluate import average_softmax
 
 _WNID = re.compile(r"^n\d{8}$")
 

@@ -6,21 +6,25 @@ the fully resolved one.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Dict, Mapping
+from typing import Dict
 
 from ..errors import ConfigError
-from ..data.transforms import DEFAULT_PCA, MEANS, PCA_CONVENTIONS
-from ..model.dropout import DROPOUT_STYLES
-from ..model.init import INIT_PRESETS
+from ..model.config import ModelConfig
+from ..settings import Settings
 
 SCHEDULES = ("plateau", "step")
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(Settings):
+    """How a net is trained: the optimizer, the batch, the schedule and the seed. The net it
+    trains (its initialization and dropout form included) is a ModelConfig, the input's
+    preprocessing a PreprocessConfig; a preset names all three (``PRESETS``)."""
+
+    what = "recipe field"
+
     name: str
     description: str = ""
     # §5: SGD, batch 128, momentum 0.9, weight decay 5e-4 (not on biases, as in the authors' code)
@@ -45,47 +49,51 @@ class Recipe:
     plateau_min_improvement: float = 0.001
     min_epochs_per_lr: int = 10
     step_epochs: int = 20
-    # §5 initialization; §4.2 dropout in fc6 and fc7: "paper" scales by 1-p at test time,
-    # "inverted" (nn.Dropout) by 1/(1-p) while training (alexnet.model.dropout)
-    init: str = "paper"
-    dropout: float = 0.5
-    dropout_style: str = "paper"
-    # §2, §4.1: mean subtraction and fancy-PCA colour noise (see alexnet.data.transforms)
-    mean: str = "image"
-    pca: str = DEFAULT_PCA  # "sqrt-lambda" (cuda-convnet) or "lambda" (the paper's formula); "none"
-    pca_std: float = 0.1
-    input_divide_std: bool = False  # divide inputs by the pixel std, as most ports do (not the paper)
+    # Seeds the initialization, the data order, the augmentation and the dropout masks.
     seed: int = 0
 
-    def replace(self, **changes) -> "Recipe":
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ConfigError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
-        return validate(dataclasses.replace(self, **changes))
+    def checks(self):
+        """One clear line for an impossible value, naming the option."""
+        return [
+            (self.epochs >= 1, f"--epochs must be at least 1; got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1; got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive; got {self.lr}"),
+            (0 <= self.momentum < 1, f"--momentum must be in [0, 1); got {self.momentum}"),
+            (self.weight_decay >= 0, f"--wd must be non-negative; got {self.weight_decay}"),
+            (self.schedule in SCHEDULES,
+             f"--schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}"),
+            (0 < self.lr_drop_factor < 1, f"--lr-drop-factor must be in (0, 1); got {self.lr_drop_factor}"),
+            (self.max_lr_drops >= 0, f"--max-lr-drops must be non-negative; got {self.max_lr_drops}"),
+            (self.plateau_patience >= 1, f"--patience must be at least 1; got {self.plateau_patience}"),
+            (0 <= self.plateau_min_improvement < 1,
+             f"--min-improvement must be in [0, 1) (top-1 error as a fraction: 0.001 is 0.1 points); "
+             f"got {self.plateau_min_improvement}"),
+            (self.min_epochs_per_lr >= 1, f"--min-epochs-per-lr must be at least 1; got {self.min_epochs_per_lr}"),
+            (self.step_epochs >= 1, f"--step-epochs must be at least 1; got {self.step_epochs}"),
+            (self.bias_lr_mult > 0, f"bias_lr_mult must be positive; got {self.bias_lr_mult}"),
+        ]
 
-    def as_dict(self) -> Dict:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: Mapping) -> "Recipe":
-        """A recipe as a run folder recorded it. Fields added since are filled with what runs
-        recorded before them trained with (``FIELDS_BEFORE``), so a resumed run keeps its rule."""
-        return cls(**{**FIELDS_BEFORE, **data})
+@dataclass(frozen=True)
+class Preset:
+    """A named way to train: its recipe and the net it trains (initialization, dropout form)."""
 
+    recipe: Recipe
+    model: ModelConfig
 
-#: What a recorded recipe that lacks a field trained with: nn.Dropout's inverted dropout, and
-#: the first plateau rule (any strict improvement counts; a drop allowed after any epoch).
-FIELDS_BEFORE = {"dropout_style": "inverted", "plateau_min_improvement": 0.0, "min_epochs_per_lr": 1}
+    @property
+    def name(self) -> str:
+        return self.recipe.name
 
 
-PAPER = Recipe(
+PAPER = Preset(Recipe(
     name="paper",
     description="§5 of the paper: batch 128, lr 0.01 divided by 10 when validation error stops improving "
                 "(three times), momentum 0.9, weight decay 5e-4, 90 epochs, paper initialization, "
                 "the paper's dropout (outputs halved at test time)",
-)
+), ModelConfig(init="paper", dropout_style="paper"))
 
-CAFFE = Recipe(
+CAFFE = Preset(Recipe(
     name="caffe",
     description="Caffe's bvlc_alexnet solver: batch 256, lr 0.01 divided by 10 every 20 epochs "
                 "(100,000 iterations), 90 epochs, biases at twice the learning rate, Caffe initialization",
@@ -94,14 +102,13 @@ CAFFE = Recipe(
     step_epochs=20,
     max_lr_drops=4,
     bias_lr_mult=2.0,
-    init="caffe",
-    dropout_style="inverted",  # Caffe's dropout layer scales the kept units by 1/(1-p) in training
-)
+    # Caffe's dropout layer scales the kept units by 1/(1-p) in training.
+), ModelConfig(init="caffe", dropout_style="inverted"))
 
 # The built-in dataset's short schedule: a few minutes on a 2-core CPU (docs/training.md).
 # Caffe's initialization, because the paper's does not leave chance level within a run this
 # short (docs/trainability.md); --init paper selects it.
-BUILTIN = Recipe(
+BUILTIN = Preset(Recipe(
     name="builtin",
     description="the paper's recipe with a short schedule for the built-in dataset, a few minutes on a "
                 "2-core CPU: batch 32, 3 epochs, lr 0.01 then 0.001 for the last, Caffe initialization, "
@@ -111,52 +118,23 @@ BUILTIN = Recipe(
     schedule="step",
     step_epochs=2,
     max_lr_drops=1,
-    init="caffe",
-    # Inverted: seed for seed (0-2) it ended 11 points of accuracy above the paper's form on
-    # this 3-epoch schedule (docs/training.md, docs/figures/seed-spread.json).
-    dropout_style="inverted",
-)
+    # Inverted dropout: seed for seed (0-2) it ended 11 points of accuracy above the paper's form
+    # on this 3-epoch schedule (docs/training.md, docs/figures/seed-spread.json).
+), ModelConfig(init="caffe", dropout_style="inverted"))
 
-PRESETS: Dict[str, Recipe] = {r.name: r for r in (PAPER, CAFFE, BUILTIN)}
+PRESETS: Dict[str, Preset] = {p.name: p for p in (PAPER, CAFFE, BUILTIN)}
 
 
-def get_recipe(name: str) -> Recipe:
+def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}; got {name!r}") from None
 
 
-def validate(recipe: Recipe) -> Recipe:
-    """One clear line for an impossible value, naming the option."""
-    checks = [
-        (recipe.epochs >= 1, f"--epochs must be at least 1; got {recipe.epochs}"),
-        (recipe.batch_size >= 1, f"--batch-size must be at least 1; got {recipe.batch_size}"),
-        (recipe.lr > 0, f"--lr must be positive; got {recipe.lr}"),
-        (0 <= recipe.momentum < 1, f"--momentum must be in [0, 1); got {recipe.momentum}"),
-        (recipe.weight_decay >= 0, f"--wd must be non-negative; got {recipe.weight_decay}"),
-        (recipe.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}; got {recipe.schedule!r}"),
-        (0 < recipe.lr_drop_factor < 1, f"--lr-drop-factor must be in (0, 1); got {recipe.lr_drop_factor}"),
-        (recipe.max_lr_drops >= 0, f"--max-lr-drops must be non-negative; got {recipe.max_lr_drops}"),
-        (recipe.plateau_patience >= 1, f"--patience must be at least 1; got {recipe.plateau_patience}"),
-        (0 <= recipe.plateau_min_improvement < 1,
-         f"--min-improvement must be in [0, 1) (top-1 error as a fraction: 0.001 is 0.1 points); "
-         f"got {recipe.plateau_min_improvement}"),
-        (recipe.min_epochs_per_lr >= 1, f"--min-epochs-per-lr must be at least 1; got {recipe.min_epochs_per_lr}"),
-        (recipe.step_epochs >= 1, f"--step-epochs must be at least 1; got {recipe.step_epochs}"),
-        (recipe.init in INIT_PRESETS, f"--init must be one of {', '.join(INIT_PRESETS)}; got {recipe.init!r}"),
-        (0 <= recipe.dropout < 1, f"--dropout must be in [0, 1); got {recipe.dropout}"),
-        (recipe.dropout_style in DROPOUT_STYLES,
-         f"--dropout-style must be one of {', '.join(DROPOUT_STYLES)}; got {recipe.dropout_style!r}"),
-        (recipe.mean in MEANS, f"--mean must be one of {', '.join(MEANS)}; got {recipe.mean!r}"),
-        (recipe.pca in PCA_CONVENTIONS, f"--pca must be one of {', '.join(PCA_CONVENTIONS)}; got {recipe.pca!r}"),
-        (recipe.pca_std >= 0, f"--pca-std must be non-negative; got {recipe.pca_std}"),
-        (recipe.bias_lr_mult > 0, f"bias_lr_mult must be positive; got {recipe.bias_lr_mult}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    return recipe
+def get_recipe(name: str) -> Recipe:
+    """The recipe of preset ``name``."""
+    return get_preset(name).recipe
 
 
 def schedule_rule(recipe: Recipe) -> str:

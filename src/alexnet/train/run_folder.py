@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
-from ..files import json_default, write_atomically, write_json
 from ..errors import CheckpointError, ConfigError
+from ..files import json_default, write_atomically, write_json
+from .config import migrate
 
 CONFIG = "config.json"
 CLASSES = "classes.json"
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
+SUMMARY = "summary.json"  # written when the run ends: its final figures
+EVAL = "eval.json"  # written by alexnet eval
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
@@ -54,6 +57,34 @@ class RunFolder:
     @property
     def stats_dir(self) -> Path:
         return self.path / STATS_DIR
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY
+
+    @property
+    def eval_path(self) -> Path:
+        return self.path / EVAL
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: Union[str, Path]) -> Optional["RunFolder"]:
+        """The run folder a checkpoint file belongs to (``RUN/checkpoints/NAME.pt``), or None
+        for a checkpoint kept elsewhere."""
+        path = Path(checkpoint)
+        return cls(path.parent.parent) if path.parent.name == CHECKPOINTS else None
+
+    def checkpoint_to_read(self) -> Path:
+        """Its last checkpoint, or its best one where the last was removed (a finished ablation
+        run keeps only ``best.pt``)."""
+        for candidate in (self.last_checkpoint, self.best_checkpoint):
+            if candidate.exists():
+                return candidate
+        raise CheckpointError(f"{self.path}: a folder without {CHECKPOINTS}/{LAST} or {BEST}; give a checkpoint file "
+                              f"or a run folder")
+
+    def finished(self) -> bool:
+        """The run ended (its summary is written); an interrupted one has a checkpoint but no summary."""
+        return self.summary_path.exists()
 
     def holds_run(self) -> bool:
         return self.config_path.exists() or self.last_checkpoint.exists() or self.metrics_path.exists()
@@ -94,13 +125,22 @@ class RunFolder:
         write_json(self.config_path, config)
 
     def read_config(self) -> Dict:
+        """config.json in this version's shape (``alexnet.train.config.migrate``)."""
         try:
-            return json.loads(self.config_path.read_text())
+            saved = json.loads(self.config_path.read_text())
         except (OSError, ValueError) as error:
             raise CheckpointError(f"{self.config_path}: unreadable ({error})") from None
+        return migrate(saved, str(self.config_path))
 
     def write_classes(self, classes: List[str]) -> None:
         write_json(self.path / CLASSES, list(classes))
+
+    def write_summary(self, summary: Dict) -> None:
+        write_json(self.summary_path, summary)
+
+    def read_summary(self) -> Dict:
+        """The run's summary.json, or {} while it has none (or it cannot be read)."""
+        return _read_json(self.summary_path)
 
     def append_metrics(self, record: Dict) -> None:
         """One JSON object per line; flushed and synced so a crash loses at most this line."""
@@ -132,3 +172,25 @@ class RunFolder:
                 for r in kept:
                     handle.write(json.dumps(r, default=json_default) + "\n")
         write_atomically(self.metrics_path, write)
+
+
+def _read_json(path: Path) -> Dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def trained_data(config: Mapping) -> Optional[str]:
+    """Where a run's data was, from its configuration (config.json, or a checkpoint's copy):
+    the root set-up resolved, else the ``--data`` it was given (None: the built-in dataset)."""
+    return config.get("resolved", {}).get("data_root") or config.get("data")
+
+
+def check_classes(trained: Sequence[str], dataset, where: Union[str, Path], root: Union[str, Path],
+                  hint: str = "") -> None:
+    """A run trained on ``trained`` classes meets ``dataset`` at ``root``: the same class names
+    in the same order, or one line saying how they differ (``hint``: what to do about it)."""
+    if list(trained) != list(dataset.classes):
+        raise CheckpointError(f"{where}: trained on {len(trained)} classes, but {root} has "
+                              f"{len(dataset.classes)} (or in another order){hint}")

@@ -1,15 +1,20 @@
-"""Setting up a training run: its configuration, the run folder, and everything built from
-them (``set_up``), or restored from the last checkpoint when resuming.
+"""Setting up a training run, top to bottom:
 
-    session = set_up(TrainConfig(recipe=get_recipe("paper"), data="/data/imagenet",
-                                 devices=DeviceRequest.parse("0,1")))
+    plan_run       the config checked and resolved against this machine: devices, precision,
+                   the replicas' batch; the checkpoint read when resuming (nothing written)
+    open_data      the datasets, their classes and the training statistics (the built-in
+                   dataset and the statistics are made once and cached)
+    open_run       the run folder: a new one, or the resumed one
+    build          the net, the optimizer, the schedule, the preprocessing, the random stream
+    restore / start_fresh, replicate, record_config, announce
+
+    session = set_up(TrainConfig.from_preset("paper", data="/data/imagenet", devices="0,1"))
 
 Nothing is written before the devices and the data have been checked.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
@@ -22,65 +27,303 @@ from torch.utils.data import Dataset
 
 from ..data import default_workers, load_or_compute_stats, open_dataset, resolve_data_root
 from ..data.preprocess import Preprocess
-from ..devices import AUTO, DeviceRequest, Placement
-from ..errors import CheckpointError, ConfigError
+from ..data.stats import DatasetStats
+from ..devices import Placement
+from ..machine import software_versions
 from ..model.build import build_model
 from ..model.spec import resolve
+from ..precision import precision_name, resolve_amp
 from ..progress import SILENT, Reporter
-from ..machine import software_versions
 from . import distributed
-from .checkpoint import (load_momentum_buffers, load_weights, read_checkpoint, save_checkpoint,
-                         stats_for_checkpoint)
+from .checkpoint import load_momentum_buffers, load_weights, read_checkpoint, save_checkpoint, stats_for_checkpoint
+from .config import Runtime, TrainConfig
 from .distributed import SINGLE, World
 from .evaluate import evaluate
 from .optim import paper_sgd, set_lr
-from .recipe import PRESETS, LRSchedule, Recipe, get_recipe, schedule_rule, validate
-from .run_folder import RunFolder
-from .step import amp_name, resolve_amp
+from .recipe import PRESETS, LRSchedule, schedule_rule
+from .run_folder import RunFolder, check_classes
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will be on this machine, worked out from its config before anything is
+    written: where it runs, in what precision, and where it stands when resuming."""
+
+    config: TrainConfig
+    world: World
+    placement: Placement
+    amp_dtype: Optional[torch.dtype]
+    resume: Optional[RunFolder]  # the run folder being continued
+    payload: Optional[Dict]  # its last checkpoint
+
+    @property
+    def replica_batch(self) -> int:
+        return distributed.replica_batch(self.config.recipe.batch_size, self.world)
 
 
 @dataclass
+class RunData:
+    """The run's data: where it is, its splits, their classes, the training statistics."""
+
+    root: Path
+    train_set: Dataset
+    val_set: Dataset
+    classes: List[str]
+    stats: DatasetStats
 
 
-class TrainConfig:
-    """Everything a run needs: the recipe, the model's variant, the data, the devices, and how
-    to run (precision, memory format, workers). The run folder records it fully resolved."""
+@dataclass
+class TrainState:
+    """What a checkpoint holds to continue exactly: the net, its optimizer and schedule, the
+    augmentation's random stream, the loss scaler, where training stands and its best epoch."""
 
-    recipe: Recipe = field(default_factory=lambda: get_recipe("paper"))
-    data: Optional[str] = None  # a folder or packed dataset; None: the built-in dataset
-    out: Optional[str] = None  # the run folder; None: runs/<preset>-<time>
-    devices: DeviceRequest = AUTO  # --devices and --layout
-    variant: str = "two-gpu"
-    lrn: bool = True
-    overlap: bool = True
-    lrn_impl: str = "fast"
-    amp: str = "auto"  # auto: bf16 on GPUs that support it, fp32 elsewhere
-    channels_last: bool = False
-    cudnn_benchmark: bool = True
-    workers: Optional[int] = None
-    log_every: int = 10  # steps between progress records (and host synchronisations)
-    skip_bad: bool = False
-    ten_crop: bool = True  # a final ten-crop evaluation after the last epoch
-    eval_batch_size: Optional[int] = None
-    overwrite: bool = False
-    max_steps: Optional[int] = None  # stop as if interrupted after this many steps in total
-    collective_timeout: float = distributed.DEFAULT_TIMEOUT  # seconds; several processes only
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    generator: torch.Generator  # the augmentation's random stream, on the training device
+    scaler: Optional["torch.amp.GradScaler"]
+    progress: Dict = field(default_factory=lambda: {"epoch": 0, "batch": 0, "step": 0, "images": 0})
+    best: Dict = field(default_factory=lambda: {"val_top1_error": math.inf})
 
-    def __post_init__(self):
-        self.devices = DeviceRequest.of(self.devices)
 
-    def as_dict(self) -> Dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d.update(recipe=self.recipe.as_dict(), **self.devices.as_dict())
-        return d
+@dataclass
+class Session:
+    """A run set up to train: its plan, data, folder and state, the preprocessing, and what the
+    step calls (the net, or it inside DistributedDataParallel)."""
 
-    @classmethod
-    def from_dict(cls, data: Dict) -> "TrainConfig":
-        data = dict(data)
-        recipe = Recipe.from_dict(data.pop("recipe"))
-        devices = DeviceRequest.parse(data.pop("devices", "auto"), data.pop("layout", None))
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(recipe=recipe, devices=devices, **{k: v for k, v in data.items() if k in known})
+    plan: RunPlan
+    data: RunData
+    run: RunFolder
+    state: TrainState
+    preprocess: Preprocess
+    replica: Optional[torch.nn.Module] = None
+    record: Dict = field(default_factory=dict)  # config.json: the configuration and what set-up resolved
+    started_group: bool = False  # set_up joined the process group (train() leaves it)
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.plan.config
+
+    @property
+    def writes(self) -> bool:
+        """This process writes the run folder and reports (rank 0)."""
+        return self.plan.world.is_main
+
+    @property
+    def chance_loss(self) -> float:
+        return math.log(len(self.data.classes))
+
+    def log(self, record: Dict) -> None:
+        """One line of metrics.jsonl (rank 0 only)."""
+        if self.writes:
+            self.run.append_metrics(record)
+
+    def save(self, path=None, metrics: Optional[Dict] = None, resumable: bool = True) -> None:
+        """A checkpoint of everything needed to continue exactly (``last.pt`` by default);
+        ``resumable=False`` leaves out the momentum buffers (half the file), as ``best.pt``
+        does: it is for evaluation, and resuming reads ``last.pt``. Only rank 0 saves."""
+        if not self.writes:
+            return
+        state = self.state
+        save_checkpoint(path or self.run.last_checkpoint, model=state.model, classes=self.data.classes,
+                        preprocess=self.config.preprocess, stats=stats_for_checkpoint(self.data.stats),
+                        config=self.record, optimizer=state.optimizer if resumable else None,
+                        schedule=state.schedule.state_dict(), progress=state.progress,
+                        rng=_rng_state(state.generator, self.plan.placement),
+                        metrics={"best": state.best, **(metrics or {})})
+
+    def evaluate(self, desc: str, reporter: Reporter, ten_crop: bool = False) -> Dict:
+        runtime = self.config.runtime
+        return evaluate(self.state.model, self.data.val_set, self.preprocess, ten_crop=ten_crop, desc=desc,
+                        batch_size=runtime.eval_batch_size or self.config.recipe.batch_size,
+                        amp_dtype=self.plan.amp_dtype, workers=runtime.workers, reporter=reporter,
+                        world=self.plan.world)
+
+
+def set_up(config: TrainConfig, resume: Optional[str] = None, reporter: Reporter = SILENT,
+           world: World = SINGLE) -> Session:
+    """Check the devices and the data, then open the run folder (a new one, or ``resume``'s
+    with its last checkpoint loaded) and build the model, optimizer and preprocessing. Nothing
+    is written before the devices and the data have been checked.
+
+    ``world``: this process among several data-parallel replicas (``alexnet.train.distributed``):
+    it takes its local rank's devices, joins the process group, and leaves the writing to rank 0.
+    Training seeds torch's global generator (dropout draws from it); ``train`` puts it back."""
+    plan = plan_run(config, resume, world)
+    started = distributed.start(world, plan.placement, plan.config.runtime.collective_timeout)
+    if resume is None and config.data is None:
+        reporter.line(f"no --data: training on the built-in dataset with the '{config.recipe.name}' recipe "
+                      f"({config.recipe.description})" + _changes(config))
+    data = open_data(plan, reporter)
+    plan = _with_classes(plan, data)
+    session = build(plan, data, open_run(plan, data), started)
+    if plan.payload is not None:
+        restore(session, plan.payload, reporter)
+    else:
+        start_fresh(session)
+    session.replica = distributed.replicate(session.state.model, world)
+    session.record = record_config(session)
+    if session.writes:
+        session.run.write_config(session.record)
+    announce(session, reporter)
+    return session
+
+
+def plan_run(config: TrainConfig, resume: Optional[str] = None, world: World = SINGLE) -> RunPlan:
+    """The run ``config`` describes, resolved on this machine: its local rank's devices, the
+    precision, the replicas' share of the batch; with ``resume``, the run folder and its last
+    checkpoint. Reads, checks, and writes nothing."""
+    distributed.replica_batch(config.recipe.batch_size, world)  # the global batch divides among the replicas
+    if world.local_size > 1 and config.runtime.workers is None:  # the node's cores shared between its processes
+        config = config.replace(workers=default_workers(world.local_size))
+    towers = resolve(config.model).towers
+    request = config.runtime.devices.for_local_rank(world.local_rank, world.local_size, towers)
+    placement = request.resolve(towers)
+    amp_dtype = resolve_amp(config.runtime.amp, placement)
+    run = payload = None
+    if resume is not None:
+        run = RunFolder.open(resume)
+        payload = read_checkpoint(run.last_checkpoint)
+    return RunPlan(config, world, placement, amp_dtype, run, payload)
+
+
+def open_data(plan: RunPlan, reporter: Reporter = SILENT) -> RunData:
+    """The run's datasets and training statistics; a resumed run's classes must be the data's.
+    Rank 0 goes first: it may generate the built-in dataset and compute the statistics."""
+    runtime = plan.config.runtime
+    with distributed.main_first(plan.world):
+        root = resolve_data_root(plan.config.data, reporter)
+        train_set = open_dataset(root, "train", skip_bad=runtime.skip_bad)
+        val_set = open_dataset(root, "val", skip_bad=runtime.skip_bad)
+        if plan.payload is not None:
+            check_classes(plan.payload["classes"], train_set, plan.resume.path, root)
+        stats = load_or_compute_stats(root, workers=runtime.workers, reporter=reporter)
+    return RunData(root, train_set, val_set, list(train_set.classes), stats)
+
+
+def _with_classes(plan: RunPlan, data: RunData) -> RunPlan:
+    """fc8 has as many outputs as the data has classes."""
+    config = plan.config.replace(num_classes=len(data.classes))
+    return RunPlan(config, plan.world, plan.placement, plan.amp_dtype, plan.resume, plan.payload)
+
+
+def open_run(plan: RunPlan, data: RunData) -> RunFolder:
+    """The resumed run's folder, or a new one (created by rank 0; every rank learns its name,
+    which by default has the time in it)."""
+    if plan.resume is not None:
+        return plan.resume
+    path = None
+    if plan.world.is_main:
+        config = plan.config
+        path = str(RunFolder.create(config.out or default_out(config), overwrite=config.overwrite).path)
+    return RunFolder(distributed.gather(path, plan.world)[0])
+
+
+def default_out(config: TrainConfig) -> str:
+    return str(Path("runs") / f"{config.recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def build(plan: RunPlan, data: RunData, run: RunFolder, started_group: bool) -> Session:
+    """The net (initialized from the recipe's seed unless a checkpoint will replace it), the
+    paper's SGD, the schedule, the augmentation's stream and the preprocessing, on the plan's
+    devices."""
+    config, placement = plan.config, plan.placement
+    recipe, runtime = config.recipe, config.runtime
+    model = build_model(config.model, layout=placement.layout, devices=placement.devices, seed=recipe.seed,
+                        initialize=plan.payload is None, lrn_impl=runtime.lrn_impl)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = paper_sgd(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                          decay_biases=recipe.decay_biases, bias_lr_mult=recipe.bias_lr_mult)
+    primary = placement.primary
+    state = TrainState(model=model, optimizer=optimizer, schedule=LRSchedule(recipe),
+                       generator=torch.Generator(device=primary).manual_seed(recipe.seed + 1),
+                       scaler=torch.amp.GradScaler("cuda") if plan.amp_dtype == torch.float16 else None)
+    preprocess = Preprocess(data.stats.to(primary), config.preprocess, runtime.channels_last)
+    return Session(plan=plan, data=data, run=run, state=state, preprocess=preprocess, started_group=started_group)
+
+
+def start_fresh(session: Session) -> None:
+    """A new run: its statistics and class names in the folder, and the dropout masks seeded
+    (each replica draws its own)."""
+    if session.writes:
+        session.data.stats.save(session.run.stats_dir)
+        session.run.write_classes(session.data.classes)
+    torch.manual_seed(distributed.rank_seed(session.config.recipe.seed, session.plan.world.rank))
+
+
+def restore(session: Session, payload: Dict, reporter: Reporter = SILENT) -> None:
+    """Continue from a checkpoint: weights, momentum, schedule, position, random streams."""
+    state, world = session.state, session.plan.world
+    load_weights(state.model, payload)
+    if payload.get("optimizer"):
+        load_momentum_buffers(state.model, state.optimizer, payload["optimizer"]["momentum"])
+    state.schedule.load_state_dict(payload["schedule"])
+    set_lr(state.optimizer, state.schedule.lr, keep_velocity=False)
+    state.progress.update(payload["progress"])
+    state.best.update(payload.get("metrics", {}).get("best", {}))
+    _set_rng_state(payload.get("rng", {}), state.generator)
+    p = state.progress
+    if world.rank:  # the checkpoint holds rank 0's dropout stream; the others start their own here
+        torch.manual_seed(distributed.rank_seed(session.config.recipe.seed + p["step"], world.rank))
+    if session.writes:
+        session.run.truncate_metrics_after(p["step"])
+    reporter.line(f"resuming {session.run.path} at epoch {p['epoch'] + 1}, batch {p['batch']} "
+                  f"(step {p['step']}) on {session.plan.placement.describe()}")
+    before = payload["config"].get("resolved", {}).get("distributed", {}).get("world_size", 1)
+    if before != world.size:
+        reporter.line(f"the run was trained with {before} process{'es' if before > 1 else ''}; continuing with "
+                      f"{world.size} (the global batch stays {session.config.recipe.batch_size}, the data order "
+                      f"and augmentation are the same)")
+
+
+def record_config(session: Session) -> Dict:
+    """config.json: the configuration, and under "resolved" what set-up worked out from it."""
+    plan, data = session.plan, session.data
+    ranks = distributed.gather(plan.placement.describe(), plan.world)
+    resolved = {"data_root": str(data.root), "placement": plan.placement.as_dict(),
+                "amp_dtype": precision_name(plan.amp_dtype), "lr_rule": schedule_rule(plan.config.recipe),
+                "classes": len(data.classes), "train_images": len(data.train_set), "val_images": len(data.val_set),
+                "stats": data.stats.summary(), "versions": software_versions(), "command": sys.argv}
+    if plan.world.distributed:
+        resolved["distributed"] = {
+            "world_size": plan.world.size, "processes_per_node": plan.world.local_size,
+            "backend": distributed.backend_for(plan.placement), "global_batch": plan.config.recipe.batch_size,
+            "batch_per_replica": plan.replica_batch, "ranks": ranks}
+    return {**plan.config.replace(out=str(session.run.path)).as_dict(), "resolved": resolved}
+
+
+def announce(session: Session, reporter: Reporter) -> None:
+    """What trains where, in a few lines."""
+    plan, data, config = session.plan, session.data, session.config
+    reporter.line(f"training {config.model.variant} AlexNet ({plan.placement.describe()}, "
+                  f"{precision_name(plan.amp_dtype)}) on {len(data.train_set):,} images in {len(data.classes)} "
+                  f"classes from {data.root}; recipe {config.recipe.name}; run folder {session.run.path}")
+    if plan.world.distributed:
+        ranks = session.record["resolved"]["distributed"]["ranks"]
+        reporter.line(f"{plan.world.size} data-parallel replicas ({distributed.backend_for(plan.placement)}), "
+                      f"global batch {config.recipe.batch_size} = {plan.world.size} x {plan.replica_batch}; "
+                      + "; ".join(f"rank {r}: {where}" for r, where in enumerate(ranks)))
+    reporter.line(f"learning rate: {schedule_rule(config.recipe)}; dropout: {config.model.dropout_style} form")
+
+
+def config_for_resume(run_dir: str, runtime: Runtime = Runtime(), epochs: Optional[int] = None) -> TrainConfig:
+    """The configuration a run was started with, with this session's ``runtime`` (devices,
+    precision, workers...: replaced as a whole) and optionally more ``epochs``."""
+    run = RunFolder.open(run_dir)
+    config = TrainConfig.from_dict(run.read_config(), str(run.config_path))
+    config = config.replace(out=str(run.path), overwrite=False, runtime=runtime)
+    return config if epochs is None else config.replace(epochs=epochs)
+
+
+def _changes(config: TrainConfig) -> str:
+    """What differs from the preset the recipe is named after, for the start-up line."""
+    preset = PRESETS.get(config.recipe.name)
+    if preset is None:
+        return ""
+    changes = {k: v for part, saved in (("recipe", preset.recipe), ("model", preset.model))
+               for k, v in getattr(config, part).as_dict().items() if v != getattr(saved, k)}
+    return f"; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""
 
 
 def _rng_state(generator: torch.Generator, placement: Placement) -> Dict:
@@ -100,217 +343,3 @@ def _set_rng_state(state: Dict, generator: torch.Generator) -> None:
     for index, value in state.get("cuda", {}).items():
         if int(index) < torch.cuda.device_count():
             torch.cuda.set_rng_state(value, int(index))
-
-
-def config_for_resume(run_dir: str, epochs: Optional[int] = None, **runtime) -> TrainConfig:
-    """The configuration a run was started with, with how-to-run settings (devices,
-    precision, workers...) replaced by ``runtime`` and optionally more ``epochs``."""
-    run = RunFolder.open(run_dir)
-    saved = run.read_config()
-    try:
-        config = TrainConfig.from_dict(saved)
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{run.config_path}: not a configuration this version reads ({error})") from None
-    changes = {k: v for k, v in runtime.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
-    config = dataclasses.replace(config, out=str(run.path), overwrite=False, **changes)
-    if epochs is not None:
-        config = dataclasses.replace(config, recipe=config.recipe.replace(epochs=epochs))
-    return config
-
-
-def default_out(recipe: Recipe) -> str:
-    return str(Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-
-
-@dataclass
-
-
-class Session:
-    """A run set up to train: its folder, data, model, optimizer and where it stands."""
-
-    config: TrainConfig
-    recipe: Recipe
-    placement: Placement
-    amp_dtype: Optional[torch.dtype]
-    run: RunFolder
-    root: Path
-    train_set: Dataset
-    val_set: Dataset
-    classes: List[str]
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    schedule: LRSchedule
-    preprocess: Preprocess
-    generator: torch.Generator  # the augmentation's random stream, on the training device
-    scaler: Optional["torch.amp.GradScaler"]
-    resolved: Dict  # config.json: the configuration, fully resolved
-    saved_stats: Dict  # the dataset statistics as every checkpoint of the run holds them
-    progress: Dict = field(default_factory=lambda: {"epoch": 0, "batch": 0, "step": 0, "images": 0})
-    best: Dict = field(default_factory=lambda: {"val_top1_error": math.inf})
-    world: World = SINGLE  # this process among the data-parallel replicas (torchrun)
-    replica: Optional[torch.nn.Module] = None  # what the step calls: the model, or it inside DDP
-    started_group: bool = False  # set_up joined the process group (train() leaves it)
-
-    @property
-    def writes(self) -> bool:
-        """This process writes the run folder and reports (rank 0)."""
-        return self.world.is_main
-
-    @property
-    def replica_batch(self) -> int:
-        return distributed.replica_batch(self.recipe.batch_size, self.world)
-
-    def record(self, record: Dict) -> None:
-        """One line of metrics.jsonl (rank 0 only)."""
-        if self.writes:
-            self.run.append_metrics(record)
-
-    @property
-    def chance_loss(self) -> float:
-        return math.log(len(self.classes))
-
-    def save(self, path=None, metrics: Optional[Dict] = None, resumable: bool = True) -> None:
-        """A checkpoint of everything needed to continue exactly (``last.pt`` by default);
-        ``resumable=False`` leaves out the momentum buffers (half the file), as ``best.pt``
-        does: it is for evaluation, and resuming reads ``last.pt``. Only rank 0 saves."""
-        if not self.writes:
-            return
-        save_checkpoint(path or self.run.last_checkpoint, model=self.model, classes=self.classes,
-                        stats=self.saved_stats, config=self.resolved,
-                        optimizer=self.optimizer if resumable else None,
-                        schedule=self.schedule.state_dict(), progress=self.progress,
-                        rng=_rng_state(self.generator, self.placement),
-                        metrics={"best": self.best, **(metrics or {})})
-
-    def evaluate(self, desc: str, reporter: Reporter, ten_crop: bool = False) -> Dict:
-        return evaluate(self.model, self.val_set, self.preprocess, ten_crop=ten_crop, desc=desc,
-                        batch_size=self.config.eval_batch_size or self.recipe.batch_size,
-                        amp_dtype=self.amp_dtype, workers=self.config.workers, reporter=reporter,
-                        world=self.world)
-
-
-def set_up(config: TrainConfig, resume: Optional[str] = None, reporter: Reporter = SILENT,
-           world: World = SINGLE) -> Session:
-    """Check the devices and the data, then open the run folder (a new one, or ``resume``'s
-    with its last checkpoint loaded) and build the model, optimizer and preprocessing. Nothing
-    is written before the devices and the data have been checked.
-
-    ``world``: this process among several data-parallel replicas (``alexnet.train.distributed``):
-    it takes its local rank's devices, joins the process group, and leaves the writing to rank 0."""
-    recipe = validate(config.recipe)
-    if config.log_every < 1:
-        raise ConfigError(f"--log-every must be at least 1; got {config.log_every}")
-    distributed.replica_batch(recipe.batch_size, world)  # the global batch divides among the replicas
-    if world.local_size > 1 and config.workers is None:  # the node's cores shared between its processes
-        config = dataclasses.replace(config, workers=default_workers(world.local_size))
-    towers = resolve(variant=config.variant).towers
-    placement = config.devices.for_local_rank(world.local_rank, world.local_size, towers).resolve(towers)
-    amp_dtype = resolve_amp(config.amp, placement)
-    started_group = distributed.start(world, placement, config.collective_timeout)
-    payload = None
-    if resume is not None:
-        run = RunFolder.open(resume)
-        payload = read_checkpoint(run.last_checkpoint)
-    elif config.data is None:
-        reporter.line(f"no --data: training on the built-in dataset with the '{recipe.name}' recipe "
-                      f"({recipe.description})" + _changes(recipe))
-    with distributed.main_first(world):  # rank 0 generates the built-in data and the statistics once
-        root = resolve_data_root(config.data, reporter)
-        train_set = open_dataset(root, "train", skip_bad=config.skip_bad)
-        val_set = open_dataset(root, "val", skip_bad=config.skip_bad)
-        classes = list(train_set.classes)
-        if payload is not None and list(payload["classes"]) != classes:
-            raise CheckpointError(f"{run.path}: the run was trained on {len(payload['classes'])} classes, "
-                                  f"{root} has {len(classes)} (or in another order)")
-        stats = load_or_compute_stats(root, workers=config.workers, reporter=reporter)
-    if payload is None:
-        if world.is_main:
-            run = RunFolder.create(config.out or default_out(recipe), overwrite=config.overwrite)
-        # Every rank needs the folder's name (its default has the time in it): rank 0's.
-        run = RunFolder(distributed.gather(str(run.path) if world.is_main else None, world)[0])
-    if any(d.type == "cuda" for d in placement.devices):
-        torch.backends.cudnn.benchmark = config.cudnn_benchmark
-
-    model = build_model(variant=config.variant, layout=placement.layout, devices=placement.devices, lrn=config.lrn,
-                        overlap=config.overlap, num_classes=len(classes), dropout=recipe.dropout,
-                        dropout_style=recipe.dropout_style, init=recipe.init, initialize=payload is None,
-                        seed=recipe.seed, lrn_impl=config.lrn_impl)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = paper_sgd(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                          decay_biases=recipe.decay_biases, bias_lr_mult=recipe.bias_lr_mult)
-    primary = placement.primary
-    session = Session(
-        config=config, recipe=recipe, placement=placement, amp_dtype=amp_dtype, run=run, root=root,
-        train_set=train_set, val_set=val_set, classes=classes, model=model, optimizer=optimizer,
-        schedule=LRSchedule(recipe), generator=torch.Generator(device=primary).manual_seed(recipe.seed + 1),
-        scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
-        preprocess=Preprocess(stats=stats.to(primary), mean=recipe.mean, divide_std=recipe.input_divide_std,
-                              channels_last=config.channels_last, pca=recipe.pca, pca_std=recipe.pca_std),
-        resolved={}, saved_stats=stats_for_checkpoint(stats), world=world, started_group=started_group)
-    if payload is not None:
-        _restore(session, payload, reporter)
-    else:
-        if world.is_main:
-            stats.save(run.stats_dir)
-            run.write_classes(classes)
-        # Dropout masks follow the seed too; each replica draws its own.
-        torch.manual_seed(distributed.rank_seed(recipe.seed, world.rank))
-    session.replica = distributed.replicate(model, world)
-
-    ranks = distributed.gather(placement.describe(), world)
-    session.resolved = config.as_dict()
-    session.resolved.update(
-        out=str(run.path), data_root=str(root), placement=placement.as_dict(), amp_dtype=amp_name(amp_dtype),
-        lr_rule=schedule_rule(recipe),
-        classes=len(classes), train_images=len(train_set), val_images=len(val_set), stats=stats.summary(),
-        versions=software_versions(), command=sys.argv)
-    if world.distributed:
-        session.resolved["distributed"] = {
-            "world_size": world.size, "processes_per_node": world.local_size,
-            "backend": distributed.backend_for(placement), "global_batch": recipe.batch_size,
-            "batch_per_replica": session.replica_batch, "ranks": ranks}
-    if world.is_main:
-        run.write_config(session.resolved)
-    reporter.line(f"training {config.variant} AlexNet ({placement.describe()}, {amp_name(amp_dtype)}) on "
-                  f"{len(train_set):,} images in {len(classes)} classes from {root}; recipe {recipe.name}; "
-                  f"run folder {run.path}")
-    if world.distributed:
-        reporter.line(f"{world.size} data-parallel replicas ({distributed.backend_for(placement)}), global batch "
-                      f"{recipe.batch_size} = {world.size} x {session.replica_batch}; "
-                      + "; ".join(f"rank {r}: {where}" for r, where in enumerate(ranks)))
-    reporter.line(f"learning rate: {schedule_rule(recipe)}; dropout: {recipe.dropout_style} form")
-    return session
-
-
-def _changes(recipe: Recipe) -> str:
-    """What differs from the preset the recipe is named after, for the start-up line."""
-    preset = PRESETS.get(recipe.name)
-    changes = {} if preset is None else {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe)
-                                         if getattr(recipe, f.name) != getattr(preset, f.name)}
-    return f"; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""
-
-
-def _restore(session: Session, payload: Dict, reporter: Reporter) -> None:
-    """Continue from a checkpoint: weights, momentum, schedule, position, random streams."""
-    load_weights(session.model, payload)
-    if payload.get("optimizer"):
-        load_momentum_buffers(session.model, session.optimizer, payload["optimizer"]["momentum"])
-    session.schedule.load_state_dict(payload["schedule"])
-    set_lr(session.optimizer, session.schedule.lr, keep_velocity=False)
-    session.progress.update(payload["progress"])
-    session.best.update(payload.get("metrics", {}).get("best", {}))
-    _set_rng_state(payload.get("rng", {}), session.generator)
-    p = session.progress
-    world = session.world
-    if world.rank:  # the checkpoint holds rank 0's dropout stream; the others start their own here
-        torch.manual_seed(distributed.rank_seed(session.recipe.seed + p["step"], world.rank))
-    if session.writes:
-        session.run.truncate_metrics_after(p["step"])
-    reporter.line(f"resuming {session.run.path} at epoch {p['epoch'] + 1}, batch {p['batch']} "
-                  f"(step {p['step']}) on {session.placement.describe()}")
-    before = payload.get("config", {}).get("distributed", {}).get("world_size", 1)
-    if before != world.size:
-        reporter.line(f"the run was trained with {before} process{'es' if before > 1 else ''}; continuing with "
-                      f"{world.size} (the global batch stays {session.recipe.batch_size}, the data order and "
-                      f"augmentation are the same)")

@@ -2,54 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..devices import Placement
-from ..errors import ConfigError
-
-#: --amp: auto is bf16 on GPUs that support it and fp32 elsewhere.
-AMP_CHOICES = ("auto", "fp32", "bf16", "fp16")
-
-
-def resolve_amp(amp: str, placement: Placement) -> Optional[torch.dtype]:
-    """--amp -> the autocast dtype for a placement (None: fp32). bf16 and fp16 need every
-    device to be a GPU; auto picks bf16 where the GPUs support it."""
-    if amp not in AMP_CHOICES:
-        raise ConfigError(f"--amp must be one of {', '.join(AMP_CHOICES)}; got {amp!r}")
-    on_gpu = placement.on_gpu
-    if amp == "auto":
-        if on_gpu and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    if amp == "fp32":
-        return None
-    if not on_gpu:
-        raise ConfigError(f"--amp {amp} needs every device to be a GPU; {placement.describe()} trains in fp32 "
-                          f"(use --amp fp32 or auto)")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def amp_name(dtype: Optional[torch.dtype]) -> str:
-    """The autocast dtype as --amp spells it: bf16, fp16, or fp32 for none."""
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
-
-
-def autocast_context(devices: Union[torch.device, Sequence[torch.device]], dtype: Optional[torch.dtype]):
-    """Mixed precision on every device type the model uses (towers on a GPU and the CPU need
-    both autocasts); ``dtype=None`` or fp32 runs in fp32."""
-    if dtype is None or dtype == torch.float32:
-        return contextlib.nullcontext()
-    if isinstance(devices, torch.device):
-        devices = [devices]
-    stack = contextlib.ExitStack()
-    for device_type in sorted({torch.device(d).type for d in devices}):
-        stack.enter_context(torch.autocast(device_type=device_type, dtype=dtype))
-    return stack
+from ..precision import autocast_context
 
 
 def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,

@@ -1,15 +1,17 @@
 """``alexnet ablate``: the paper's three ablations (§3.2-§3.4) from one command, with a report.
 
-The baseline (the paper's two-tower net) and each chosen arm (``arms.ARMS``: the one-GPU net,
-no LRN, non-overlapping pooling) train with everything else identical: data, recipe, schedule,
-number of steps, seed, data order and augmentation draws (the loop derives the order and the
-augmentation stream from the recipe's seed). With several seeds every arm runs every seed.
+The baseline (by default the paper's two-tower net) and each chosen arm (``arms.PAPER_ARMS``:
+the one-GPU net, no LRN, non-overlapping pooling; or arms given in Python, ``arms.Arm``) train
+with everything else identical: data, recipe, schedule, number of steps, seed, data order and
+augmentation draws (the loop derives the order and the augmentation stream from the recipe's
+seed). With several seeds every arm runs every seed.
 
     from alexnet.experiments import ablate
-    report = ablate.run(TrainConfig(recipe=get_recipe("builtin")), arms=["no-lrn"], seeds=3,
-                        out="runs/ablate-lrn")
+    report = ablate.run(TrainConfig.from_preset("builtin"), arms=["no-lrn"], seeds=3, out="runs/ablate-lrn")
     report = ablate.resume("runs/ablate-lrn")       # after Ctrl-C: finished runs are kept
     report = ablate.report("runs/ablate-lrn")       # the report again, without training
+    report = ablate.run(config, baseline=Arm("builtin", {}, "..."),
+                        arms=[Arm("paper-dropout", {"dropout_style": "paper"}, "...")], seeds=5)
 
 The folder holds ``ablation.json`` (the settings), one ordinary run folder per arm and seed
 (``<arm>-seed<k>/``, readable by ``alexnet eval`` and ``alexnet.load_model`` through its
@@ -21,25 +23,23 @@ The modules: ``arms`` (the arms table), ``folder`` (the folder and its settings)
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ...data import open_dataset, resolve_data_root
 from ...errors import ConfigError, TrainingError
+from ...precision import resolve_amp
 from ...progress import SILENT, Reporter
 from ...train.loop import Interrupted, TrainConfig, config_for_resume, train
-from ...train.recipe import get_recipe, validate
-from ...train.run_folder import RunFolder
-from ...train.step import resolve_amp
-from .arms import ARM_NAMES, ARMS, BASELINE, PAPER_NET, Arm, arm_config, arm_spec, get_arms, run_name
-from .folder import RUNTIME_FIELDS, AblationFolder
+from .arms import (ARM_NAMES, BASELINE, PAPER_ARMS, Arm, arm_config, arm_spec, check_paper_baseline, get_arms,
+                   run_folder_name)
+from .folder import AblationFolder, runtime_of
 from .results import build_report, duration, format_report, write_report
 
-__all__ = ["ARMS", "ARM_NAMES", "BASELINE", "AblationFolder", "Arm", "build_report", "format_report", "get_arms",
-           "report", "resume", "run"]
+__all__ = ["ARM_NAMES", "BASELINE", "PAPER_ARMS", "AblationFolder", "Arm", "build_report", "format_report",
+           "get_arms", "report", "resume", "run"]
 
 #: What a finished run keeps besides 4 bytes per parameter: the dataset statistics (the mean image,
 #: in the run folder and again in best.pt), curves and config, 1.6 MiB measured on the built-in
@@ -53,36 +53,37 @@ def default_out() -> str:
     return str(Path("runs") / f"ablate-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def run(config: Optional[TrainConfig] = None, arms: Sequence[str] = ARM_NAMES, seeds: int = 1,
-        out: Optional[str] = None, reporter: Reporter = SILENT) -> Dict:
-    """Train the baseline and ``arms`` with the seeds ``recipe.seed`` .. ``recipe.seed + seeds - 1``
-    into ``out`` (default ``runs/ablate-<time>``), then write the report; returns it.
+def run(config: Optional[TrainConfig] = None, arms: Sequence[Union[str, Arm]] = ARM_NAMES, seeds: int = 1,
+        out: Optional[str] = None, reporter: Reporter = SILENT, baseline: Arm = BASELINE) -> Dict:
+    """Train ``baseline`` and ``arms`` (the paper's arms by name, or ``Arm`` objects) with the
+    seeds ``recipe.seed`` .. ``recipe.seed + seeds - 1`` into ``out`` (default
+    ``runs/ablate-<time>``), then write the report; returns it.
 
-    ``config`` is the baseline's run without a folder: the data, the recipe, the devices and how
-    to run (default: the built-in dataset and the ``builtin`` recipe). The same call on the same
-    ``out`` continues: finished runs are skipped, an interrupted one resumes from its checkpoint.
-    Raises ``Interrupted`` (after saving) on Ctrl-C or SIGTERM.
+    ``config`` is the baseline's run without a folder: the data, the net, the recipe, the
+    devices and how to run (default: the built-in dataset and the ``builtin`` preset); the
+    baseline arm changes nothing in it, its name and description label it. The same call on
+    the same ``out`` continues: finished runs are skipped, an interrupted one resumes from its
+    checkpoint. Raises ``Interrupted`` (after saving) on Ctrl-C or SIGTERM.
     """
-    config = config or TrainConfig(recipe=get_recipe("builtin"))
+    config = config or TrainConfig.from_preset("builtin")
     chosen = get_arms(arms)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"--seeds must be at least 1; got {seeds!r}")
-    net = {k: getattr(config, k) for k in PAPER_NET}
-    if net != PAPER_NET:
-        raise ConfigError(f"the baseline is the paper's net ({PAPER_NET}); the arms change the net themselves; "
-                          f"got {net}")
-    recipe = validate(config.recipe)
-    folder = AblationFolder.start(out or config.out or default_out(), [a.name for a in chosen],
-                                  [recipe.seed + i for i in range(seeds)], config)
-    return _train_all(folder, folder.template(), reporter, max_steps=config.max_steps)
+    if baseline.changes:
+        raise ConfigError(f"the baseline {baseline.name!r} is the template run itself; it changes nothing")
+    check_paper_baseline(config, chosen)
+    folder = AblationFolder.start(out or config.out or default_out(), chosen,
+                                  [config.recipe.seed + i for i in range(seeds)], config, baseline)
+    return _train_all(folder, folder.template(), reporter, max_steps=config.runtime.max_steps)
 
 
 def resume(out: str, reporter: Reporter = SILENT, **runtime) -> Dict:
     """Continue the ablation in ``out`` with its own settings; ``runtime`` (devices, amp,
-    workers, ...: ``folder.RUNTIME_FIELDS``) may change how the remaining runs run."""
+    workers, ...: runtime settings, ``alexnet.train.config.Runtime``) may change how the
+    remaining runs run."""
     folder = AblationFolder.open(out)
     template = folder.template(**runtime)
-    folder.settings["runtime"] = {**folder.settings["runtime"], **_runtime_dict(template)}
+    folder.settings["runtime"] = runtime_of(template)
     return _train_all(folder, template, reporter)
 
 
@@ -92,18 +93,13 @@ def report(out: str) -> Dict:
     return write_report(AblationFolder.open(out, option="--report"))
 
 
-def _runtime_dict(config: TrainConfig) -> Dict:
-    d = config.as_dict()
-    return {k: d[k] for k in (*RUNTIME_FIELDS, "layout")}
-
-
 def _check_before_writing(folder: AblationFolder, template: TrainConfig, reporter: Reporter):
     """The devices of every arm and the data, before anything is written; the training set."""
     for arm in folder.arms:
         config = arm_config(template, arm, folder.seeds[0], folder.path)
-        resolve_amp(config.amp, config.devices.resolve(towers=arm_spec(arm).towers))
+        resolve_amp(config.runtime.amp, config.runtime.devices.resolve(towers=arm_spec(template, arm).towers))
     root = resolve_data_root(template.data, reporter)
-    return open_dataset(root, "train", skip_bad=template.skip_bad)
+    return open_dataset(root, "train", skip_bad=template.runtime.skip_bad)
 
 
 def _train_all(folder: AblationFolder, template: TrainConfig, reporter: Reporter,
@@ -115,19 +111,19 @@ def _train_all(folder: AblationFolder, template: TrainConfig, reporter: Reporter
     for line in _plan_lines(folder, template, plan, len(train_set)):
         reporter.line(line)
     for i, (arm, seed) in enumerate(plan, 1):
-        name, run_dir = run_name(arm, seed), folder.run_dir(arm, seed)
+        name, run = run_folder_name(arm, seed), folder.run(arm, seed)
         state = folder.state(arm, seed)
         if state == "finished":
-            RunFolder(run_dir).last_checkpoint.unlink(missing_ok=True)  # a kill may have come before the cleanup
+            run.last_checkpoint.unlink(missing_ok=True)  # a kill may have come before the cleanup
             reporter.line(f"[{i}/{len(plan)}] {name}: finished before, kept")
             continue
-        config = dataclasses.replace(arm_config(template, arm, seed, run_dir), max_steps=max_steps)
+        config = arm_config(template, arm, seed, run.path).replace(max_steps=max_steps)
         resume_from = None
         if state == "interrupted":
-            resume_from = str(run_dir)
-            config = config_for_resume(resume_from, **{k: getattr(config, k) for k in (*RUNTIME_FIELDS, "max_steps")})
+            resume_from = str(run.path)
+            config = config_for_resume(resume_from, config.runtime)
         elif state == "started":  # stopped before its first checkpoint: nothing to keep
-            config = dataclasses.replace(config, overwrite=True)
+            config = config.replace(overwrite=True)
         reporter.line(f"[{i}/{len(plan)}] {name}: {'resuming' if resume_from else 'training'} {arm.description}")
         started = folder.session_started(name)
         try:
@@ -139,7 +135,7 @@ def _train_all(folder: AblationFolder, template: TrainConfig, reporter: Reporter
         finally:
             seconds = folder.session_ended(name, started)
         # best.pt (weights only) stays for evaluation; last.pt (momentum too) was only for resuming.
-        RunFolder(run_dir).last_checkpoint.unlink(missing_ok=True)
+        run.last_checkpoint.unlink(missing_ok=True)
         reporter.line(_done_line(folder, plan, i, name, seconds, summary))
     result = write_report(folder)
     reporter.line(f"report: {folder.path / 'report.md'}, {folder.path / 'report.json'}"
@@ -168,8 +164,8 @@ def _plan_lines(folder: AblationFolder, template: TrainConfig, plan: List[Tuple[
     yield (f"each run: {data} ({train_images:,} training images, {classes} classes), recipe {recipe.name}, "
            f"{recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''} of {train_images // recipe.batch_size:,} "
            f"steps of {recipe.batch_size} images ({steps:,} steps)")
-    params = {arm.name: arm_spec(arm, classes).params for arm in folder.arms}
-    records = RECORDS_BYTES + METRICS_LINE_BYTES * steps / template.log_every
+    params = {arm.name: arm_spec(template, arm, classes).params for arm in folder.arms}
+    records = RECORDS_BYTES + METRICS_LINE_BYTES * steps / template.runtime.log_every
     done = sum(FP32 * params[arm.name] + records for arm, _ in plan)
     todo = [(arm, seed) for (arm, seed), state in zip(plan, states) if state != "finished"]
     peak = 4 * FP32 * max(params[arm.name] for arm, _ in todo) if todo else 0
@@ -191,7 +187,7 @@ def _time_left(folder: AblationFolder, todo: Sequence[Tuple[Arm, int]]) -> Optio
     before any run has finished."""
     timed: Dict[str, List[float]] = {}
     for arm, seed in folder.plan():
-        seconds = folder.seconds(run_name(arm, seed))
+        seconds = folder.seconds(run_folder_name(arm, seed))
         if seconds is not None and folder.state(arm, seed) == "finished":
             timed.setdefault(arm.name, []).append(seconds)
     if not timed:

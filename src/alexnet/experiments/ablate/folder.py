@@ -1,15 +1,15 @@
 """The ablation's folder: its settings (``ablation.json``), one ordinary training run folder per
-arm and seed (``<arm>-seed<k>/``), and what it knows about time spent.
+arm and seed (``<arm>-seed<k>/``, a ``RunFolder``), and what it knows about time spent.
 
-``ablation.json`` holds what the experiment is (the arms, the seeds, the data, the resolved
-recipe, the ten-crop evaluation), how it last ran (devices, precision, workers: may change
-between sessions), and the wall time of every training session, so ``--resume`` and
-``--report`` need nothing but the folder.
+``ablation.json`` holds what the experiment is (the baseline and the arms, the seeds, the data,
+the net, the preprocessing and the recipe), how it last ran (the runtime settings: devices,
+precision, workers... may change between sessions), and the wall time of every training
+session, so ``--resume`` and ``--report`` need nothing but the folder. Version 1 (the paper's
+arms by name, the flat configuration of its time) is read through ``_migrate_v1``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -18,42 +18,33 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from ...errors import CheckpointError, ConfigError
 from ...files import write_json
+from ...train.config import PARTS, Runtime, TrainConfig, migrate
 from ...train.run_folder import RunFolder
-from ...train.session import TrainConfig
-from .arms import BASELINE, Arm, get_arms, run_name
+from .arms import BASELINE, Arm, get_arms, run_folder_name
 
 SETTINGS = "ablation.json"
-SUMMARY = "summary.json"
 FORMAT = "alexnet-ablation"
-VERSION = 1
-
-#: TrainConfig fields that define the experiment: a folder continues only with the same ones.
-EXPERIMENT_FIELDS = ("data", "recipe", "ten_crop")
-#: TrainConfig fields set per run (the arm, its folder) or per session only (max_steps).
-PER_RUN_FIELDS = ("out", "overwrite", "variant", "lrn", "overlap", "max_steps")
-#: How the runs run (devices, precision, workers, ...): may change between sessions.
-RUNTIME_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig)
-                       if f.name not in EXPERIMENT_FIELDS + PER_RUN_FIELDS)
-#: The files an ablation writes beside its run folders.
-OWN_FILES = (SETTINGS, "report.md", "report.json", "curves.png")
+VERSION = 2
+#: The parts of a run's configuration that define the experiment (the runtime may change).
+EXPERIMENT_PARTS = tuple(part for part in PARTS if part != "runtime")
 
 
 def experiment_of(config: TrainConfig) -> Dict:
     """The experiment part of a template configuration, as ablation.json stores it (the data
     as an absolute path, so the folder can be continued from elsewhere)."""
-    d = config.as_dict()
     data = None if config.data is None else str(Path(config.data).expanduser().resolve())
-    return {"data": data, "recipe": d["recipe"], "ten_crop": d["ten_crop"]}
+    return {"data": data, **{part: getattr(config, part).as_dict() for part in EXPERIMENT_PARTS}}
 
 
 def runtime_of(config: TrainConfig) -> Dict:
-    """How the runs run, as ablation.json stores it (``--devices`` and ``--layout`` as spelled)."""
-    d = config.as_dict()
-    return {k: v for k, v in d.items() if k in RUNTIME_FIELDS + ("layout",)}
+    """How the runs run, as ablation.json stores it (``--devices`` and ``--layout`` as spelled).
+    A session's --max-steps stops that session only: it is not kept for the next."""
+    return config.runtime.replace(max_steps=None).as_dict()
 
 
 def _flat(settings: Dict) -> Dict:
-    flat = {"arms": settings["arms"], "seeds": settings["seeds"]}
+    """The settings that must match for a folder to continue, one level deep ("recipe.lr")."""
+    flat = {"baseline": settings["baseline"], "arms": settings["arms"], "seeds": settings["seeds"]}
     for key, value in settings["experiment"].items():
         if isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in value.items()})
@@ -74,12 +65,13 @@ class AblationFolder:
 
     # -- creating and reopening ---------------------------------------------------------------
     @classmethod
-    def start(cls, path: Union[str, Path], arms: Sequence[str], seeds: Sequence[int],
-              config: TrainConfig) -> "AblationFolder":
+    def start(cls, path: Union[str, Path], arms: Sequence[Arm], seeds: Sequence[int], config: TrainConfig,
+              baseline: Arm = BASELINE) -> "AblationFolder":
         """A new ablation in ``path`` (absent or empty), or the one already there when its
         experiment is this one (running the same command again continues it). Writes nothing."""
         folder = cls(path)
-        settings = {"format": FORMAT, "version": VERSION, "arms": list(arms), "seeds": list(seeds),
+        settings = {"format": FORMAT, "version": VERSION, "baseline": baseline.as_dict(),
+                    "arms": [arm.as_dict() for arm in arms], "seeds": list(seeds),
                     "experiment": experiment_of(config), "runtime": runtime_of(config),
                     "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv, "timing": {}}
         if folder.path.exists() and not folder.path.is_dir():
@@ -112,6 +104,7 @@ class AblationFolder:
         return folder
 
     def read(self) -> Dict:
+        """ablation.json in this version's shape."""
         try:
             settings = json.loads(self.settings_path.read_text())
         except (OSError, ValueError) as error:
@@ -121,7 +114,9 @@ class AblationFolder:
         if int(settings.get("version", 0)) > VERSION:
             raise CheckpointError(f"{self.settings_path}: written by a newer alexnet (version "
                                   f"{settings['version']}); upgrade alexnet")
-        get_arms(settings["arms"])  # an unknown arm: one line
+        if int(settings.get("version", 1)) < 2:
+            settings = _migrate_v1(settings, str(self.settings_path))
+        self.template_of(settings)  # an unknown setting: one line
         return settings
 
     def save(self) -> None:
@@ -131,7 +126,8 @@ class AblationFolder:
     # -- what it holds --------------------------------------------------------------------------
     @property
     def arms(self) -> List[Arm]:
-        return [BASELINE, *get_arms(self.settings["arms"])]
+        """The baseline first, then the arms."""
+        return [Arm.from_dict(self.settings["baseline"]), *(Arm.from_dict(a) for a in self.settings["arms"])]
 
     @property
     def seeds(self) -> List[int]:
@@ -141,29 +137,32 @@ class AblationFolder:
     def builtin(self) -> bool:
         return self.settings["experiment"]["data"] is None
 
+    def template_of(self, settings: Dict) -> TrainConfig:
+        return TrainConfig.from_dict({"config_version": 2, **settings["experiment"], "runtime": settings["runtime"]},
+                                     str(self.settings_path))
+
     def template(self, **runtime) -> TrainConfig:
         """The baseline's configuration: the experiment with the stored runtime, ``runtime``
-        (devices, workers, ...) replacing it."""
-        config = TrainConfig.from_dict({**self.settings["runtime"], **self.settings["experiment"]})
-        not_runtime = sorted(set(runtime) - set(RUNTIME_FIELDS))
+        (devices, workers, ...: runtime settings only) replacing parts of it."""
+        not_runtime = sorted(set(runtime) - set(Runtime.names()))
         if not_runtime:
             raise ConfigError(f"continuing an ablation keeps its own {', '.join(not_runtime)}; only how the runs "
-                              f"run may change ({', '.join(RUNTIME_FIELDS)})")
-        return dataclasses.replace(config, **runtime)
+                              f"run may change ({', '.join(Runtime.names())})")
+        return self.template_of(self.settings).replace(**runtime)
 
     def plan(self) -> List[tuple]:
         """(arm, seed) in the order they run: every arm of seed 0, then of seed 1, ...; so an
         ablation stopped early has whole seeds to compare."""
         return [(arm, seed) for seed in self.seeds for arm in self.arms]
 
-    def run_dir(self, arm: Arm, seed: int) -> Path:
-        return self.path / run_name(arm, seed)
+    def run(self, arm: Arm, seed: int) -> RunFolder:
+        return RunFolder(self.path / run_folder_name(arm, seed))
 
     def state(self, arm: Arm, seed: int) -> str:
         """finished (summary.json), interrupted (a checkpoint to resume from), started (killed
         before its first checkpoint: starts again), or new."""
-        run = RunFolder(self.run_dir(arm, seed))
-        if (run.path / SUMMARY).exists():
+        run = self.run(arm, seed)
+        if run.finished():
             return "finished"
         if run.last_checkpoint.exists():
             return "interrupted"
@@ -191,3 +190,15 @@ class AblationFolder:
     def seconds(self, name: str) -> Optional[float]:
         timing = self.settings.get("timing", {}).get(name)
         return None if not timing or not timing.get("sessions") else float(timing["seconds"])
+
+
+def _migrate_v1(settings: Dict, where: str) -> Dict:
+    """Version 1: the paper's arms by name, the experiment (data, a flat recipe that held the
+    initialization, the dropout and the preprocessing, ten_crop) and a flat runtime."""
+    experiment, runtime = dict(settings["experiment"]), dict(settings["runtime"])
+    flat = migrate({**runtime, "recipe": experiment["recipe"], "ten_crop": experiment.get("ten_crop", True)}, where)
+    v2 = {**settings, "version": VERSION, "baseline": BASELINE.as_dict(),
+          "arms": [arm.as_dict() for arm in get_arms(settings["arms"])],
+          "experiment": {"data": experiment["data"], **{part: flat[part] for part in EXPERIMENT_PARTS}},
+          "runtime": flat["runtime"]}
+    return v2

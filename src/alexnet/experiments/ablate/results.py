@@ -17,11 +17,14 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from ...errors import AlexNetError
 from ...files import write_atomically, write_json
-from ...train.run_folder import RunFolder
+from ...model.config import ModelConfig
+from ...model.spec import resolve
+from ...tables import markdown_table
 from ...train.curves import epoch_curve, plot_runs
-from .arms import BASELINE, Arm, arm_spec, net_spec
-from .folder import SUMMARY, AblationFolder
+from .arms import Arm, arm_spec
+from .folder import AblationFolder
 
 REPORT_FORMAT = "alexnet-ablation-report"
 CURVES = "curves.png"
@@ -52,13 +55,6 @@ def t95(df: int) -> float:
 
 
 # -- the runs -------------------------------------------------------------------------------------
-def _json(path: Path) -> Dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def training_images_per_second(records: Sequence[Dict]) -> Optional[float]:
     """Training images over training time, from the step records: each covers the images since
     the previous one at its own rate (validation and checkpoints are not in it)."""
@@ -74,19 +70,29 @@ def training_images_per_second(records: Sequence[Dict]) -> Optional[float]:
     return images / seconds if seconds > 0 else None
 
 
+def _recorded_config(folder: AblationFolder, arm: Arm, seed: int) -> Dict:
+    """The run's config.json in this version's shape, or {} while it has none (or it is unreadable)."""
+    run = folder.run(arm, seed)
+    try:
+        return run.read_config() if run.config_path.exists() else {}
+    except AlexNetError:
+        return {}
+
+
 def read_run(folder: AblationFolder, arm: Arm, seed: int) -> Dict:
     """One run's figures, as its own files give them (errors as fractions)."""
-    run = RunFolder(folder.run_dir(arm, seed))
-    config, summary = _json(run.config_path), _json(run.path / SUMMARY)
+    run = folder.run(arm, seed)
+    config, summary = _recorded_config(folder, arm, seed), run.read_summary()
+    resolved = config.get("resolved", {})
     timing = folder.settings.get("timing", {}).get(run.path.name, {})
-    placement = config.get("placement") or {}
+    placement = resolved.get("placement") or {}
     devices = placement.get("devices", [])
     return {
         "arm": arm.name, "seed": seed, "run": run.path.name, "state": folder.state(arm, seed),
-        "net": {k: config[k] for k in ("variant", "lrn", "overlap") if k in config},
-        "classes": config.get("classes"),
+        "net": config.get("model") or None,
+        "classes": resolved.get("classes"),
         "runs_on": None if not placement else
-        f"{placement['layout']} on {', '.join(devices)}, {config.get('amp_dtype', '?')}",
+        f"{placement['layout']} on {', '.join(devices)}, {resolved.get('amp_dtype', '?')}",
         "two_gpus": placement.get("layout") == "towers" and len(set(devices)) == 2
                     and all(d.startswith("cuda") for d in devices),
         "epochs": summary.get("epochs"),
@@ -99,7 +105,7 @@ def read_run(folder: AblationFolder, arm: Arm, seed: int) -> Dict:
 
 
 # -- statistics -----------------------------------------------------------------------------------
-def spread(values: Sequence[float]) -> Dict:
+def seed_spread(values: Sequence[float]) -> Dict:
     values = list(values)
     return {"n": len(values), "values": values, "mean": statistics.fmean(values) if values else None,
             "std": statistics.stdev(values) if len(values) >= 2 else None}
@@ -108,7 +114,7 @@ def spread(values: Sequence[float]) -> Dict:
 def paired_difference(baseline: Dict[int, float], arm: Dict[int, float]) -> Dict:
     """arm minus baseline, seed by seed, in percentage points; its mean, std and 95% interval."""
     seeds = sorted(set(baseline) & set(arm))
-    result = spread([100 * (arm[s] - baseline[s]) for s in seeds])
+    result = seed_spread([100 * (arm[s] - baseline[s]) for s in seeds])
     result.update(seeds=seeds, interval=None, beyond_noise=None)
     if result["n"] >= 2:
         half = t95(result["n"] - 1) * result["std"] / math.sqrt(result["n"])
@@ -122,49 +128,55 @@ def _finished_values(runs: Sequence[Dict], key: str) -> Dict[int, float]:
 
 
 # -- the report -----------------------------------------------------------------------------------
+def _arm_summary(template, arm: Arm, mine: Sequence[Dict], classes: Optional[int]) -> Dict:
+    """One arm's row: what it is, its net's cost, its errors over the seeds, its time."""
+    net = next((r["net"] for r in mine if r["net"]), None)
+    n = next((r["classes"] for r in mine if r["classes"]), classes) or 1000
+    # The net the runs recorded, else the arm's.
+    spec = resolve(ModelConfig.from_dict(net), num_classes=n) if net else arm_spec(template, arm, n)
+    done = [r for r in mine if r["state"] == "finished"]
+    walls = [r["wall_seconds"] for r in done if r["wall_seconds"] is not None]
+    rates = [r["images_per_second"] for r in done if r["images_per_second"]]
+    return {
+        "arm": arm.name, "section": arm.section, "description": arm.description, "changes": dict(arm.changes),
+        "paper_delta": _delta(arm),
+        "params": spec.params, "macs": spec.macs, "classes": n,
+        "params_1000_classes": arm_spec(template, arm, 1000).params,
+        "runs_on": sorted({r["runs_on"] for r in mine if r["runs_on"]}),
+        "finished": len(done), "seeds": len(mine),
+        "errors": {key: seed_spread([100 * v for v in _finished_values(mine, key).values()]) for key, *_ in METRICS},
+        "wall_seconds": statistics.fmean(walls) if walls else None,
+        "untimed_sessions": sum(r["untimed_sessions"] for r in done),
+        "images_per_second": statistics.fmean(rates) if rates else None,
+    }
+
+
+def _delta(arm: Arm) -> Optional[Dict[str, float]]:
+    return None if arm.paper_delta is None else {"top1": arm.paper_delta[0], "top5": arm.paper_delta[1]}
+
+
 def build_report(folder: AblationFolder) -> Dict:
     """Everything report.md says, as data (see its "units")."""
-    settings = folder.settings
+    settings, template = folder.settings, folder.template()
     runs = {arm.name: [read_run(folder, arm, seed) for seed in folder.seeds] for arm in folder.arms}
     finished = [r for rs in runs.values() for r in rs if r["state"] == "finished"]
     protocol = "ten" if finished and all(r["errors"].get("ten_top1") is not None for r in finished) else "centre"
     classes = settings.get("classes")
-    arms = []
-    for arm in folder.arms:
-        mine = runs[arm.name]
-        net = next((r["net"] for r in mine if r["net"]), None)
-        n = next((r["classes"] for r in mine if r["classes"]), classes) or 1000
-        spec = net_spec(net or arm.changes, n)  # the net the runs recorded, else the arm's
-        done = [r for r in mine if r["state"] == "finished"]
-        walls = [r["wall_seconds"] for r in done if r["wall_seconds"] is not None]
-        rates = [r["images_per_second"] for r in done if r["images_per_second"]]
-        arms.append({
-            "arm": arm.name, "section": arm.section, "description": arm.description, "changes": dict(arm.changes),
-            "paper_delta": None if arm.paper_delta is None else {"top1": arm.paper_delta[0], "top5": arm.paper_delta[1]},
-            "params": spec.params, "macs": spec.macs, "classes": n,
-            "params_1000_classes": arm_spec(arm, 1000).params,
-            "runs_on": sorted({r["runs_on"] for r in mine if r["runs_on"]}),
-            "finished": len(done), "seeds": len(mine),
-            "errors": {key: spread([100 * v for v in _finished_values(mine, key).values()]) for key, *_ in METRICS},
-            "wall_seconds": statistics.fmean(walls) if walls else None,
-            "untimed_sessions": sum(r["untimed_sessions"] for r in done),
-            "images_per_second": statistics.fmean(rates) if rates else None,
-        })
-    base = runs[BASELINE.name]
-    differences = []
-    for arm in folder.arms[1:]:
-        differences.append({"arm": arm.name, "paper_delta": {"top1": arm.paper_delta[0], "top5": arm.paper_delta[1]},
-                            **{key: paired_difference(_finished_values(base, key), _finished_values(runs[arm.name], key))
-                               for key, *_ in METRICS}})
+    base = runs[folder.arms[0].name]
+    differences = [{"arm": arm.name, "paper_delta": _delta(arm),
+                    **{key: paired_difference(_finished_values(base, key), _finished_values(runs[arm.name], key))
+                       for key, *_ in METRICS}} for arm in folder.arms[1:]]
+    experiment = settings["experiment"]
     report = {
-        "format": REPORT_FORMAT, "version": 1, "folder": str(folder.path),
-        "data": settings["experiment"]["data"], "builtin": folder.builtin,
-        "recipe": settings["experiment"]["recipe"], "ten_crop": settings["experiment"]["ten_crop"],
+        "format": REPORT_FORMAT, "version": 2, "folder": str(folder.path),
+        "data": experiment["data"], "builtin": folder.builtin, "model": experiment["model"],
+        "recipe": experiment["recipe"], "ten_crop": template.runtime.ten_crop,
         "seeds": folder.seeds, "classes": classes, "train_images": settings.get("train_images"),
         "protocol": protocol, "rule": RULE,
         "units": "arms' errors: percent (mean, std and values over the seeds' finished runs); runs' errors: "
                  "fractions, as in summary.json; differences: percentage points, arm minus baseline, paired by seed",
-        "arms": arms, "differences": differences, "runs": [r for rs in runs.values() for r in rs],
+        "arms": [_arm_summary(template, arm, runs[arm.name], classes) for arm in folder.arms],
+        "differences": differences, "runs": [r for rs in runs.values() for r in rs],
         "not_finished": [r["run"] for rs in runs.values() for r in rs if r["state"] != "finished"],
     }
     report["findings"] = findings(report)
@@ -191,9 +203,27 @@ def _protocol_label(report: Dict) -> str:
 def findings(report: Dict) -> List[str]:
     """What the tables show, in sentences: the data's caveat, the seed noise, each arm's verdict,
     where the runs ran, what is missing."""
-    out = []
-    recipe, label = report["recipe"], _protocol_label(report)
+    label = _protocol_label(report)
     key1, key5 = f"{report['protocol']}_top1", f"{report['protocol']}_top5"
+    arms = {a["arm"]: a for a in report["arms"]}
+    out = _noise_findings(report, label, key1)
+    for d in report["differences"]:
+        if d[key1]["n"] == 0:
+            out.append(f"{d['arm']}: no finished pair of runs yet.")
+        else:
+            out.append(_verdict_sentence(d, arms[d["arm"]], label, key1, key5))
+    out += _placement_findings(report)
+    missing = report["not_finished"]
+    if missing:
+        out.append(f"{len(missing)} run{'s' if len(missing) != 1 else ''} not finished ({', '.join(missing)}): the "
+                   f"tables leave {'them' if len(missing) != 1 else 'it'} out; continue with "
+                   f"`alexnet ablate --resume {report['folder']}`.")
+    return out
+
+
+def _noise_findings(report: Dict, label: str, key1: str) -> List[str]:
+    """The built-in data's caveat, and what the seeds say (or cannot say) about the noise."""
+    out, recipe = [], report["recipe"]
     if report["builtin"]:
         out.append(f"These runs use the built-in dataset (10 classes of generated shapes, textures and colours), "
                    f"not ImageNet, with {recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''} per run: they show "
@@ -215,35 +245,42 @@ def findings(report: Dict) -> List[str]:
     elif base["n"] >= 2:
         out.append(f"The baseline's {label} top-1 error moves between seeds by {base['std']:.1f} points (std; "
                    f"{min(base['values']):.1f}% to {max(base['values']):.1f}% over {base['n']} seeds).")
-    arms = {a["arm"]: a for a in report["arms"]}
-    for d in diffs:
-        one, five, paper = d[key1], d[key5], d["paper_delta"]
-        arm = arms[d["arm"]]
-        if one["n"] == 0:
-            out.append(f"{d['arm']}: no finished pair of runs yet.")
-            continue
-        text = (f"{d['arm']} ({arm['description']}): {one['mean']:+.1f} points of {label} top-1 error against the "
-                f"baseline, {five['mean']:+.1f} top-5 (the paper: {paper['top1']:+.1f} / {paper['top5']:+.1f})")
-        if one["beyond_noise"] is None:
-            text += "; one seed: not judged."
-        elif not one["beyond_noise"]:
-            low, high = one["interval"]
-            text += (f"; the 95% interval of the top-1 difference, {low:+.1f} to {high:+.1f}, includes zero: within "
-                     f"the seed noise, so this ablation cannot tell whether the change matters here.")
-        else:
-            low, high = one["interval"]
-            worse = one["mean"] > 0
-            text += (f"; the 95% interval, {low:+.1f} to {high:+.1f}, excludes zero: the arm is "
-                     f"{'worse' if worse else 'better'} than the baseline by more than the seed noise "
-                     f"({'the direction the paper reports' if worse else 'the opposite of the paper'}).")
-        if five["beyond_noise"] is not None and five["beyond_noise"] != one["beyond_noise"]:
-            low, high = five["interval"]
-            text += (f" Top-5: {'beyond' if five['beyond_noise'] else 'within'} the noise "
-                     f"({low:+.1f} to {high:+.1f}).")
-        out.append(text)
-    if "one-gpu" in arms and arms["one-gpu"]["runs_on"] and arms[BASELINE.name]["runs_on"]:
-        base_runs = [r for r in report["runs"] if r["arm"] == BASELINE.name and r["runs_on"]]
-        one_on, base_on = "; ".join(arms["one-gpu"]["runs_on"]), "; ".join(arms[BASELINE.name]["runs_on"])
+    return out
+
+
+def _verdict_sentence(d: Dict, arm: Dict, label: str, key1: str, key5: str) -> str:
+    """One arm against the baseline: the mean differences, the paper's where it measured the
+    same change, and whether the top-1 difference is beyond the seed noise."""
+    one, five, paper = d[key1], d[key5], d["paper_delta"]
+    text = (f"{d['arm']} ({arm['description']}): {one['mean']:+.1f} points of {label} top-1 error against the "
+            f"baseline, {five['mean']:+.1f} top-5"
+            + (f" (the paper: {paper['top1']:+.1f} / {paper['top5']:+.1f})" if paper else ""))
+    if one["beyond_noise"] is None:
+        text += "; one seed: not judged."
+    elif not one["beyond_noise"]:
+        low, high = one["interval"]
+        text += (f"; the 95% interval of the top-1 difference, {low:+.1f} to {high:+.1f}, includes zero: within "
+                 f"the seed noise, so this ablation cannot tell whether the change matters here.")
+    else:
+        low, high = one["interval"]
+        worse = one["mean"] > 0
+        direction = "" if not paper else (
+            f" ({'the direction the paper reports' if worse else 'the opposite of the paper'})")
+        text += (f"; the 95% interval, {low:+.1f} to {high:+.1f}, excludes zero: the arm is "
+                 f"{'worse' if worse else 'better'} than the baseline by more than the seed noise{direction}.")
+    if five["beyond_noise"] is not None and five["beyond_noise"] != one["beyond_noise"]:
+        low, high = five["interval"]
+        text += f" Top-5: {'beyond' if five['beyond_noise'] else 'within'} the noise ({low:+.1f} to {high:+.1f})."
+    return text
+
+
+def _placement_findings(report: Dict) -> List[str]:
+    """Where the one-GPU comparison ran, and arms whose runs ran on different devices."""
+    out, arms = [], {a["arm"]: a for a in report["arms"]}
+    baseline = report["arms"][0]["arm"]
+    if "one-gpu" in arms and arms["one-gpu"]["runs_on"] and arms[baseline]["runs_on"]:
+        base_runs = [r for r in report["runs"] if r["arm"] == baseline and r["runs_on"]]
+        one_on, base_on = "; ".join(arms["one-gpu"]["runs_on"]), "; ".join(arms[baseline]["runs_on"])
         if all(r["two_gpus"] for r in base_runs):
             out.append(f"The one-gpu arm ran {one_on}; the baseline ran its two towers on two GPUs ({base_on}): "
                        f"the paper's comparison, wall times included.")
@@ -254,11 +291,6 @@ def findings(report: Dict) -> List[str]:
     for arm in report["arms"]:
         if len(arm["runs_on"]) > 1:
             out.append(f"{arm['arm']}'s runs ran on different devices or precisions ({'; '.join(arm['runs_on'])}).")
-    missing = report["not_finished"]
-    if missing:
-        out.append(f"{len(missing)} run{'s' if len(missing) != 1 else ''} not finished ({', '.join(missing)}): the "
-                   f"tables leave {'them' if len(missing) != 1 else 'it'} out; continue with "
-                   f"`alexnet ablate --resume {report['folder']}`.")
     return out
 
 
@@ -283,55 +315,74 @@ def _verdict(d: Dict) -> str:
     return "**yes**" if d["beyond_noise"] else "no"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
-
-
 def format_report(report: Dict) -> str:
     """report.md: the findings in words, then the tables they come from."""
-    recipe, label = report["recipe"], _protocol_label(report)
-    key1, key5 = f"{report['protocol']}_top1", f"{report['protocol']}_top5"
-    if report["builtin"]:
-        data = "Data: the built-in dataset (not ImageNet)"
-    else:
-        data = f"Data: `{report['data']}`"
+    label = _protocol_label(report)
+    keys = f"{report['protocol']}_top1", f"{report['protocol']}_top5"
+    lines = [*_heading(report), "## What the tables show", "", *(f"- {f}" for f in report["findings"]), "",
+             *_differences_section(report, label, keys), *_errors_section(report), *_cost_section(report)]
+    if report.get("curves"):
+        lines += [f"![validation error per epoch]({report['curves']})", "",
+                  f"`{report['curves']}`: validation top-1 and top-5 error (centre crop) per epoch; one colour per "
+                  f"arm, each seed a thin line, the mean over the seeds a thick one.", ""]
+    lines += ["## Runs", ""]
+    lines += markdown_table(
+        ["run", "state", f"top-1, {label}", f"top-5, {label}", "wall time"],
+        [[f"`{r['run']}`", r["state"], *("—" if r["errors"].get(k) is None else f"{100 * r['errors'][k]:.1f}"
+                                         for k in keys),
+          ("≥ " if r["untimed_sessions"] else "") + duration(r["wall_seconds"])] for r in report["runs"]])
+    return "\n".join(lines) + "\n"
+
+
+def _heading(report: Dict) -> List[str]:
+    recipe, model = report["recipe"], report["model"]
+    data = "Data: the built-in dataset (not ImageNet)" if report["builtin"] else f"Data: `{report['data']}`"
     if report.get("train_images"):
         data += f", {report['train_images']:,} training images in {report['classes']} classes"
     seeds = ", ".join(str(s) for s in report["seeds"])
-    lines = [f"# Ablation report: {Path(report['folder']).name}", "",
-             f"{data}. Recipe `{recipe['name']}`: {recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''}, batch {recipe['batch_size']}, "
-             f"learning rate {recipe['lr']:g}, {recipe['init']} initialization; seed{'s' if len(report['seeds']) > 1 else ''} "
-             f"{seeds}. Every arm trains with the baseline's data, recipe, schedule, number of steps, seeds, data "
-             f"order and augmentation draws; only the network differs.", "",
-             "## What the tables show", "", *(f"- {f}" for f in report["findings"]), "",
-             "## Differences from the baseline", "",
+    net_only = all(set(a["changes"]) <= set(ModelConfig.names()) for a in report["arms"])
+    differs = "only the network differs" if net_only else "only what each arm changes differs"
+    return [f"# Ablation report: {Path(report['folder']).name}", "",
+            f"{data}. Recipe `{recipe['name']}`: {recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''}, "
+            f"batch {recipe['batch_size']}, learning rate {recipe['lr']:g}, {model['init']} initialization; "
+            f"seed{'s' if len(report['seeds']) > 1 else ''} {seeds}. Every arm trains with the baseline's data, "
+            f"recipe, schedule, number of steps, seeds, data order and augmentation draws; {differs}.", ""]
+
+
+def _differences_section(report: Dict, label: str, keys) -> List[str]:
+    key1, key5 = keys
+    lines = ["## Differences from the baseline", "",
              f"Arm minus baseline in percentage points of {label} validation error, paired by seed: mean ± std "
              f"over the seeds (each seed's value when fewer than three). Positive: the arm is worse, as the paper "
              f"found.", ""]
-    lines += _table(
+    lines += markdown_table(
         ["arm", "Δ top-1", "95% interval", "beyond the seed noise?", "Δ top-5", "95% interval",
          "beyond the seed noise?", "the paper: Δ top-1 / top-5"],
         [[d["arm"], _cell(d[key1], True), _interval(d[key1]), _verdict(d[key1]), _cell(d[key5], True),
-          _interval(d[key5]), _verdict(d[key5]), "+{top1:.1f} / +{top5:.1f}".format(**d["paper_delta"])]
+          _interval(d[key5]), _verdict(d[key5]),
+          "+{top1:.1f} / +{top5:.1f}".format(**d["paper_delta"]) if d["paper_delta"] else "—"]
          for d in report["differences"]])
-    lines += ["", f"{report['rule'][0].upper()}{report['rule'][1:]}.", "",
-              "## Validation error of each arm (%)", "",
-              "After the last epoch with the centre crop and the paper's ten crops, and at the epoch with the "
-              "lowest centre-crop top-1 error; mean ± std over the seeds (each seed's value when fewer than three).",
-              ""]
-    lines += _table(
+    return lines + ["", f"{report['rule'][0].upper()}{report['rule'][1:]}.", ""]
+
+
+def _errors_section(report: Dict) -> List[str]:
+    lines = ["## Validation error of each arm (%)", "",
+             "After the last epoch with the centre crop and the paper's ten crops, and at the epoch with the "
+             "lowest centre-crop top-1 error; mean ± std over the seeds (each seed's value when fewer than three).", ""]
+    return lines + markdown_table(
         ["arm", "runs finished", "top-1, ten crops", "top-5, ten crops", "top-1, centre", "top-5, centre",
          "best epoch: top-1", "best epoch: top-5"],
-        [[a["arm"], f"{a['finished']} of {a['seeds']}", *(_cell(a["errors"][k]) for k in
-          ("ten_top1", "ten_top5", "centre_top1", "centre_top5", "best_top1", "best_top5"))]
+        [[a["arm"], f"{a['finished']} of {a['seeds']}", *(_cell(a["errors"][key]) for key, *_ in METRICS)]
          for a in report["arms"]])
-    lines += ["", "## The nets and their cost", ""]
-    lines += _table(
+
+
+def _cost_section(report: Dict) -> List[str]:
+    lines = ["", "## The nets and their cost", ""]
+    lines += markdown_table(
         ["arm", "what changes", "runs on", "parameters", "multiply-adds per image", "wall time per run",
          "training images/s"],
-        [[a["arm"], f"{a['description']} ({a['section']})", "; ".join(a["runs_on"]) or "—", f"{a['params']:,}",
-          f"{a['macs']:,}", ("≥ " if a["untimed_sessions"] else "") + duration(a["wall_seconds"]),
+        [[a["arm"], a["description"] + (f" ({a['section']})" if a["section"] else ""), "; ".join(a["runs_on"]) or "—",
+          f"{a['params']:,}", f"{a['macs']:,}", ("≥ " if a["untimed_sessions"] else "") + duration(a["wall_seconds"]),
           "—" if a["images_per_second"] is None else f"{a['images_per_second']:,.1f}"]
          for a in report["arms"]])
     classes = report["arms"][0]["classes"]
@@ -339,27 +390,15 @@ def format_report(report: Dict) -> str:
         at_1000 = ", ".join(f"{a['arm']} {a['params_1000_classes']:,}" for a in report["arms"])
         lines += ["", f"Parameters and multiply-adds of the nets as trained here, with a {classes}-way fc8; with "
                       f"ImageNet's 1000 classes: {at_1000}."]
-    lines += ["", "Wall time: each run's training sessions as the ablation timed them (set-up, training, "
-                  "validation, checkpoints; ≥ where a session was stopped without being timed). Training "
-                  "images/s: the runs' own step records (training steps only).", ""]
-    if report.get("curves"):
-        lines += [f"![validation error per epoch]({report['curves']})", "",
-                  f"`{report['curves']}`: validation top-1 and top-5 error (centre crop) per epoch; one colour per "
-                  f"arm, each seed a thin line, the mean over the seeds a thick one.", ""]
-    lines += ["## Runs", ""]
-    lines += _table(
-        ["run", "state", f"top-1, {label}", f"top-5, {label}", "wall time"],
-        [[f"`{r['run']}`", r["state"],
-          "—" if r["errors"].get(key1) is None else f"{100 * r['errors'][key1]:.1f}",
-          "—" if r["errors"].get(key5) is None else f"{100 * r['errors'][key5]:.1f}",
-          ("≥ " if r["untimed_sessions"] else "") + duration(r["wall_seconds"])] for r in report["runs"]])
-    return "\n".join(lines) + "\n"
+    return lines + ["", "Wall time: each run's training sessions as the ablation timed them (set-up, training, "
+                        "validation, checkpoints; ≥ where a session was stopped without being timed). Training "
+                        "images/s: the runs' own step records (training steps only).", ""]
 
 
 def write_report(folder: AblationFolder) -> Dict:
     """report.json, report.md and curves.png in the ablation's folder, from its runs."""
     report = build_report(folder)
-    groups = {arm.name: [folder.run_dir(arm, seed) for seed in folder.seeds] for arm in folder.arms}
+    groups = {arm.name: [folder.run(arm, seed).path for seed in folder.seeds] for arm in folder.arms}
     if any(epoch_curve(run, "val_top1_error") for runs in groups.values() for run in runs):
         title = (f"{folder.path.name}: validation error per epoch"
                  f"{' (built-in dataset, not ImageNet)' if folder.builtin else ''}")

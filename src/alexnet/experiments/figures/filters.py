@@ -23,7 +23,7 @@ import torch
 from ...files import save_png
 from ...analysis.colourfulness import colourfulness, tower_kernels
 from ...train.checkpoint import read_checkpoint
-from ...train.run_folder import CHECKPOINTS
+from ...train.run_folder import RunFolder
 from .output import check_output
 
 COLUMNS = 16
@@ -97,10 +97,11 @@ def filter_grid(towers: Sequence[torch.Tensor], *, columns: int = COLUMNS, scale
     return grid, layout
 
 
-def run_name(checkpoint: Union[str, Path]) -> str:
-    """A checkpoint's run folder's name (``RUN/checkpoints/last.pt``), else the file's name."""
-    path = Path(checkpoint)
-    return path.parent.parent.name if path.parent.name == CHECKPOINTS else path.name
+def checkpoint_label(checkpoint: Union[str, Path]) -> str:
+    """A checkpoint's run folder's name (``RUN/checkpoints/last.pt``), else the file's name:
+    what a figure's title calls it."""
+    run = RunFolder.of_checkpoint(checkpoint)
+    return run.path.name if run is not None else Path(checkpoint).name
 
 
 def write_filters_png(grid: np.ndarray, layout: GridLayout, scores: Sequence[float], path: Union[str, Path],
@@ -144,6 +145,6 @@ def draw_filters(checkpoint_or_run: Union[str, Path], path: Union[str, Path], *,
     progress = payload.get("progress") or {}
     epoch = f", after epoch {progress['epoch']}" if progress.get("epoch") is not None else ""
     write_filters_png(grid, layout, scores, out,
-                      title=f"{run_name(payload['path'])}: conv1 kernels ({payload['model_config']['variant']}{epoch})")
+                      title=f"{checkpoint_label(payload['path'])}: conv1 kernels ({payload['model_config']['variant']}{epoch})")
     return {"checkpoint": payload["path"], "variant": payload["model_config"]["variant"], "progress": progress,
             "colourfulness": scores, "kernel_colourfulness": [s.tolist() for s in per_kernel], "saved_to": str(out)}

@@ -28,14 +28,14 @@ from torch import nn
 from ...data import make_loader, open_dataset, resolve_data_root
 from ...data.preprocess import Preprocess
 from ...devices import AUTO
-from ...errors import CheckpointError, ConfigError
-from ...files import cache_entry, is_writable_dir, save_png, write_atomically
 from ...analysis.activations import relu_activations
+from ...errors import ConfigError
+from ...files import cache_entry, is_writable_dir, save_png, write_atomically
 from ...model.spec import CROP
 from ...progress import SILENT, Reporter
-from ...train.checkpoint import model_from_checkpoint, read_checkpoint
-from ...train.evaluate import checkpoint_placement, preprocess_from_checkpoint
-from .filters import run_name
+from ...train.checkpoint import checkpoint_placement, model_from_checkpoint, preprocess_from_checkpoint, read_checkpoint
+from ...train.run_folder import check_classes, trained_data
+from .filters import checkpoint_label
 from .output import check_output
 
 FORMAT = "alexnet-fc7-features"
@@ -226,14 +226,11 @@ def draw_neighbours(checkpoint_or_run: Union[str, Path], path: Union[str, Path],
     if k < 1:
         raise ConfigError(f"-k must be at least 1; got {k}")
     payload = read_checkpoint(checkpoint_or_run)
-    if data is None:
-        data = payload["config"].get("data_root") or payload["config"].get("data")
-    root = resolve_data_root(data, reporter)
+    root = resolve_data_root(trained_data(payload["config"]) if data is None else data, reporter)
     train_set, val_set = open_dataset(root, "train"), open_dataset(root, "val")
     classes = list(payload["classes"])
-    if list(train_set.classes) != classes or list(val_set.classes) != classes:
-        raise CheckpointError(f"{payload['path']}: trained on {len(classes)} classes, but {root} has "
-                              f"{len(train_set.classes)} (or in another order); give the run's data with --data")
+    for dataset in (train_set, val_set):
+        check_classes(classes, dataset, payload["path"], root, hint="; give the run's data with --data")
     queries = choose_queries(images, count, seed, len(val_set))
     placement = checkpoint_placement(payload, devices)
     model = model_from_checkpoint(payload, placement.layout, placement.devices)
@@ -251,6 +248,6 @@ def draw_neighbours(checkpoint_or_run: Union[str, Path], path: Union[str, Path],
     progress = payload.get("progress") or {}
     epoch = f", after epoch {progress['epoch']}" if progress.get("epoch") is not None else ""
     write_neighbours_png(rows, val_set, train_set, classes, out,
-                         title=f"{run_name(payload['path'])}{epoch}: nearest training images by fc7 distance")
+                         title=f"{checkpoint_label(payload['path'])}{epoch}: nearest training images by fc7 distance")
     return {"checkpoint": payload["path"], "data": str(root), "rows": rows, "classes": classes,
             "features": str(database["path"]), "features_reused": database["reused"], "saved_to": str(out)}
