@@ -7,7 +7,6 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-import alexnet.devices as devices_module
 from alexnet.cli import main
 
 
@@ -51,8 +50,8 @@ def test_summary_of_the_one_gpu_net():
     assert [row["output_shape"][0] for row in data["layers"]] == [48, 128, 192, 192, 256, 4096, 4096, 1000]
 
 
-def test_missing_gpus_give_one_line_and_a_nonzero_exit(monkeypatch):
-    monkeypatch.setattr(devices_module, "cuda_count", lambda: 0)
+def test_missing_gpus_give_one_line_and_a_nonzero_exit(fake_gpus):
+    fake_gpus(0)
     result = run("summary", "--devices", "0,1")
     assert result.exit_code != 0
     assert result.output.strip() == (

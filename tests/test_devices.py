@@ -10,15 +10,6 @@ from alexnet.errors import ConfigError, DeviceError
 CPU = torch.device("cpu")
 
 
-@pytest.fixture
-def gpus(monkeypatch):
-    """Pretend this many CUDA devices are visible (parsing only; nothing runs on them)."""
-    def set_count(n):
-        monkeypatch.setattr(devices_module, "cuda_count", lambda: n)
-        monkeypatch.setattr(devices_module, "mps_available", lambda: False)
-    return set_count
-
-
 def resolve_placement(text, layout=None, towers=2):
     return DeviceRequest.parse(text, layout).resolve(towers)
 
@@ -28,8 +19,8 @@ def _placed(text, layout=None, towers=2):
     return p.layout, [str(d) for d in p.devices]
 
 
-def test_layout_follows_the_devices(gpus):
-    gpus(2)
+def test_layout_follows_the_devices(fake_gpus):
+    fake_gpus(2)
     assert _placed("0,1") == ("towers", ["cuda:0", "cuda:1"])
     assert _placed("cuda:1,cuda:0") == ("towers", ["cuda:1", "cuda:0"])
     assert _placed("0") == ("grouped", ["cuda:0"])
@@ -44,8 +35,8 @@ def test_layout_follows_the_devices(gpus):
 
 @pytest.mark.parametrize("count,expected", [(0, ("grouped", ["cpu"])), (1, ("grouped", ["cuda:0"])),
                                             (3, ("towers", ["cuda:0", "cuda:1"]))])
-def test_auto(gpus, count, expected):
-    gpus(count)
+def test_auto(fake_gpus, count, expected):
+    fake_gpus(count)
     assert _placed("auto") == expected
 
 
@@ -58,15 +49,15 @@ def test_auto(gpus, count, expected):
     (2, "0,", "empty device name"),
     (2, "mps", "MPS backend is not available"),
 ])
-def test_errors_name_the_device(gpus, count, text, message):
-    gpus(count)
+def test_errors_name_the_device(fake_gpus, count, text, message):
+    fake_gpus(count)
     with pytest.raises(DeviceError, match=message) as info:
         resolve_placement(text)
     assert "\n" not in str(info.value)
 
 
-def test_layout_and_variant_conflicts(gpus):
-    gpus(2)
+def test_layout_and_variant_conflicts(fake_gpus):
+    fake_gpus(2)
     with pytest.raises(DeviceError, match="grouped runs on one device"):
         resolve_placement("0,1", layout="grouped")
     with pytest.raises(DeviceError, match="single column"):

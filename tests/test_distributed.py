@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import alexnet.devices as devices
 from alexnet.data import load_or_compute_stats, open_dataset
 from alexnet.data.loader import make_loader
 from alexnet.data.transforms import train_crops
@@ -162,8 +161,8 @@ def test_rank_seeds_rank_0_keeps_the_seed_the_others_differ():
     assert len({rank_seed(7, r) for r in range(8)}) == 8
 
 
-def test_each_local_rank_gets_its_devices(monkeypatch):
-    monkeypatch.setattr(devices, "cuda_count", lambda: 8)
+def test_each_local_rank_gets_its_devices(fake_gpus):
+    fake_gpus(8)
     auto = DeviceRequest.parse("auto")
     assert [str(auto.for_local_rank(r, 4)) for r in range(4)] == ["0,1", "2,3", "4,5", "6,7"]
     grouped = DeviceRequest.parse("auto", "grouped")
@@ -176,8 +175,8 @@ def test_each_local_rank_gets_its_devices(monkeypatch):
     assert str(DeviceRequest.parse("auto").for_local_rank(0, 1)) == "auto"  # one process: unchanged
 
 
-def test_bad_device_set_ups_fail_clearly(monkeypatch):
-    monkeypatch.setattr(devices, "cuda_count", lambda: 8)
+def test_bad_device_set_ups_fail_clearly(fake_gpus):
+    fake_gpus(8)
     with pytest.raises(DeviceError, match="8 processes per node need 16 GPUs .* 8 CUDA devices are visible"):
         DeviceRequest.parse("auto").for_local_rank(0, 8)
     with pytest.raises(DeviceError, match="cuda:1 is in the lists of local ranks 0 and 1"):
@@ -186,7 +185,7 @@ def test_bad_device_set_ups_fail_clearly(monkeypatch):
         DeviceRequest.parse("0,1;2,3;4,5").for_local_rank(0, 2)
     with pytest.raises(DeviceError, match="same GPUs"):
         DeviceRequest.parse("0,1").for_local_rank(0, 2)
-    monkeypatch.setattr(devices, "cuda_count", lambda: 0)
+    fake_gpus(0)
     assert str(DeviceRequest.parse("auto").for_local_rank(1, 2)) == "cpu"  # no GPU: every replica on the CPU
 
 

@@ -3,13 +3,19 @@
 A maintainer's experiment behind the README's main-job figure and docs/training.md: the
 built-in recipe (what `alexnet train` runs without --data), trained with several seeds, each
 run exactly as the main job runs it (the grouped net on the CPU, the final ten-crop
-evaluation included). Every arm changes the recipe in named fields only.
+evaluation included). Each candidate is an arm: the built-in preset with named settings
+changed, trained by ``alexnet.experiments.ablate`` as its own baseline-only ablation (one
+folder per candidate under --runs, so a candidate gains seeds without the others).
 
     python tools/seed_spread.py --seeds 5 --out docs/figures/seed-spread.json
     python tools/seed_spread.py --arms builtin,paper-dropout --seeds 5 --out ...
 
-Results go into the JSON after every run; running the same command again skips the runs
-already in it, so an interrupted study continues. Prints the table docs/training.md quotes.
+Seed-major (seed 0 of every arm, then seed 1, ...), so an interrupted study still compares
+the arms. Running the same command again continues: finished runs are kept, an interrupted
+one resumes (the ablation folders under --runs); a larger --seeds adds seeds. The JSON is rewritten from
+the runs after each candidate (keeping the entries of candidates not run this time), and the
+table docs/training.md quotes is printed. The runs' checkpoints are deleted once their figures
+are in the JSON (--keep-checkpoints keeps them).
 """
 
 from __future__ import annotations
@@ -17,37 +23,48 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from alexnet.devices import DeviceRequest
-from alexnet.experiments.bench.measure import cpu_model
+from alexnet.experiments import ablate
+from alexnet.experiments.ablate import Arm
 from alexnet.files import write_json
-from alexnet.train.loop import TrainConfig, train
-from alexnet.train.recipe import get_recipe
-from alexnet.machine import software_versions
+from alexnet.machine import cpu_model, software_versions
+from alexnet.progress import SILENT, Reporter
+from alexnet.train.config import TrainConfig
 
-#: Candidate recipes: the built-in preset with these fields changed.
+#: Candidate recipes: the built-in preset with these settings changed.
 ARMS = {
-    "builtin": {},
-    "paper-dropout": {"dropout_style": "paper"},
+    "builtin": Arm("builtin", {}, "the built-in recipe, as alexnet train runs it without --data"),
+    "paper-dropout": Arm("paper-dropout", {"dropout_style": "paper"}, "the built-in recipe with the paper's dropout"),
 }
 
 
-def run_one(arm: str, seed: int, workers) -> dict:
-    recipe = get_recipe("builtin").replace(seed=seed, **ARMS[arm])
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.time()
-        summary = train(TrainConfig(recipe=recipe, out=str(Path(tmp) / "run"), devices=DeviceRequest.parse("cpu"),
-                                    workers=workers))
-        seconds = time.time() - start
-    return {"arm": arm, "seed": seed, "changes": ARMS[arm], "seconds": seconds,
-            "centre_top1_error": summary["final_centre_crop"]["top1_error"],
-            "ten_crop_top1_error": summary["final_ten_crop"]["top1_error"],
-            "ten_crop_top5_error": summary["final_ten_crop"]["top5_error"]}
+def run_arm(arm: Arm, base: TrainConfig, seeds: int, runs: Path, keep_checkpoints: bool = False,
+            reporter: Reporter = SILENT) -> list:
+    """The candidate's seeds (one baseline-only ablation of ``base`` with the arm's changes, in
+    ``runs/<arm>``), as the JSON's runs."""
+    baseline = Arm(arm.name, {}, arm.description)
+    report = ablate.run(base.replace(**arm.changes), arms=[], seeds=seeds, out=str(runs / arm.name),
+                        baseline=baseline, reporter=reporter)
+    out = []
+    for r in report["runs"]:
+        if r["state"] != "finished":
+            continue
+        errors = r["errors"]
+        out.append({"arm": arm.name, "seed": r["seed"], "changes": dict(arm.changes), "seconds": r["wall_seconds"],
+                    "centre_top1_error": errors["centre_top1"], "ten_crop_top1_error": errors["ten_top1"],
+                    "ten_crop_top5_error": errors["ten_top5"]})
+        if not keep_checkpoints:
+            (runs / arm.name / r["run"] / "checkpoints" / "best.pt").unlink(missing_ok=True)
+    return out
+
+
+def already(folder: Path) -> int:
+    """How many seeds the arm's ablation folder holds (0 before it exists): it only grows."""
+    settings = folder / "ablation.json"
+    return len(json.loads(settings.read_text())["seeds"]) if settings.exists() else 0
 
 
 def summarize(runs: list) -> dict:
@@ -69,7 +86,8 @@ def table(summary: dict) -> str:
     lines = ["| recipe | seeds | centre-crop accuracy, mean ± std [min–max] | per seed | ten-crop mean | "
              "seconds per run |", "|---|---|---|---|---|---|"]
     for arm, s in summary.items():
-        lines.append(f"| {arm} {ARMS.get(arm, '')} | {len(s['seeds'])} | {s['centre_mean']:.1f} ± "
+        changes = ARMS[arm].changes if arm in ARMS else ""
+        lines.append(f"| {arm} {changes} | {len(s['seeds'])} | {s['centre_mean']:.1f} ± "
                      f"{s['centre_std']:.1f} [{s['centre_min']:.1f}–{s['centre_max']:.1f}] | "
                      f"{', '.join(f'{a:.1f}' for a in s['centre_accuracy'])} | {s['ten_crop_mean']:.1f} | "
                      f"{s['seconds_min']:.0f}–{s['seconds_max']:.0f} |")
@@ -82,25 +100,25 @@ def main():
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 for every arm")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--out", default="docs/figures/seed-spread.json")
+    parser.add_argument("--runs", default="runs/seed-spread", help="the ablation folders, one per arm")
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep each run's best.pt")
     args = parser.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         parser.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
+    # The main job exactly: the built-in preset, the grouped net on the CPU, the ten-crop evaluation.
+    base = TrainConfig.from_preset("builtin", devices="cpu", workers=args.workers)
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {"runs": []}
-    report.update(machine={"cpu": cpu_model(), "cores": torch.get_num_threads(), **software_versions()})
-    done = {(r["arm"], r["seed"]) for r in report["runs"]}
-    for seed in range(args.seeds):  # seed-major: an interrupted study still compares the arms
+    report["machine"] = {"cpu": cpu_model(), "cores": torch.get_num_threads(), **software_versions()}
+    for seeds in range(1, args.seeds + 1):  # seed-major: an interrupted study still compares the arms
         for arm in arms:
-            if (arm, seed) in done:
-                continue
-            run = run_one(arm, seed, args.workers)
-            report["runs"].append(run)
+            seeds_so_far = max(seeds, already(Path(args.runs) / arm))
+            runs = run_arm(ARMS[arm], base, seeds_so_far, Path(args.runs), args.keep_checkpoints, Reporter())
+            report["runs"] = [r for r in report["runs"] if r["arm"] != arm] + runs
             report["summary"] = summarize(report["runs"])
             write_json(out, report)
-            print(f"{arm:<14} seed {seed}: accuracy {100 * (1 - run['centre_top1_error']):.1f}% "
-                  f"(ten crops {100 * (1 - run['ten_crop_top1_error']):.1f}%), {run['seconds']:.0f} s", flush=True)
     print(table(summarize(report["runs"])))
 
 

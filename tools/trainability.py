@@ -6,7 +6,8 @@ A maintainer's experiment behind docs/trainability.md. Two parts, on the built-i
    paper's input (0-255 minus the mean image) and for the input most ports use (also divided
    by the pixel std), under the paper's and Caffe's initializations.
 2. Short training runs of the same recipe that differ in one setting each, with their loss
-   curves and validation errors.
+   curves and validation errors: for each dropout form, one ablation (``alexnet.experiments.
+   ablate``) of the baseline and four arms, in --runs; running the command again continues it.
 
     python tools/trainability.py --out docs/figures [--epochs 2] [--batch-size 32] [--dropout-styles paper,inverted]
     python tools/trainability.py --out docs/figures --replot   # redraw the figure only
@@ -20,37 +21,33 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import tempfile
-import time
 from pathlib import Path
+from typing import Dict
 
 import torch
 
 from alexnet import build_model
 from alexnet.data import load_or_compute_stats, open_dataset, resolve_data_root
-from alexnet.model.init import INIT_PRESETS, InitPreset
+from alexnet.data.preprocess import Preprocess, PreprocessConfig
+from alexnet.experiments import ablate
+from alexnet.experiments.ablate import Arm
+from alexnet.machine import cpu_model
+from alexnet.progress import SILENT, Reporter
+from alexnet.train.config import TrainConfig
 from alexnet.train.diagnostics import activation_stats, format_activation_stats
-from alexnet.data.preprocess import Preprocess
-from alexnet.experiments.bench.measure import cpu_model
-from alexnet.train.loop import TrainConfig, train
-from alexnet.train.recipe import get_recipe
 from alexnet.train.run_folder import RunFolder
 
 # One change at a time from the paper's recipe (at the "builtin" preset's batch size and
-# learning rate; no learning-rate drop within the default two epochs). Each arm runs with
-# every dropout form of --dropout-styles: the paper's (x0.5 at test) and inverted (x2 in
-# training, what the first version of this study used).
-RUNS = [
-    ("paper", "the paper: paper init, 0-255 minus mean, lr 0.01", {}),
-    ("divide-std", "inputs also divided by the pixel std (most ports)", {"input_divide_std": True}),
-    ("paper-bias-0", "the paper's init with every bias 0", {"init": "paper-bias-0"}),
-    ("caffe-init", "Caffe's init: biases 0.1, fc6/fc7 std 0.005", {"init": "caffe"}),
-    ("lr-0.001", "the paper's init and input, lr 0.001", {"lr": 0.001}),
-]
-
-# An experiment-only initialization, to separate the biases of 1 from the weights' N(0, 0.01).
-INIT_PRESETS.setdefault("paper-bias-0", InitPreset(
-    name="paper-bias-0", description="the paper's weights N(0, 0.01), every bias 0 (experiment only)"))
+# learning rate; no learning-rate drop within the default two epochs): the baseline and four
+# arms. Each set runs with every dropout form of --dropout-styles: the paper's (x0.5 at test)
+# and inverted (x2 in training, what the first version of this study used).
+BASELINE = Arm("paper", {}, "the paper: paper init, 0-255 minus mean, lr 0.01")
+ARMS = (
+    Arm("divide-std", {"divide_std": True}, "inputs also divided by the pixel std (most ports)"),
+    Arm("paper-bias-0", {"init": "paper-bias-0"}, "the paper's init with every bias 0"),
+    Arm("caffe-init", {"init": "caffe"}, "Caffe's init: biases 0.1, fc6/fc7 std 0.005"),
+    Arm("lr-0.001", {"lr": 0.001}, "the paper's init and input, lr 0.001"),
+)
 
 
 def init_statistics(root: Path, images: int = 64):
@@ -63,46 +60,42 @@ def init_statistics(root: Path, images: int = 64):
         # No dropout: the statistics describe the layers, whichever dropout form trains them.
         model = build_model(num_classes=len(dataset.classes), init=init, seed=0, dropout=0.0)
         for divide in (False, True):
-            x = Preprocess(stats, divide_std=divide).centre(batch)
+            x = Preprocess(stats, PreprocessConfig(divide_std=divide)).centre(batch)
             key = f"init={init}, input={'divided by std' if divide else '0-255 minus mean'}"
             results[key] = {"input_rms": x.pow(2).mean().sqrt().item(), "layers": activation_stats(model, x)}
     return results
 
 
-def training_runs(data, epochs: int, batch_size: int, workers, out_dir: Path, styles, done=None, save=None):
-    """Every arm of RUNS with every dropout style; runs already in ``done`` are kept as they are
-    (an interrupted study continues), and ``save(results)`` is called after each run."""
-    results = dict(done or {})
-    for style in styles:
-        for name, description, changes in RUNS:
-            key = f"{name} / {style} dropout"
-            if key in results:
-                continue
-            # The builtin recipe's batch and learning rate, with the paper's initialization unless changed.
-            recipe = get_recipe("builtin").replace(epochs=epochs, batch_size=batch_size, dropout_style=style,
-                                                   **{"init": "paper", **changes})
-            results[key] = _train_arm(recipe, data, workers, out_dir / name, description, changes)
-            results[key]["dropout_style"] = style
-            if save is not None:
-                save(results)
-            print(f"{key:<32} val top-1 error {100 * results[key]['final_val_top1_error']:.1f}% "
-                  f"({results[key]['seconds']:.0f} s)", flush=True)
+def template(data, epochs: int, batch_size: int, workers, style: str) -> TrainConfig:
+    """The study's baseline: the builtin preset's batch and learning rate, with the paper's
+    initialization and the given dropout form, on the CPU, no ten-crop evaluation."""
+    return TrainConfig.from_preset("builtin", data=data, epochs=epochs, batch_size=batch_size, init="paper",
+                                   dropout_style=style, devices="cpu", workers=workers, ten_crop=False, log_every=5)
+
+
+def training_runs(base: TrainConfig, runs: Path, keep_checkpoints: bool = False,
+                  reporter: Reporter = SILENT) -> Dict[str, dict]:
+    """The baseline and every arm with ``base`` (one ablation of one seed in ``runs``); an
+    interrupted study continues from the folder. Returns each run's curves and final error,
+    keyed as trainability.json keys them ("name / style dropout")."""
+    style = base.model.dropout_style
+    report = ablate.run(base, baseline=BASELINE, arms=ARMS, seeds=1, out=str(runs), reporter=reporter)
+    by_name = {arm.name: arm for arm in (BASELINE, *ARMS)}
+    results = {}
+    for r in report["runs"]:
+        run = RunFolder(runs / r["run"])
+        records = run.read_metrics()
+        arm = by_name[r["arm"]]
+        results[f"{arm.name} / {style} dropout"] = {
+            "description": arm.description, "changes": dict(arm.changes), "seconds": r["wall_seconds"],
+            "steps": [{"images": m["images"], "loss": m["loss"], "error": m["error"]} for m in records
+                      if m["kind"] == "step"],
+            "epochs": [{k: m[k] for k in ("epoch", "images", "train_loss", "val_loss", "val_top1_error",
+                                          "val_top5_error")} for m in records if m["kind"] == "epoch"],
+            "final_val_top1_error": r["errors"]["centre_top1"], "dropout_style": style}
+        if not keep_checkpoints:
+            run.best_checkpoint.unlink(missing_ok=True)
     return results
-
-
-def _train_arm(recipe, data, workers, out: Path, description: str, changes) -> dict:
-    config = TrainConfig(recipe=recipe, data=data, out=str(out), devices="cpu", workers=workers,
-                         ten_crop=False, log_every=5, overwrite=True)
-    start = time.time()
-    summary = train(config)
-    records = RunFolder(out).read_metrics()
-    return {
-        "description": description, "changes": changes, "seconds": time.time() - start,
-        "steps": [{"images": r["images"], "loss": r["loss"], "error": r["error"]} for r in records if r["kind"] == "step"],
-        "epochs": [{k: r[k] for k in ("epoch", "images", "train_loss", "val_loss", "val_top1_error", "val_top5_error")}
-                   for r in records if r["kind"] == "epoch"],
-        "final_val_top1_error": summary["final_centre_crop"]["top1_error"],
-    }
 
 
 def plot(report, path: Path):
@@ -118,7 +111,7 @@ def plot(report, path: Path):
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     top = 2 * chance
     clipped = []
-    colours = {name: f"C{i}" for i, (name, _, _) in enumerate(RUNS)}
+    colours = {arm.name: f"C{i}" for i, arm in enumerate((BASELINE, *ARMS))}
     for name, run in runs.items():
         steps = run["steps"]
         arm = name.split(" / ")[0]
@@ -154,12 +147,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="dataset (default: the built-in one)")
     parser.add_argument("--out", default="docs/figures", help="where trainability.json/.png go")
+    parser.add_argument("--runs", default="runs/trainability", help="the training runs: one ablation per dropout form")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--dropout-styles", default="paper,inverted",
                         help="comma-separated dropout forms to run every arm with (paper, inverted)")
     parser.add_argument("--skip-training", action="store_true", help="only the statistics at initialization")
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep each run's best.pt")
     parser.add_argument("--replot", action="store_true", help="redraw trainability.png from trainability.json")
     args = parser.parse_args()
     out = Path(args.out)
@@ -168,8 +163,6 @@ def main():
         plot(json.loads((out / "trainability.json").read_text()), out / "trainability.png")
         return
     root = resolve_data_root(args.data)
-    path = out / "trainability.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
     report = {"data": str(root), "classes": len(open_dataset(root, "train").classes), "epochs": args.epochs,
               "batch_size": args.batch_size, "cpu": cpu_model(), "torch": torch.__version__,
               "threads": torch.get_num_threads()}
@@ -177,17 +170,14 @@ def main():
     for key, value in report["init"].items():
         print(f"\n{key} (input rms {value['input_rms']:.3g})\n{format_activation_stats(value['layers'])}")
     if not args.skip_training:
-        styles = [s.strip() for s in args.dropout_styles.split(",") if s.strip()]
-        # Runs of this study already in the JSON (same epochs and batch) are kept: rerunning continues it.
-        same = previous.get("epochs") == args.epochs and previous.get("batch_size") == args.batch_size
-        done = {k: v for k, v in previous.get("runs", {}).items() if same and " / " in k}
-
-        def save(runs):
-            path.write_text(json.dumps({**report, "runs": runs}, indent=2))
-        with tempfile.TemporaryDirectory() as tmp:
-            report["runs"] = training_runs(args.data, args.epochs, args.batch_size, args.workers, Path(tmp), styles,
-                                           done, save)
-    path.write_text(json.dumps(report, indent=2))
+        report["runs"] = {}
+        for style in [s.strip() for s in args.dropout_styles.split(",") if s.strip()]:
+            base = template(args.data, args.epochs, args.batch_size, args.workers, style)
+            runs = training_runs(base, Path(args.runs) / f"{style}-dropout", args.keep_checkpoints, Reporter())
+            report["runs"].update(runs)
+            for key, run in runs.items():
+                print(f"{key:<32} val top-1 error {100 * run['final_val_top1_error']:.1f}% ({run['seconds']:.0f} s)")
+    (out / "trainability.json").write_text(json.dumps(report, indent=2))
     plot(report, out / "trainability.png")
     print(f"\nwrote {out / 'trainability.json'} and {out / 'trainability.png'}")
 

@@ -26,6 +26,7 @@ from alexnet.model.build import build_model
 from alexnet.model.lrn import LocalResponseNorm
 from alexnet.train.checkpoint import read_checkpoint
 from alexnet.train.loop import Interrupted, TrainConfig
+from alexnet.train.recipe import get_recipe
 
 # FACTS §1 and §5: the paper's net has 60,965,224 parameters; the one-GPU net halves conv1-conv4
 # (48-128-192-192 kernels), keeps conv5 (256) and the FC layers: 59,798,312.
@@ -392,3 +393,34 @@ def test_the_command_passes_train_options_through(tiny, tmp_path, monkeypatch):
 
 
 REPORT = {}
+
+
+def test_an_ablation_folder_of_version_1_reads_in_this_shape(tmp_path):
+    """ablation.json as version 1 wrote it: the paper's arms by name, a flat recipe holding the
+    initialization, the dropout and the preprocessing, ten_crop in the experiment, a flat runtime."""
+    folder = tmp_path / "old"
+    folder.mkdir()
+    recipe = {**get_recipe("builtin").as_dict(), "init": "caffe", "dropout": 0.5, "dropout_style": "inverted",
+              "mean": "image", "pca": "sqrt-lambda", "pca_std": 0.1, "input_divide_std": False}
+    (folder / "ablation.json").write_text(json.dumps({
+        "format": "alexnet-ablation", "version": 1, "arms": ["no-lrn"], "seeds": [0, 1],
+        "experiment": {"data": None, "recipe": recipe, "ten_crop": False},
+        "runtime": {"devices": "cpu,cpu", "layout": None, "lrn_impl": "stock", "amp": "auto", "workers": 0},
+        "timing": {}}))
+    opened = AblationFolder.open(folder)
+    assert [arm.name for arm in opened.arms] == ["baseline", "no-lrn"]
+    assert opened.arms[1].changes == {"lrn": False}
+    template = opened.template()
+    assert (template.model.init, template.model.dropout_style, template.recipe.name) == ("caffe", "inverted", "builtin")
+    assert (str(template.runtime.devices), template.runtime.lrn_impl, template.runtime.ten_crop) == ("cpu,cpu", "stock",
+                                                                                                    False)
+
+
+def test_more_seeds_continue_an_ablation_and_fewer_are_refused(tmp_path):
+    folder = fake_ablation(tmp_path / "ab", ["no-lrn"], THREE_SEEDS_TOP1, THREE_SEEDS_TOP5)
+    config = TrainConfig.from_preset("builtin", devices="cpu")
+    grown = AblationFolder.start(folder.path, get_arms(["no-lrn"]), [0, 1, 2, 3, 4], config)
+    assert grown.seeds == [0, 1, 2, 3, 4]
+    assert [grown.state(arm, 3) for arm in grown.arms] == ["new", "new"]  # the new seeds are still to train
+    with pytest.raises(ConfigError, match=r"other settings \(seeds: \[0, 1, 2\] there, \[0, 1\] here\)"):
+        AblationFolder.start(folder.path, get_arms(["no-lrn"]), [0, 1], config)

@@ -66,7 +66,7 @@ def run(config: Optional[TrainConfig] = None, arms: Sequence[Union[str, Arm]] = 
     checkpoint. Raises ``Interrupted`` (after saving) on Ctrl-C or SIGTERM.
     """
     config = config or TrainConfig.from_preset("builtin")
-    chosen = get_arms(arms)
+    chosen = get_arms(arms) if len(arms) else ()  # no arm: the baseline alone (its seed spread)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"--seeds must be at least 1; got {seeds!r}")
     if baseline.changes:

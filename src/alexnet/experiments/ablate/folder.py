@@ -68,7 +68,8 @@ class AblationFolder:
     def start(cls, path: Union[str, Path], arms: Sequence[Arm], seeds: Sequence[int], config: TrainConfig,
               baseline: Arm = BASELINE) -> "AblationFolder":
         """A new ablation in ``path`` (absent or empty), or the one already there when its
-        experiment is this one (running the same command again continues it). Writes nothing."""
+        experiment is this one (running the same command again continues it; with more seeds,
+        it trains the new ones too). Writes nothing."""
         folder = cls(path)
         settings = {"format": FORMAT, "version": VERSION, "baseline": baseline.as_dict(),
                     "arms": [arm.as_dict() for arm in arms], "seeds": list(seeds),
@@ -79,13 +80,16 @@ class AblationFolder:
         if folder.settings_path.exists():
             saved = folder.read()
             ours, theirs = _flat(settings), _flat(saved)
-            differ = [k for k in dict.fromkeys([*ours, *theirs]) if ours.get(k) != theirs.get(k)]
+            # More seeds than before continue the same experiment: the new seeds are added.
+            grows = list(seeds[:len(saved["seeds"])]) == saved["seeds"]
+            differ = [k for k in dict.fromkeys([*ours, *theirs]) if ours.get(k) != theirs.get(k)
+                      and not (k == "seeds" and grows)]
             if differ:
                 k = differ[0]
                 raise ConfigError(f"--out {folder.path} holds an ablation with other settings ({k}: "
                                   f"{theirs.get(k)!r} there, {ours.get(k)!r} here); continue it with "
                                   f"alexnet ablate --resume {folder.path}, or choose another --out")
-            folder.settings = {**saved, "runtime": settings["runtime"]}
+            folder.settings = {**saved, "runtime": settings["runtime"], "seeds": list(seeds)}
             return folder
         if folder.path.is_dir() and any(folder.path.iterdir()):
             raise ConfigError(f"--out {folder.path}: holds other files and no {SETTINGS}; an ablation needs a "
