@@ -51,3 +51,18 @@ def test_no_package_import_inside_a_function():
                     if isinstance(node, ast.ImportFrom) and _target(parts, node) is not None:
                         hidden.append(f"{'/'.join(parts)}:{node.lineno} in {func.name}()")
     assert hidden == []
+
+
+#: The longest a function may be, counted from its ``def`` to its last line (docstring included).
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = []
+    for path, parts in _modules():
+        for func in ast.walk(ast.parse(path.read_text())):
+            if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = func.end_lineno - func.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{'/'.join(parts)}:{func.lineno} {func.name}() has {lines} lines")
+    assert long == []

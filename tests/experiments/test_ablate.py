@@ -20,7 +20,7 @@ from alexnet.devices import DeviceRequest
 from alexnet.errors import ConfigError
 from alexnet.experiments import ablate
 from alexnet.experiments.ablate import results as report_module
-from alexnet.experiments.ablate.arms import BASELINE, PAPER_ARMS, Arm, arm_config, get_arms
+from alexnet.experiments.ablate.arms import BASELINE, PAPER_ARMS, arm_config, get_arms
 from alexnet.experiments.ablate.folder import AblationFolder
 from alexnet.model.build import build_model
 from alexnet.model.lrn import LocalResponseNorm

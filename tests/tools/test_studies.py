@@ -7,6 +7,7 @@ import json
 import pytest
 
 from alexnet.experiments import ablate
+from alexnet.experiments.ablate.arms import arm_config
 from alexnet.train.config import TrainConfig
 from helpers import load_tool
 
@@ -29,8 +30,8 @@ def summary(folder):
 def test_seed_spread_runs_each_candidate_as_an_ablation_and_reports_its_runs(tiny, tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     arm = seed_spread.ARMS["paper-dropout"]
-    rows = seed_spread.run_arm(arm, tiny_base(tiny), 2, runs)
-    assert [(r["arm"], r["seed"]) for r in rows] == [("paper-dropout", 0), ("paper-dropout", 1)]
+    rows = seed_spread.run_arm(arm, tiny_base(tiny), 1, runs)
+    assert [(r["arm"], r["seed"]) for r in rows] == [("paper-dropout", 0)]
     for row in rows:
         folder = runs / "paper-dropout" / f"paper-dropout-seed{row['seed']}"
         own = summary(folder)
@@ -44,26 +45,38 @@ def test_seed_spread_runs_each_candidate_as_an_ablation_and_reports_its_runs(tin
     trained = []
     real_train = ablate.train
     monkeypatch.setattr(ablate, "train", lambda config, **kw: trained.append(config.recipe.seed) or real_train(config, **kw))
-    rows = seed_spread.run_arm(arm, tiny_base(tiny), 3, runs)
-    assert trained == [2] and [r["seed"] for r in rows] == [0, 1, 2]
+    rows = seed_spread.run_arm(arm, tiny_base(tiny), 2, runs)
+    assert trained == [1] and [r["seed"] for r in rows] == [0, 1]
+    assert rows[1]["centre_top1_error"] == summary(runs / "paper-dropout" / "paper-dropout-seed1")[
+        "final_centre_crop"]["top1_error"]
     table = seed_spread.table(seed_spread.summarize(rows))
     accuracy = [100 * (1 - r["centre_top1_error"]) for r in rows]
-    assert f"| paper-dropout {{'dropout_style': 'paper'}} | 3 | {sum(accuracy) / 3:.1f} ± " in table
+    assert f"| paper-dropout {{'dropout_style': 'paper'}} | 2 | {sum(accuracy) / 2:.1f} ± " in table
+
+
+def test_each_trainability_arm_changes_one_setting_of_the_papers_recipe(tmp_path):
+    base = trainability.template(None, 2, 32, 0, "paper")
+    assert (base.model.init, base.model.dropout_style, base.recipe.lr, base.recipe.batch_size) == (
+        "paper", "paper", 0.01, 32)
+    configs = {arm.name: arm_config(base, arm, 0, tmp_path / arm.name) for arm in trainability.ARMS}
+    assert configs["divide-std"].preprocess.divide_std is True
+    assert configs["paper-bias-0"].model.init == "paper-bias-0"
+    assert configs["caffe-init"].model.init == "caffe"
+    assert configs["lr-0.001"].recipe.lr == 0.001
+    for name, config in configs.items():  # everything else is the baseline's
+        others = [part for part in ("model", "preprocess", "recipe") if getattr(config, part) != getattr(base, part)]
+        assert len(others) == 1, (name, others)
 
 
 @pytest.mark.slow
-def test_trainability_runs_every_arm_with_one_change(tiny, tmp_path):
+def test_trainability_reports_each_run_from_its_own_files(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainability, "ARMS", trainability.ARMS[:1])  # the baseline and divide-std
     base = trainability.template(str(tiny), 1, 10, 0, "inverted").replace(log_every=1)
     results = trainability.training_runs(base, tmp_path / "runs")
-    assert sorted(results) == sorted(f"{name} / inverted dropout"
-                                     for name in ("paper", "divide-std", "paper-bias-0", "caffe-init", "lr-0.001"))
-    configs = {name: json.loads((tmp_path / "runs" / f"{name}-seed0" / "config.json").read_text())
-               for name in ("paper", "divide-std", "paper-bias-0", "caffe-init", "lr-0.001")}
-    assert configs["paper"]["model"]["init"] == "paper" and configs["paper"]["recipe"]["lr"] == 0.01
-    assert configs["divide-std"]["preprocess"]["divide_std"] is True
-    assert configs["paper-bias-0"]["model"]["init"] == "paper-bias-0"
-    assert configs["caffe-init"]["model"]["init"] == "caffe"
-    assert configs["lr-0.001"]["recipe"]["lr"] == 0.001
+    assert sorted(results) == ["divide-std / inverted dropout", "paper / inverted dropout"]
+    config = json.loads((tmp_path / "runs" / "divide-std-seed0" / "config.json").read_text())
+    assert config["preprocess"]["divide_std"] is True and results["divide-std / inverted dropout"]["changes"] == {
+        "divide_std": True}
     paper = results["paper / inverted dropout"]
     records = [json.loads(line) for line in (tmp_path / "runs" / "paper-seed0" / "metrics.jsonl").read_text().splitlines()]
     assert paper["steps"] == [{"images": r["images"], "loss": r["loss"], "error": r["error"]}

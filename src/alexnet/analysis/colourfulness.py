@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..model.spec import VARIANTS, NetSpec, resolve
+from ..model.config import VARIANTS, ModelConfig
+from ..model.spec import NetSpec, resolve
 from ..model.state import split_towers, tower_key
 
 CONV1 = "conv1.weight"
@@ -59,7 +60,7 @@ def _spec_for(source, weight: torch.Tensor) -> NetSpec:
     if isinstance(source, nn.Module):
         return source.spec
     if isinstance(source, Mapping) and isinstance(source.get("model_config"), Mapping):
-        return resolve(variant=source["model_config"]["variant"])
+        return resolve(ModelConfig.from_dict(source["model_config"], str(source.get("path", "checkpoint"))))
     # A bare state dict: the variant whose conv1 has these weights' shape.
     for variant in VARIANTS:
         spec = resolve(variant=variant)

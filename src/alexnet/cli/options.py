@@ -10,9 +10,12 @@ import click
 from click.core import ParameterSource
 
 from ..devices import LAYOUTS, DeviceRequest
-from ..model.config import VARIANTS
+from ..model.config import VARIANTS, ModelConfig
 from ..model.lrn import LRN_IMPLS
 from ..precision import AMP_CHOICES
+
+#: The paper's net: where the model options' defaults come from.
+PAPER_NET = ModelConfig()
 
 #: Options spelled otherwise than the settings they set (torchvision's --wd; the plateau rule's
 #: two); every other option of train and ablate is named after its field.
@@ -46,10 +49,11 @@ def model_options(func):
     """The variant and the paper's ablation switches (the class count comes from the data
     where there is data; see ``num_classes_option``)."""
     return _apply(func, [
-        click.option("--variant", type=click.Choice(VARIANTS), default="two-gpu", show_default=True,
+        click.option("--variant", type=click.Choice(VARIANTS), default=PAPER_NET.variant, show_default=True,
                      help="two-gpu: the paper's net; one-gpu: the single-column comparison net of §3.2."),
-        click.option("--lrn/--no-lrn", default=True, show_default=True, help="Local response normalization (§3.3)."),
-        click.option("--overlap/--no-overlap", default=True, show_default=True,
+        click.option("--lrn/--no-lrn", default=PAPER_NET.lrn, show_default=True,
+                     help="Local response normalization (§3.3)."),
+        click.option("--overlap/--no-overlap", default=PAPER_NET.overlap, show_default=True,
                      help="Overlapping 3x3/2 max-pooling (§3.4), or non-overlapping 2x2/2."),
     ])
 
@@ -68,7 +72,8 @@ def runtime_options(func):
     ])
 
 
-num_classes_option = click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True,
+num_classes_option = click.option("--num-classes", type=click.IntRange(min=1), default=PAPER_NET.num_classes,
+                                  show_default=True,
                                   help="Classes of fc8.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 

@@ -17,10 +17,10 @@ from .options import devices_options, model_options, num_classes_option
 @model_options
 @num_classes_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON, for scripts.")
-def summary(devices, variant, lrn, overlap, num_classes, as_json):
+def summary(devices, as_json, **model_settings):
     """Print the layer table: per layer and per tower the output shape, parameters,
     multiply-adds and device, the totals, and the cross-device exchange points."""
-    spec = resolve(variant=variant, lrn=lrn, overlap=overlap, num_classes=num_classes)
+    spec = resolve(**model_settings)
     placement = devices.resolve(towers=spec.towers)
     result = summarize(spec, placement.layout, placement.devices)
     click.echo(json.dumps(result, indent=2) if as_json else format_summary(result))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .config import VARIANTS, ModelConfig
+from .config import ModelConfig
 
 #: Local response normalization (§3.3): b = a / (k + alpha/n * sum a_j^2)^beta over n maps.
 #: ``alpha`` is the paper's α; the window sum is divided by n as in the authors' code and in

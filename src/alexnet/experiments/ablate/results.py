@@ -11,7 +11,6 @@ mean over the seeds (Student's t) excludes zero; with one seed nothing can be ju
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path

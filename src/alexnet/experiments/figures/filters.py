@@ -22,7 +22,7 @@ import torch
 
 from ...files import save_png
 from ...analysis.colourfulness import colourfulness, tower_kernels
-from ...train.checkpoint import read_checkpoint
+from ...train.checkpoint import read_checkpoint, saved_model
 from ...train.run_folder import RunFolder
 from .output import check_output
 
@@ -144,7 +144,8 @@ def draw_filters(checkpoint_or_run: Union[str, Path], path: Union[str, Path], *,
     grid, layout = filter_grid(towers, scale=scale)
     progress = payload.get("progress") or {}
     epoch = f", after epoch {progress['epoch']}" if progress.get("epoch") is not None else ""
+    variant = saved_model(payload).variant
     write_filters_png(grid, layout, scores, out,
-                      title=f"{checkpoint_label(payload['path'])}: conv1 kernels ({payload['model_config']['variant']}{epoch})")
-    return {"checkpoint": payload["path"], "variant": payload["model_config"]["variant"], "progress": progress,
+                      title=f"{checkpoint_label(payload['path'])}: conv1 kernels ({variant}{epoch})")
+    return {"checkpoint": payload["path"], "variant": variant, "progress": progress,
             "colourfulness": scores, "kernel_colourfulness": [s.tolist() for s in per_kernel], "saved_to": str(out)}
