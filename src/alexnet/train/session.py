@@ -15,6 +15,7 @@ Nothing is written before the devices and the data have been checked.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -203,8 +204,7 @@ def open_data(plan: RunPlan, reporter: Reporter = SILENT) -> RunData:
 
 def _with_classes(plan: RunPlan, data: RunData) -> RunPlan:
     """fc8 has as many outputs as the data has classes."""
-    config = plan.config.replace(num_classes=len(data.classes))
-    return RunPlan(config, plan.world, plan.placement, plan.amp_dtype, plan.resume, plan.payload)
+    return dataclasses.replace(plan, config=plan.config.replace(num_classes=len(data.classes)))
 
 
 def open_run(plan: RunPlan, data: RunData) -> RunFolder:
