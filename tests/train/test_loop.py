@@ -1,6 +1,7 @@
 """The training loop, resume, evaluation and the train/eval/predict commands, on a tiny dataset."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -28,6 +29,21 @@ def _config(tiny, out, **changes):
     """The built-in recipe, 2 epochs of batch 4 on the tiny set, on the CPU; ``changes`` by name."""
     return TrainConfig.from_preset("builtin", **{"epochs": 2, "batch_size": 4, "data": str(tiny), "out": str(out),
                                                  **RUNTIME, **changes})
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tiny, tmp_path_factory):
+    """One epoch of the tiny run, trained once for the tests below; each takes its own copy."""
+    run = tmp_path_factory.mktemp("one-epoch") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ALEXNET_CACHE", str(run.parent / "cache"))
+        train(_config(tiny, run, epochs=1))
+    return run
+
+
+def _copy(run, tmp_path):
+    """A run folder of one's own (the checkpoint's path inside it is its own, too)."""
+    return shutil.copytree(run, tmp_path / "run")
 
 
 def _runtime(**changes):
@@ -114,8 +130,8 @@ def test_resume_on_another_layout_continues_closely(tiny, tmp_path):
         torch.testing.assert_close(cut[key], whole[key], rtol=1e-3, atol=1e-4, msg=key)
 
 
-def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
-    train(_config(tiny, tmp_path / "run", epochs=1))
+def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, one_epoch, tmp_path, monkeypatch):
+    _copy(one_epoch, tmp_path)
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     before = last.read_bytes()
     real_step = loop_module.train_step
@@ -161,8 +177,8 @@ def run_cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_train_refuses_a_folder_that_holds_a_run(tiny, tmp_path):
-    train(_config(tiny, tmp_path / "run", epochs=1))
+def test_train_refuses_a_folder_that_holds_a_run(tiny, one_epoch, tmp_path):
+    _copy(one_epoch, tmp_path)
     config_before = (tmp_path / "run" / "config.json").read_bytes()
     result = run_cli("train", "--data", tiny, "--out", tmp_path / "run", "--devices", "cpu", "-q")
     assert result.exit_code == 2
@@ -189,8 +205,8 @@ def test_impossible_train_options_get_one_line(tiny, tmp_path, args, message):
     assert not (tmp_path / "new").exists()  # nothing is written before the options and the data are checked
 
 
-def test_eval_and_predict_commands(tiny, tmp_path):
-    train(_config(tiny, tmp_path / "run", epochs=1))
+def test_eval_and_predict_commands(tiny, one_epoch, tmp_path):
+    _copy(one_epoch, tmp_path)
     result = run_cli("eval", tmp_path / "run", "--devices", "cpu", "-b", "5", "-j", "0", "-q")
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
@@ -212,8 +228,8 @@ def test_eval_and_predict_commands(tiny, tmp_path):
     assert [p["probability"] for p in prediction["predictions"]] == pytest.approx(top.values.tolist(), rel=1e-5)
 
 
-def test_eval_refuses_a_dataset_with_other_classes(tiny, tmp_path):
-    train(_config(tiny, tmp_path / "run", epochs=1))
+def test_eval_refuses_a_dataset_with_other_classes(tiny, one_epoch, tmp_path):
+    _copy(one_epoch, tmp_path)
     other = generate_builtin(tmp_path / "other", train_per_class=1, val_per_class=1, workers=0)
     for folder in ("train", "val"):
         for extra in sorted((other / folder).iterdir())[5:]:
