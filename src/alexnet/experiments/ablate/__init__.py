@@ -84,7 +84,7 @@ def resume(out: str, reporter: Reporter = SILENT, **runtime) -> Dict:
     folder = AblationFolder.open(out)
     template = folder.template(**runtime)
     folder.settings["runtime"] = runtime_of(template)
-    return _train_all(folder, template, reporter)
+    return _train_all(folder, template, reporter, max_steps=template.runtime.max_steps)
 
 
 def report(out: str) -> Dict:
