@@ -27,3 +27,12 @@ class TrainingError(AlexNetError, RuntimeError):
 
 class InputError(AlexNetError, ValueError):
     """A batch handed to the network has the wrong shape."""
+
+
+class StorageError(AlexNetError, OSError):
+    """A file or folder could not be written or read: no space, read-only, no permission, a
+    folder where a file belongs, a symlink loop. The message names the path and what to do."""
+
+
+class BusyError(AlexNetError, RuntimeError):
+    """Another process is writing the same run (or ablation) folder."""

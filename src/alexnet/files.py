@@ -3,15 +3,43 @@ data pipeline's statistics and packed datasets, and the training runs' files and
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
+import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Optional, Union
+
+from .errors import BusyError, StorageError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: the lock below is then a no-op
+    fcntl = None
 
 PathLike = Union[str, os.PathLike]
+
+#: What the operating system's refusals mean for a user, by errno.
+ADVICE = {
+    errno.ENOSPC: "no space left on its device: free some space or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up: free some space or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EACCES: "permission denied: choose a folder you can write, or fix its permissions",
+    errno.EPERM: "operation not permitted: choose a folder you can write, or fix its permissions",
+    errno.EISDIR: "is a folder: give a file name",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.ELOOP: "a symbolic link loops back on itself",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+#: Free bytes below which a failed write is taken to be the disk running full (torch's
+#: checkpoint writer reports it only as "unexpected pos").
+LOW_SPACE_BYTES = 64 << 20
+PART = ".part"  # the suffix of every file being written (write_atomically)
 
 
 def cache_dir() -> Path:
@@ -28,21 +56,105 @@ def cache_entry(kind: str, root: PathLike, suffix: str = "") -> Path:
     return cache_dir() / kind / f"{root.name}-{digest}{suffix}"
 
 
+def storage_error(error: OSError, path: Optional[PathLike] = None, doing: Optional[str] = "writing") -> StorageError:
+    """One line for an operating system's refusal: the path, what failed, what to do."""
+    where = error.filename or path or "?"
+    advice = ADVICE.get(error.errno) or (error.strerror or str(error))
+    return StorageError(f"{where}: {doing} failed: {advice}" if doing else f"{where}: {advice}")
+
+
 def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
     """``write(tmp)`` into a temporary file beside ``path``, then rename it over ``path``: a
-    reader sees the old file or the whole new one, never a half-written one."""
+    reader sees the old file or the whole new one, never a half-written one. A refusal of
+    the operating system (a full disk, a read-only folder, ...) is a ``StorageError`` naming
+    ``path``, and the old file is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex}.part"))  # created by write(): the umask applies
+    tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex}{PART}"))  # created by write(): the umask applies
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())  # the data is on disk before the rename makes it visible
         os.replace(tmp, path)
+    except OSError as error:
+        raise storage_error(error, path) from None
+    except RuntimeError as error:  # torch's zip writer: "unexpected pos ..." when the disk fills
+        if _free_bytes(path.parent) < LOW_SPACE_BYTES:
+            raise storage_error(OSError(errno.ENOSPC, "No space left on device"), path) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
+
+
+def remove_stale_parts(folder: PathLike) -> int:
+    """Delete the half-written files (``.NAME.<id>.part``) a killed writer left in ``folder`` and
+    its subfolders; only the folder's one writer may call it. Returns the bytes freed."""
+    freed = 0
+    for part in Path(folder).rglob(f".*{PART}"):
+        try:
+            freed += part.stat().st_size
+            part.unlink()
+        except OSError:
+            pass
+    return freed
+
+
+class FolderLock:
+    """The one writer of a folder: an advisory lock on ``FOLDER/.alexnet.lock`` held while the
+    process lives (the operating system drops it when the process ends, however it ends), with
+    who holds it written inside for the next one to read."""
+
+    NAME = ".alexnet.lock"
+
+    def __init__(self, folder: PathLike, what: str = "run"):
+        self.path = Path(folder) / self.NAME
+        self.what = what
+        self.handle = None
+
+    def acquire(self) -> "FolderLock":
+        """Take the lock, or a ``BusyError`` naming the process that holds it."""
+        try:
+            handle = open(self.path, "a+")
+        except OSError as error:
+            raise storage_error(error, self.path) from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise BusyError(f"{self.path.parent}: another process is writing this {self.what} ({holder}); wait "
+                                f"for it to finish, or choose another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)}"[:500])
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def release(self) -> None:
+        """Drop the lock. The file stays (removing it would race with a process opening it),
+        emptied: nobody holds it now."""
+        if self.handle is not None:
+            self.handle.truncate(0)
+            self.handle.close()  # closing the file drops the lock
+            self.handle = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def write_json(path: PathLike, data) -> Path:

@@ -99,9 +99,11 @@ def test_a_run_folder_holds_everything(tiny, tmp_path):
     assert set(read_checkpoint(run)["optimizer"]["momentum"]) == set(read_checkpoint(run)["model"])
     files = {str(f.relative_to(run)) for f in run.rglob("*") if f.is_file()}
     assert files == {"config.json", "classes.json", "metrics.jsonl", "curves.png", "summary.json",
-                     "checkpoints/last.pt", "checkpoints/best.pt", "stats/stats.json", "stats/mean_image.npy"}
-    # Everything but summary.json, which records the size and is written after it.
-    assert summary["disk_bytes"] == sum((run / name).stat().st_size for name in files - {"summary.json"})
+                     "checkpoints/last.pt", "checkpoints/best.pt", "stats/stats.json", "stats/mean_image.npy",
+                     ".alexnet.lock"}  # the one writer's lock, empty once the run ended
+    assert (run / ".alexnet.lock").read_text() == ""
+    # Everything but summary.json, which records the size and is written after it, and the lock.
+    assert summary["disk_bytes"] == sum((run / name).stat().st_size for name in files - {"summary.json", ".alexnet.lock"})
 
 
 def test_resume_after_an_interruption_reproduces_the_run_exactly(tiny, tmp_path):
@@ -180,7 +182,7 @@ def run_cli(*args):
 def test_train_refuses_a_folder_that_holds_a_run(tiny, one_epoch, tmp_path):
     _copy(one_epoch, tmp_path)
     config_before = (tmp_path / "run" / "config.json").read_bytes()
-    result = run_cli("train", "--data", tiny, "--out", tmp_path / "run", "--devices", "cpu", "-q")
+    result = run_cli("train", "--data", tiny, "--out", tmp_path / "run", "-b", "4", "--devices", "cpu", "-q")
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         f"Error: --out {tmp_path / 'run'} already holds a run; use --resume {tmp_path / 'run'} to continue it "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from ..errors import AlexNetError
+from ..files import storage_error
 
 
 class _Group(click.Group):
@@ -17,6 +18,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except AlexNetError as error:
             raise _OneLine(str(error)) from None
+        except OSError as error:  # the machine refused (a full disk, a read-only folder, ...): where and what to do
+            raise _OneLine(str(storage_error(error, doing=None))) from None
         except click.UsageError as error:
             # click's usage errors span four lines; one is enough, with where to look.
             where = f" (see {error.ctx.command_path} --help)" if error.ctx is not None else ""

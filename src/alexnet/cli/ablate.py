@@ -85,7 +85,7 @@ def ablate_command(seeds, out, resume, report_dir, quiet, data, preset, **option
             result = ablate.run(config, arms=arms or ablate.ARM_NAMES, seeds=seeds, out=out, reporter=reporter)
     except Interrupted as stopped:
         click.echo(str(stopped), err=True)
-        raise SystemExit(130)
+        raise SystemExit(stopped.exit_code or 130)  # an ablation stopped at --max-steps is not finished
     click.echo(ablate.format_report(result))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..progress import Reporter
-from ..train.evaluate import evaluate_checkpoint, format_results
+from ..train.evaluate import evaluate_checkpoint, format_results, save_evaluation
 from . import main
 from .options import devices_options, quiet_option, runtime_options
 
@@ -30,7 +30,7 @@ def eval_command(checkpoint, data, split, batch_size, ten_crop, json_out, device
     figures."""
     results = evaluate_checkpoint(checkpoint, data=data, split=split, batch_size=batch_size, ten_crop=ten_crop,
                                   devices=devices, amp=amp, channels_last=channels_last,
-                                  workers=workers, lrn_impl=lrn_impl, out=json_out,
+                                  workers=workers, lrn_impl=lrn_impl, out=json_out, save=False,
                                   reporter=Reporter(enabled=not quiet))
     progress = results["progress"]
     click.echo(f"checkpoint {results['checkpoint']} (epoch {progress.get('epoch', '?')}, "
@@ -38,4 +38,5 @@ def eval_command(checkpoint, data, split, batch_size, ten_crop, json_out, device
     rows = {f"{results['dataset']} ({results['split']}, {len(results['classes'])} classes), {r['protocol']}": r
             for r in results["results"]}
     click.echo(format_results(rows))
+    save_evaluation(results)  # after the figures are shown: a folder that refuses them loses nothing
     click.echo(f"saved {results['saved_to']}")

@@ -100,13 +100,15 @@ def train_command(data, out, resume, overwrite, preset, quiet, **options):
     reporter = Reporter(enabled=not quiet and main_process)
     settings = as_settings(options)
     if resume:
-        fixed = [p for p in given_options(click.get_current_context())
-                 if setting_of(p) in RUN_SETTINGS and setting_of(p) != "epochs"]
+        given = given_options(click.get_current_context())
+        fixed = [p for p in given if setting_of(p) in RUN_SETTINGS and setting_of(p) != "epochs"]
         if fixed:
             raise click.UsageError(f"--resume continues the run's own recipe and net; drop {option_names(fixed)} "
-                                   f"(only --epochs may change)")
-        runtime = Runtime().replace(**{k: v for k, v in settings.items() if k in Runtime.names()})
-        config = config_for_resume(resume, runtime, epochs=settings.get("epochs"))
+                                   f"(only --epochs, --data for a dataset that moved, and how it runs may change)")
+        # The run's own runtime, with what this command says otherwise (--devices, --workers, ...).
+        changed = {setting_of(p) for p in given}
+        config = config_for_resume(resume, epochs=settings.get("epochs"), data=data)
+        config = config.replace(**{k: v for k, v in settings.items() if k in Runtime.names() and k in changed})
     else:
         config = TrainConfig.from_preset(preset or ("paper" if data else "builtin"), data=data, out=out,
                                          overwrite=overwrite, **settings)
@@ -115,7 +117,7 @@ def train_command(data, out, resume, overwrite, preset, quiet, **options):
     except Interrupted as stopped:
         if main_process:
             click.echo(str(stopped), err=True)
-        raise SystemExit(0 if config.runtime.max_steps else 130)
+        raise SystemExit(stopped.exit_code)
     if main_process:
         click.echo(format_train_summary(summary))
 

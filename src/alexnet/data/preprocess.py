@@ -42,7 +42,7 @@ class PreprocessConfig(Settings):
         return [
             (self.mean in MEANS, f"--mean must be one of {', '.join(MEANS)}; got {self.mean!r}"),
             (self.pca in PCA_CONVENTIONS, f"--pca must be one of {', '.join(PCA_CONVENTIONS)}; got {self.pca!r}"),
-            (self.pca_std >= 0, f"--pca-std must be non-negative; got {self.pca_std}"),
+            (0 <= self.pca_std < float("inf"), f"--pca-std must be a finite, non-negative number; got {self.pca_std}"),
             (isinstance(self.divide_std, bool), f"divide_std must be True or False; got {self.divide_std!r}"),
         ]
 

@@ -38,6 +38,8 @@ from .run_folder import RunFolder
 
 FORMAT = "alexnet-checkpoint"
 VERSION = 2
+#: What every checkpoint holds, whatever its version, and of what type.
+REQUIRED = {"model_config": dict, "model": dict, "classes": list}
 
 
 def momentum_buffers(model: nn.Module, optimizer: torch.optim.Optimizer) -> Dict[str, torch.Tensor]:
@@ -117,12 +119,19 @@ def read_checkpoint(path: Union[str, Path]) -> Dict:
         raise CheckpointError(f"{path}: not a readable alexnet checkpoint ({_first_line(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an alexnet checkpoint (no '{FORMAT}' marker)")
-    if int(payload.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {payload['version']} is newer than this "
+    version = payload.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{path}: damaged alexnet checkpoint (format version {version!r})")
+    if version > VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version} is newer than this "
                               f"package reads ({VERSION}); upgrade alexnet")
+    missing = [key for key in REQUIRED if not isinstance(payload.get(key), REQUIRED[key])]
+    if missing:
+        raise CheckpointError(f"{path}: damaged alexnet checkpoint ({missing[0]!r} is missing or not a "
+                              f"{REQUIRED[missing[0]].__name__})")
     payload["path"] = str(path)
     payload["config"] = migrate(json.loads(payload.get("config") or "{}"), f"{path}: its config")
-    if int(payload.get("version", 1)) < 2:
+    if version < 2:
         _migrate_v1(payload)
     return payload
 

@@ -20,6 +20,7 @@ under "resolved"); ``from_dict`` reads it back and one clear line names a key it
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional
 
@@ -32,6 +33,10 @@ from ..precision import AMP_CHOICES
 from ..settings import Settings
 from . import distributed
 from .recipe import Recipe, get_preset
+
+#: More data-loading processes than this is a typing mistake, not a speed-up: each holds a
+#: copy of the dataset's index and competes for the same cores.
+MAX_WORKERS = max(8, 4 * (os.cpu_count() or 1))
 
 #: config.json's layout: 2 since the parts are nested (1: one flat dict, see ``migrate``).
 CONFIG_VERSION = 2
@@ -67,7 +72,8 @@ class Runtime(Settings):
             (self.lrn_impl in LRN_IMPLS, f"--lrn-impl must be one of {', '.join(LRN_IMPLS)}; got {self.lrn_impl!r}"),
             (self.amp in AMP_CHOICES, f"--amp must be one of {', '.join(AMP_CHOICES)}; got {self.amp!r}"),
             (self.log_every >= 1, f"--log-every must be at least 1; got {self.log_every}"),
-            (self.workers is None or self.workers >= 0, f"--workers must be non-negative; got {self.workers}"),
+            (self.workers is None or 0 <= self.workers <= MAX_WORKERS,
+             f"--workers must be between 0 and {MAX_WORKERS} (4 per core); got {self.workers}"),
             (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1; got {self.max_steps}"),
         ]
 

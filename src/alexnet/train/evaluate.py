@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,7 @@ from torch import nn
 from ..data import make_loader, open_dataset, resolve_data_root
 from ..data.preprocess import Preprocess
 from ..devices import AUTO
+from ..errors import ConfigError
 from ..files import write_json
 from ..precision import autocast_context, resolve_amp
 from ..progress import SILENT, Reporter
@@ -95,12 +96,27 @@ def format_results(results: Dict[str, Dict], include_paper: bool = True) -> str:
     return "\n".join(lines)
 
 
+def evaluation_path(checkpoint: Union[str, Path], out=None) -> Path:
+    """Where a checkpoint's evaluation is saved: ``out``, else eval.json in its run folder, else
+    CHECKPOINT.eval.json; checked before the evaluation runs (a folder is no file name)."""
+    path = Path(checkpoint)
+    if out is None:
+        run = RunFolder.of_checkpoint(path)
+        return run.eval_path if run is not None else path.with_name(path.name + ".eval.json")
+    out = Path(out).expanduser()
+    if out.is_dir():
+        raise ConfigError(f"--json-out {out}: is a folder; give a file name such as {out / 'eval.json'}")
+    return out
+
+
 def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size: int = 64, ten_crop: bool = True,
-                        devices=AUTO, amp: str = "auto", channels_last: bool = False,
-                        workers=None, lrn_impl: str = "fast", out=None, reporter: Reporter = SILENT) -> Dict:
-    """Centre-crop (and ten-crop) errors of a checkpoint on a dataset split, saved as JSON.
-    ``checkpoint`` is a file or a run folder (its last checkpoint)."""
+                        devices=AUTO, amp: str = "auto", channels_last: bool = False, workers=None,
+                        lrn_impl: str = "fast", out=None, save: bool = True, reporter: Reporter = SILENT) -> Dict:
+    """Centre-crop (and ten-crop) errors of a checkpoint on a dataset split, saved as JSON at
+    ``saved_to`` (``save_evaluation``; ``save=False`` leaves that to the caller, who may show
+    the figures first). ``checkpoint`` is a file or a run folder (its last checkpoint)."""
     payload = read_checkpoint(checkpoint)
+    out = evaluation_path(payload["path"], out)
     placement = checkpoint_placement(payload, devices)
     amp_dtype = resolve_amp(amp, placement)
     root = resolve_data_root(trained_data(payload["config"]) if data is None else data, reporter)
@@ -114,13 +130,15 @@ def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size
     results = [evaluate(model, dataset, preprocess, desc="centre crop", **kwargs)]
     if ten_crop:
         results.append(evaluate(model, dataset, preprocess, ten_crop=True, desc="ten crops", **kwargs))
-    path = Path(payload["path"])
-    if out is None:
-        run = RunFolder.of_checkpoint(path)
-        out = run.eval_path if run is not None else path.with_name(path.name + ".eval.json")
-    summary = {"checkpoint": str(path), "dataset": str(root), "split": split, "classes": list(dataset.classes),
+    summary = {"checkpoint": payload["path"], "dataset": str(root), "split": split, "classes": list(dataset.classes),
                "placement": placement.as_dict(), "progress": payload.get("progress", {}),
-               "results": results, "paper": PAPER_RESULTS}
-    write_json(out, summary)
-    summary["saved_to"] = str(out)
+               "results": results, "paper": PAPER_RESULTS, "saved_to": str(out)}
+    if save:
+        save_evaluation(summary)
     return summary
+
+
+def save_evaluation(summary: Dict) -> Path:
+    """``evaluate_checkpoint``'s figures at their ``saved_to`` (a ``StorageError`` line when the
+    folder refuses them)."""
+    return write_json(summary["saved_to"], {k: v for k, v in summary.items() if k != "saved_to"})

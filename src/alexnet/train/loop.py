@@ -26,13 +26,14 @@ import torch
 
 from ..analysis.colourfulness import tower_colourfulness
 from ..data import make_loader
-from ..errors import ConfigError, TrainingError
+from ..errors import TrainingError
 from ..progress import SILENT, Reporter
 from . import distributed
 from .config import Runtime, TrainConfig
 from .curves import plot_curves
 from .diagnostics import stall_warning
 from .optim import current_lr, set_lr
+from .run_folder import quote
 from .session import Session, config_for_resume, set_up
 from .step import train_step
 
@@ -41,7 +42,19 @@ __all__ = ["Interrupted", "Runtime", "Session", "TrainConfig", "config_for_resum
 
 
 class Interrupted(Exception):
-    """Training stopped on a signal or at max_steps, after saving a checkpoint."""
+    """Training stopped on a signal or at max_steps, after saving a checkpoint. ``signal``:
+    the signal's name (SIGINT, SIGTERM), None at max_steps."""
+
+    def __init__(self, message: str, signal_name: Optional[str] = None):
+        super().__init__(message)
+        self.signal = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        """What the process exits with: 128 + the signal's number, as a shell reports a process
+        the signal ended (130 for Ctrl-C, 143 for SIGTERM: torchrun then sees a stopped rank,
+        not a failed one); 0 at max_steps, a stop the user asked for."""
+        return 128 + signal.Signals[self.signal].value if self.signal else 0
 
 
 class _StopSignal:
@@ -100,12 +113,7 @@ def train_one_epoch(session: Session, epoch: int, stop: _StopSignal, reporter: R
                                     f"{record['images_per_second']:.0f} img/s")
             if stopping:
                 session.save()
-                raise _interrupted(session, stop.requested or (
-                    f"max_steps={session.config.runtime.max_steps}" if _max_steps_reached(session)
-                    else "another rank was stopped"))
-    if loader.epoch_batches == 0:
-        raise ConfigError(f"--batch-size {recipe.batch_size} is larger than the training set "
-                          f"({len(session.data.train_set)} images): no full batch to train on")
+                raise _why_stopped(session, stop)
     return {**log.epoch(), "skipped_images": getattr(loader, "skipped", 0)}
 
 
@@ -164,11 +172,21 @@ def _max_steps_reached(session: Session) -> bool:
     return bool(max_steps and session.state.progress["step"] >= max_steps)
 
 
-def _interrupted(session: Session, reason: str) -> Interrupted:
+def _why_stopped(session: Session, stop: _StopSignal) -> Interrupted:
+    """This process's signal, --max-steps, or another replica's signal (torchrun sends SIGTERM)."""
+    if stop.requested:
+        return _interrupted(session, stop.requested, stop.requested)
+    if _max_steps_reached(session):
+        return _interrupted(session, f"max_steps={session.config.runtime.max_steps}")
+    return _interrupted(session, "another rank was stopped", "SIGTERM")
+
+
+def _interrupted(session: Session, reason: str, signal_name: Optional[str] = None) -> Interrupted:
     """What stopping early says; the checkpoint is saved before."""
     p = session.state.progress
     return Interrupted(f"stopped ({reason}) at step {p['step']}, epoch {p['epoch'] + 1} batch {p['batch']}; "
-                       f"checkpoint saved. Continue with: alexnet train --resume {session.run.path}")
+                       f"checkpoint saved. Continue with: alexnet train --resume {quote(session.run.path)}",
+                       signal_name)
 
 
 def _log_record(session: Session, epoch: int, sums: torch.Tensor, images_per_second: float) -> Dict:
@@ -279,6 +297,7 @@ def train(config: TrainConfig, *, resume: Optional[str] = None, reporter: Report
                 raise
             raise failed from error
         finally:
+            session.run.release()
             distributed.finish(session.started_group)
 
 

@@ -54,7 +54,10 @@ class Recipe(Settings):
 
     def checks(self):
         """One clear line for an impossible value, naming the option."""
-        return [
+        floats = {"--lr": self.lr, "--momentum": self.momentum, "--wd": self.weight_decay,
+                  "--lr-drop-factor": self.lr_drop_factor, "--min-improvement": self.plateau_min_improvement,
+                  "bias_lr_mult": self.bias_lr_mult}
+        return [(math.isfinite(value), f"{name} must be a finite number; got {value}") for name, value in floats.items()] + [
             (self.epochs >= 1, f"--epochs must be at least 1; got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1; got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive; got {self.lr}"),

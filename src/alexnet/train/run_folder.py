@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from ..errors import CheckpointError, ConfigError
-from ..files import json_default, write_atomically, write_json
+from ..files import PART, FolderLock, json_default, remove_stale_parts, storage_error, write_atomically, write_json
 from .config import migrate
 
 CONFIG = "config.json"
@@ -92,23 +94,33 @@ class RunFolder:
     # -- creating and reopening ---------------------------------------------------------------
     @classmethod
     def create(cls, path: Union[str, Path], overwrite: bool = False) -> "RunFolder":
+        """A new run's folder, locked for this process (``writer``): absent, empty, or one
+        whose run never saved a checkpoint (a start that failed: it is started again). A
+        folder holding a run is refused unless ``overwrite``; one another process writes is
+        refused in any case, before anything in it is touched."""
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
             raise ConfigError(f"--out {run.path}: exists and is not a folder")
-        if run.holds_run():
-            if not overwrite:
-                raise ConfigError(f"--out {run.path} already holds a run; use --resume {run.path} to continue it "
-                                  f"or --overwrite to start again")
-            # Start again: old metrics and checkpoints go; nothing outside the run's own files is touched.
-            for name in (METRICS, CURVES, CONFIG, CLASSES):
-                (run.path / name).unlink(missing_ok=True)
-            for name in (LAST, BEST):
-                (run.path / CHECKPOINTS / name).unlink(missing_ok=True)
-        run.path.mkdir(parents=True, exist_ok=True)
+        run.created = not run.path.exists()
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise storage_error(error, run.path, "creating the run folder") from None
+        run.acquire()
+        try:
+            if run.holds_run() and not overwrite and run.saved_something():
+                raise ConfigError(f"--out {run.path} already holds a run; use --resume {quote(run.path)} to "
+                                  f"continue it or --overwrite to start again")
+            run.restarted = run.holds_run()
+            run.clear()
+        except BaseException:
+            run.release()
+            raise
         return run
 
     @classmethod
     def open(cls, path: Union[str, Path]) -> "RunFolder":
+        """A run folder to resume: it exists and holds a last checkpoint (not yet locked)."""
         run = cls(path)
         if not run.path.is_dir():
             raise CheckpointError(f"--resume {run.path}: no such run folder")
@@ -116,9 +128,50 @@ class RunFolder:
             raise CheckpointError(f"--resume {run.path}: no checkpoint in it ({CHECKPOINTS}/{LAST} is missing)")
         return run
 
+    created = False  # create() made the folder
+    restarted = False  # create() started again in a folder an earlier start left (or --overwrite)
+    writer: Optional[FolderLock] = None
+
+    def acquire(self) -> "RunFolder":
+        """Become the folder's one writer (``BusyError`` while another process is), and remove
+        the half-written files a killed writer left."""
+        self.writer = FolderLock(self.path, "run").acquire()
+        remove_stale_parts(self.path)
+        return self
+
+    def release(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+    def saved_something(self) -> bool:
+        """A checkpoint or a summary: what a start that failed before its first save lacks."""
+        return self.last_checkpoint.exists() or self.best_checkpoint.exists() or self.finished()
+
+    def clear(self) -> None:
+        """Remove the run's own files (to start again); nothing else in the folder is touched."""
+        for name in (METRICS, CURVES, CONFIG, CLASSES, SUMMARY, EVAL):
+            (self.path / name).unlink(missing_ok=True)
+        for name in (LAST, BEST):
+            (self.path / CHECKPOINTS / name).unlink(missing_ok=True)
+        shutil.rmtree(self.stats_dir, ignore_errors=True)
+
+    def discard_start(self) -> None:
+        """A start that failed before training: its files go, and the folder too if this start
+        made it and nothing else is in it; the lock is released."""
+        self.clear()
+        checkpoints = self.path / CHECKPOINTS
+        if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+            checkpoints.rmdir()
+        self.release()
+        if self.created and sorted(p.name for p in self.path.iterdir()) in ([], [FolderLock.NAME]):
+            (self.path / FolderLock.NAME).unlink(missing_ok=True)
+            self.path.rmdir()
+
     def disk_bytes(self) -> int:
-        """What the run folder holds, in bytes."""
-        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        """What the run folder holds, in bytes (the lock and files still being written aside)."""
+        return sum(f.stat().st_size for f in self.path.rglob("*")
+                   if f.is_file() and f.name != FolderLock.NAME and not f.name.endswith(PART))
 
     # -- records ------------------------------------------------------------------------------
     def write_config(self, config: Dict) -> None:
@@ -159,9 +212,11 @@ class RunFolder:
             if not line:
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
                 continue  # a line cut short by a crash
+            if isinstance(record, dict):  # anything else is not a record this package wrote
+                records.append(record)
         return records
 
     def truncate_metrics_after(self, step: int) -> None:
@@ -191,6 +246,31 @@ def check_classes(trained: Sequence[str], dataset, where: Union[str, Path], root
                   hint: str = "") -> None:
     """A run trained on ``trained`` classes meets ``dataset`` at ``root``: the same class names
     in the same order, or one line saying how they differ (``hint``: what to do about it)."""
-    if list(trained) != list(dataset.classes):
-        raise CheckpointError(f"{where}: trained on {len(trained)} classes, but {root} has "
-                              f"{len(dataset.classes)} (or in another order){hint}")
+    trained, found = list(trained), list(dataset.classes)
+    if trained == found:
+        return
+    if len(trained) != len(found):
+        differ = f"{len(found)}"
+    elif sorted(trained) == sorted(found):
+        differ = f"the same {len(found)} in another order"
+    else:
+        first = next(i for i, (a, b) in enumerate(zip(trained, found)) if a != b)
+        differ = f"{len(found)} of other names (class {first}: {found[first]!r}, the run's {trained[first]!r})"
+    raise CheckpointError(f"{where}: trained on {len(trained)} classes, but {root} has {differ}{hint}")
+
+
+def check_same_data(config: Mapping, splits: Mapping[str, object], where: Union[str, Path],
+                    root: Union[str, Path]) -> None:
+    """A resumed run's data is the dataset it trained on, wherever it now is: as many images in
+    each split as its configuration recorded (the class names are ``check_classes``')."""
+    resolved = config.get("resolved", {})
+    for split, dataset in splits.items():
+        recorded = resolved.get(f"{split}_images")
+        if recorded is not None and recorded != len(dataset):
+            raise CheckpointError(f"{where}: trained on {recorded:,} {split} images, but {root} has {len(dataset):,}: "
+                                  f"not the dataset it trained on")
+
+
+def quote(path: Union[str, Path]) -> str:
+    """A path as a shell command needs it (a hint the user pastes must work as pasted)."""
+    return shlex.quote(str(path))

@@ -30,6 +30,7 @@ from ..data import default_workers, load_or_compute_stats, open_dataset, resolve
 from ..data.preprocess import Preprocess
 from ..data.stats import DatasetStats
 from ..devices import Placement
+from ..errors import ConfigError
 from ..machine import software_versions
 from ..model.build import build_model
 from ..model.spec import resolve
@@ -42,7 +43,7 @@ from .distributed import SINGLE, World
 from .evaluate import evaluate
 from .optim import paper_sgd, set_lr
 from .recipe import PRESETS, LRSchedule, schedule_rule
-from .run_folder import RunFolder, check_classes
+from .run_folder import RunFolder, check_classes, check_same_data
 
 
 @dataclass(frozen=True)
@@ -145,24 +146,46 @@ def set_up(config: TrainConfig, resume: Optional[str] = None, reporter: Reporter
            world: World = SINGLE) -> Session:
     """Check the devices and the data, then open the run folder (a new one, or ``resume``'s
     with its last checkpoint loaded) and build the model, optimizer and preprocessing. Nothing
-    is written before the devices and the data have been checked.
+    is written before the devices and the data have been checked, and a start that fails
+    before training leaves nothing behind. The folder's one writer holds its lock until
+    ``train`` ends (``Session.run.release``).
 
     ``world``: this process among several data-parallel replicas (``alexnet.train.distributed``):
     it takes its local rank's devices, joins the process group, and leaves the writing to rank 0.
     Training seeds torch's global generator (dropout draws from it); ``train`` puts it back."""
-    plan = plan_run(config, resume, world)
-    started = distributed.start(world, plan.placement, plan.config.runtime.collective_timeout)
-    if resume is None and config.data is None:
-        reporter.line(f"no --data: training on the built-in dataset with the '{config.recipe.name}' recipe "
-                      f"({config.recipe.description})" + _changes(config))
-    data = open_data(plan, reporter)
-    plan = _with_classes(plan, data)
-    session = build(plan, data, open_run(plan, data), started)
+    # Rank 0 becomes the resumed folder's one writer before it reads the checkpoint it continues.
+    locked = RunFolder.open(resume).acquire() if resume is not None and world.is_main else None
+    try:
+        plan = plan_run(config, resume, world)
+        started = distributed.start(world, plan.placement, plan.config.runtime.collective_timeout)
+        if resume is None and config.data is None:
+            reporter.line(f"no --data: training on the built-in dataset with the '{config.recipe.name}' recipe "
+                          f"({config.recipe.description})" + _changes(config))
+        data = open_data(plan, reporter)
+        plan = _with_classes(plan, data)
+        run = locked or open_run(plan, data, reporter)
+    except BaseException:
+        if locked is not None:
+            locked.release()
+        raise
+    try:
+        return _start(plan, data, run, started, reporter)
+    except BaseException:
+        if plan.resume is None:
+            run.discard_start()  # no-op for ranks but 0: they hold no lock and wrote nothing
+        else:
+            run.release()
+        raise
+
+
+def _start(plan: RunPlan, data: RunData, run: RunFolder, started: bool, reporter: Reporter) -> Session:
+    """Build, restore or start fresh, and record the configuration."""
+    session = build(plan, data, run, started)
     if plan.payload is not None:
         restore(session, plan.payload, reporter)
     else:
         start_fresh(session)
-    session.replica = distributed.replicate(session.state.model, world)
+    session.replica = distributed.replicate(session.state.model, plan.world)
     session.record = record_config(session)
     if session.writes:
         session.run.write_config(session.record)
@@ -175,6 +198,8 @@ def plan_run(config: TrainConfig, resume: Optional[str] = None, world: World = S
     precision, the replicas' share of the batch; with ``resume``, the run folder and its last
     checkpoint. Reads, checks, and writes nothing."""
     distributed.replica_batch(config.recipe.batch_size, world)  # the global batch divides among the replicas
+    if config.data is not None:  # recorded absolute: evaluation and resume may run from elsewhere
+        config = config.replace(data=str(Path(config.data).expanduser().absolute()))
     if world.local_size > 1 and config.runtime.workers is None:  # the node's cores shared between its processes
         config = config.replace(workers=default_workers(world.local_size))
     towers = resolve(config.model).towers
@@ -198,6 +223,11 @@ def open_data(plan: RunPlan, reporter: Reporter = SILENT) -> RunData:
         val_set = open_dataset(root, "val", skip_bad=runtime.skip_bad)
         if plan.payload is not None:
             check_classes(plan.payload["classes"], train_set, plan.resume.path, root)
+            check_same_data(plan.payload["config"], {"train": train_set, "val": val_set}, plan.resume.path, root)
+        batch = plan.config.recipe.batch_size
+        if batch > len(train_set):
+            raise ConfigError(f"--batch-size {batch} is larger than the training set ({len(train_set)} images in "
+                              f"{root}): no full batch to train on")
         stats = load_or_compute_stats(root, workers=runtime.workers, reporter=reporter)
     return RunData(root, train_set, val_set, list(train_set.classes), stats)
 
@@ -207,16 +237,20 @@ def _with_classes(plan: RunPlan, data: RunData) -> RunPlan:
     return dataclasses.replace(plan, config=plan.config.replace(num_classes=len(data.classes)))
 
 
-def open_run(plan: RunPlan, data: RunData) -> RunFolder:
-    """The resumed run's folder, or a new one (created by rank 0; every rank learns its name,
-    which by default has the time in it)."""
+def open_run(plan: RunPlan, data: RunData, reporter: Reporter = SILENT) -> RunFolder:
+    """The resumed run's folder, or a new one (created and locked by rank 0; every rank learns
+    its name, which by default has the time in it)."""
     if plan.resume is not None:
         return plan.resume
     path = None
     if plan.world.is_main:
         config = plan.config
-        path = str(RunFolder.create(config.out or default_out(config), overwrite=config.overwrite).path)
-    return RunFolder(distributed.gather(path, plan.world)[0])
+        run = RunFolder.create(config.out or default_out(config), overwrite=config.overwrite)
+        if run.restarted and not config.overwrite:
+            reporter.line(f"{run.path}: the run started there before saved no checkpoint; starting it again")
+        path = str(run.path)
+    shared = distributed.gather(path, plan.world)[0]
+    return run if plan.world.is_main else RunFolder(shared)
 
 
 def default_out(config: TrainConfig) -> str:
@@ -307,12 +341,18 @@ def announce(session: Session, reporter: Reporter) -> None:
     reporter.line(f"learning rate: {schedule_rule(config.recipe)}; dropout: {config.model.dropout_style} form")
 
 
-def config_for_resume(run_dir: str, runtime: Runtime = Runtime(), epochs: Optional[int] = None) -> TrainConfig:
-    """The configuration a run was started with, with this session's ``runtime`` (devices,
-    precision, workers...: replaced as a whole) and optionally more ``epochs``."""
+def config_for_resume(run_dir: str, runtime: Optional[Runtime] = None, epochs: Optional[int] = None,
+                      data: Optional[str] = None) -> TrainConfig:
+    """The configuration a run was started with, for its next session: ``runtime`` replaces
+    the run's own as a whole (default: the run's own, but for its --max-steps, which stopped
+    that session only), optionally more ``epochs``, and ``data`` where the dataset moved (set-up
+    checks that it is the same one)."""
     run = RunFolder.open(run_dir)
     config = TrainConfig.from_dict(run.read_config(), str(run.config_path))
+    runtime = config.runtime.replace(max_steps=None) if runtime is None else runtime
     config = config.replace(out=str(run.path), overwrite=False, runtime=runtime)
+    if data is not None:
+        config = config.replace(data=data)
     return config if epochs is None else config.replace(epochs=epochs)
 
 

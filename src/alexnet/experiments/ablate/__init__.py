@@ -32,7 +32,9 @@ from ...data import open_dataset, resolve_data_root
 from ...errors import ConfigError, TrainingError
 from ...precision import resolve_amp
 from ...progress import SILENT, Reporter
+from ...files import FolderLock
 from ...train.loop import Interrupted, TrainConfig, config_for_resume, train
+from ...train.run_folder import quote
 from .arms import (ARM_NAMES, BASELINE, PAPER_ARMS, Arm, arm_config, arm_spec, check_paper_baseline, get_arms,
                    run_folder_name)
 from .folder import AblationFolder, runtime_of
@@ -105,48 +107,63 @@ def _check_before_writing(folder: AblationFolder, template: TrainConfig, reporte
 def _train_all(folder: AblationFolder, template: TrainConfig, reporter: Reporter,
                max_steps: Optional[int] = None) -> Dict:
     train_set = _check_before_writing(folder, template, reporter)
-    folder.settings.update(classes=len(train_set.classes), train_images=len(train_set))
-    folder.save()
+    folder.path.mkdir(parents=True, exist_ok=True)
+    with FolderLock(folder.path, "ablation"):  # one process runs an ablation; each run has its own lock too
+        folder.settings.update(classes=len(train_set.classes), train_images=len(train_set))
+        folder.save()
+        return _train_plan(folder, template, reporter, max_steps, len(train_set))
+
+
+def _train_plan(folder: AblationFolder, template: TrainConfig, reporter: Reporter, max_steps: Optional[int],
+                train_images: int) -> Dict:
     plan = folder.plan()
-    for line in _plan_lines(folder, template, plan, len(train_set)):
+    for line in _plan_lines(folder, template, plan, train_images):
         reporter.line(line)
-    for i, (arm, seed) in enumerate(plan, 1):
-        name, run = run_folder_name(arm, seed), folder.run(arm, seed)
-        state = folder.state(arm, seed)
-        if state == "finished":
-            run.last_checkpoint.unlink(missing_ok=True)  # a kill may have come before the cleanup
-            reporter.line(f"[{i}/{len(plan)}] {name}: finished before, kept")
-            continue
-        config = arm_config(template, arm, seed, run.path).replace(max_steps=max_steps)
-        resume_from = None
-        if state == "interrupted":
-            resume_from = str(run.path)
-            config = config_for_resume(resume_from, config.runtime)
-        elif state == "started":  # stopped before its first checkpoint: nothing to keep
-            config = config.replace(overwrite=True)
-        reporter.line(f"[{i}/{len(plan)}] {name}: {'resuming' if resume_from else 'training'} {arm.description}")
-        started = folder.session_started(name)
-        try:
-            summary = train(config, resume=resume_from, reporter=reporter)
-        except Interrupted as stop:
-            raise Interrupted(_stopped(folder, name, stop)) from None
-        except TrainingError as error:
-            raise TrainingError(f"{name}: {error}") from None
-        finally:
-            seconds = folder.session_ended(name, started)
-        # best.pt (weights only) stays for evaluation; last.pt (momentum too) was only for resuming.
-        run.last_checkpoint.unlink(missing_ok=True)
-        reporter.line(_done_line(folder, plan, i, name, seconds, summary))
+    for i in range(1, len(plan) + 1):
+        _train_one(folder, template, plan, i, reporter, max_steps)
     result = write_report(folder)
     reporter.line(f"report: {folder.path / 'report.md'}, {folder.path / 'report.json'}"
                   + (f", {folder.path / result['curves']}" if result.get("curves") else ""))
     return result
 
 
+def _train_one(folder: AblationFolder, template: TrainConfig, plan: List[Tuple[Arm, int]], i: int,
+               reporter: Reporter, max_steps: Optional[int]) -> None:
+    """The i-th run of the plan: kept when finished, resumed when interrupted, else trained."""
+    arm, seed = plan[i - 1]
+    name, run = run_folder_name(arm, seed), folder.run(arm, seed)
+    state = folder.state(arm, seed)
+    if state == "finished":
+        run.last_checkpoint.unlink(missing_ok=True)  # a kill may have come before the cleanup
+        reporter.line(f"[{i}/{len(plan)}] {name}: finished before, kept")
+        return
+    config = arm_config(template, arm, seed, run.path).replace(max_steps=max_steps)
+    resume_from = None
+    if state == "interrupted":
+        resume_from = str(run.path)
+        config = config_for_resume(resume_from, config.runtime)
+    elif state == "started":  # stopped before its first checkpoint: nothing to keep
+        config = config.replace(overwrite=True)
+    reporter.line(f"[{i}/{len(plan)}] {name}: {'resuming' if resume_from else 'training'} {arm.description}")
+    started = folder.session_started(name)
+    try:
+        summary = train(config, resume=resume_from, reporter=reporter)
+    except Interrupted as stop:
+        raise Interrupted(_stopped(folder, name, stop), stop.signal) from None
+    except TrainingError as error:
+        raise TrainingError(f"{name}: {error}") from None
+    finally:
+        seconds = folder.session_ended(name, started)
+    # best.pt (weights only) stays for evaluation; last.pt (momentum too) was only for resuming.
+    run.last_checkpoint.unlink(missing_ok=True)
+    reporter.line(_done_line(folder, plan, i, name, seconds, summary))
+
+
 def _stopped(folder: AblationFolder, name: str, stop: Interrupted) -> str:
     reason = str(stop).split("; checkpoint saved")[0]
+    where = quote(folder.path)
     return (f"{name}: {reason}; checkpoint saved. The ablation stopped; continue it with: alexnet ablate --resume "
-            f"{folder.path} (finished runs are kept; alexnet ablate --report {folder.path} reports on them now)")
+            f"{where} (finished runs are kept; alexnet ablate --report {where} reports on them now)")
 
 
 # -- what it will cost, in words ------------------------------------------------------------------

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from ...errors import CheckpointError, ConfigError
-from ...files import write_json
+from ...files import FolderLock, write_json
 from ...train.config import PARTS, Runtime, TrainConfig, migrate
-from ...train.run_folder import RunFolder
+from ...train.run_folder import RunFolder, quote
 from .arms import BASELINE, Arm, get_arms, run_folder_name
 
 SETTINGS = "ablation.json"
@@ -88,10 +88,10 @@ class AblationFolder:
                 k = differ[0]
                 raise ConfigError(f"--out {folder.path} holds an ablation with other settings ({k}: "
                                   f"{theirs.get(k)!r} there, {ours.get(k)!r} here); continue it with "
-                                  f"alexnet ablate --resume {folder.path}, or choose another --out")
+                                  f"alexnet ablate --resume {quote(folder.path)}, or choose another --out")
             folder.settings = {**saved, "runtime": settings["runtime"], "seeds": list(seeds)}
             return folder
-        if folder.path.is_dir() and any(folder.path.iterdir()):
+        if folder.path.is_dir() and any(p.name != FolderLock.NAME for p in folder.path.iterdir()):
             raise ConfigError(f"--out {folder.path}: holds other files and no {SETTINGS}; an ablation needs a "
                               f"new or empty folder")
         folder.settings = settings

@@ -22,6 +22,7 @@ from ...model.config import ModelConfig
 from ...model.spec import resolve
 from ...tables import markdown_table
 from ...train.curves import epoch_curve, plot_runs
+from ...train.run_folder import quote
 from .arms import Arm, arm_spec
 from .folder import AblationFolder
 
@@ -216,7 +217,7 @@ def findings(report: Dict) -> List[str]:
     if missing:
         out.append(f"{len(missing)} run{'s' if len(missing) != 1 else ''} not finished ({', '.join(missing)}): the "
                    f"tables leave {'them' if len(missing) != 1 else 'it'} out; continue with "
-                   f"`alexnet ablate --resume {report['folder']}`.")
+                   f"`alexnet ablate --resume {quote(report['folder'])}`.")
     return out
 
 
