@@ -1,6 +1,7 @@
 """alexnet stats and alexnet prepare through the CLI: summaries, files, one-line errors."""
 
 import json
+import os
 import re
 
 import pytest
@@ -48,6 +49,26 @@ def test_stats_skip_bad_counts(folder_root):
     assert error_line(failed) == f"Error: {folder_root / 'train' / 'cat' / 'img0.jpg'}: empty file (0 bytes), not an image\n"
     result = run("stats", folder_root, "--workers", "0", "--skip-bad")
     assert result.exit_code == 0 and "statistics of 11 training images (1 unreadable skipped)" in result.output
+
+
+def test_symlink_loops_are_one_line_and_skip_bad_goes_on(folder_root, tmp_path):
+    image, folder = folder_root / "train" / "cat" / "loop.jpg", folder_root / "train" / "loop"
+    os.symlink("loop.jpg", image)
+    failed = run("stats", folder_root, "--workers", "0")
+    assert error_line(failed).startswith(f"Error: {image}: a symlink loop") and "--skip-bad" in failed.output
+    os.symlink("loop", folder)
+    for command in (("stats", folder_root), ("prepare", folder_root, tmp_path / "p")):
+        failed = run(*command, "--workers", "0")
+        assert error_line(failed).startswith(f"Error: {folder}: a symlink loop"), command
+    result = run("stats", folder_root, "--workers", "0", "--skip-bad")
+    assert result.exit_code == 0, result.output
+    assert "statistics of 12 training images (1 unreadable skipped)" in result.output
+    assert f"  left out {folder}: a symlink loop" in result.output
+    result = run("prepare", folder_root, tmp_path / "q", "--workers", "0", "--skip-bad")
+    assert result.exit_code == 0, result.output
+    assert "packed 12 train + 6 val images" in result.output
+    assert f"skipped 1 unreadable image(s):\n  {image}: a symlink loop" in result.output
+    assert f"left out 1 unreadable entry of the splits:\n  {folder}: a symlink loop" in result.output
 
 
 def test_prepare_then_refuse_to_overwrite(folder_root, tmp_path):

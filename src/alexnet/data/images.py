@@ -7,10 +7,12 @@ be read becomes a ``DataError`` naming it, on one line.
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import warnings
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -45,11 +47,35 @@ def center_box(width: int, height: int, size: int = IMAGE_SIZE) -> Tuple[int, in
     return (width - size) // 2, (height - size) // 2
 
 
+def unreadable(path: Union[str, Path], what: str = "an image", error: Optional[OSError] = None) -> str:
+    """The one line for an entry that cannot be opened: a symlink loop, a broken symlink, no
+    permission (from ``error``, what opening it raised, or else from a stat of it), and that
+    ``--skip-bad`` goes on without it. ``what``: what the entry should have been."""
+    if error is None:
+        try:
+            os.stat(path)
+        except OSError as raised:
+            error = raised
+    code = getattr(error, "errno", None)
+    if code == errno.ELOOP:
+        reason = "a symlink loop (following the link never reaches a file or folder)"
+    elif code == errno.ENOENT and os.path.islink(path):
+        reason = f"a broken symlink (its target {os.readlink(path)} does not exist)"
+    elif code in (errno.EACCES, errno.EPERM):
+        reason = "permission denied (this user may not read it)"
+    else:
+        reason = f"cannot be read ({getattr(error, 'strerror', None) or error})"
+    # the advice reads right both in the error and in the list of what --skip-bad skipped
+    return f"{path}: {reason}, where {what} should be; fix or remove it (--skip-bad skips it)"
+
+
 def read_bytes(path: Union[str, Path]) -> bytes:
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as error:
+        if error.errno in (errno.ELOOP, errno.EACCES, errno.EPERM) or os.path.islink(path):
+            raise DataError(unreadable(path, "an image", error)) from None
         raise DataError(f"{path}: cannot read the file ({error.strerror or error})") from None
     if not data:
         raise DataError(f"{path}: empty file (0 bytes), not an image")

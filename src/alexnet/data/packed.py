@@ -185,6 +185,10 @@ def describe(dst: Union[str, Path], meta: dict) -> str:
     if skipped:
         lines.append(f"skipped {len(skipped)} unreadable image(s):")
         lines += [f"  {message}" for message in skipped[:20]] + (["  ..."] if len(skipped) > 20 else [])
+    entries = [message for split in splits.values() for message in split.get("skipped_entries", [])]
+    if entries:  # split entries that might have been class folders (symlink loops, broken links)
+        lines.append(f"left out {len(entries)} unreadable entr{'y' if len(entries) == 1 else 'ies'} of the splits:")
+        lines += [f"  {message}" for message in entries]
     return "\n".join(lines)
 
 
@@ -344,7 +348,7 @@ def prepare(src: Union[str, Path], dst: Union[str, Path], *, format: str = "raw"
         writer = _SplitWriter(dst, split, format, int(quality), len(dataset), resume)
         try:
             _write_split(writer, dataset, workers, batch_size, reporter)
-            splits[split] = writer.finish()
+            splits[split] = {**writer.finish(), "skipped_entries": dataset.skipped_entries}
             if writer.stats is not None:
                 stats = writer.stats.result(dataset_size=splits[split]["images"])
         finally:
