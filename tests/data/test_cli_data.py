@@ -98,10 +98,13 @@ def test_prepare_skip_bad_reports_the_files(folder_root, tmp_path):
     assert "skipped 1 unreadable image(s):" in result.output and str(bad) in result.output
 
 
-def test_bad_paths_are_one_line(tmp_path):
+def test_bad_paths_are_one_line(tmp_path, folder_root):
     for args, message in [
         (("stats", tmp_path / "none"), f"Error: {tmp_path / 'none'}: no such file or folder\n"),
         (("prepare", tmp_path / "none", tmp_path / "p"), f"Error: {tmp_path / 'none'}: no such folder\n"),
+        (("prepare", tmp_path / "tiny", tmp_path / "tiny" / "train" / "packed"),
+         f"Error: {tmp_path / 'tiny' / 'train' / 'packed'}: inside the source dataset {tmp_path / 'tiny'}; "
+         f"choose a destination outside it\n"),
     ]:
         assert run(*args).output == message and error_line(run(*args)) == message
 

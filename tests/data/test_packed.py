@@ -88,6 +88,21 @@ def test_a_folder_with_other_files_is_refused(folder_root, tmp_path):
         prepare(tmp_path / "p", tmp_path / "q", workers=0)
 
 
+@pytest.mark.parametrize("inside", ["train/packed", "packed"])
+def test_a_destination_inside_the_source_is_refused_before_anything_is_written(folder_root, inside):
+    dst = folder_root / inside
+    with pytest.raises(DataError) as error:
+        prepare(folder_root, dst, workers=0)
+    assert str(error.value) == f"{dst}: inside the source dataset {folder_root}; choose a destination outside it"
+    assert not dst.exists() and open_dataset(folder_root, "train").classes == ["cat", "dog", "eel"]
+
+
+def test_a_destination_around_the_source_is_refused(folder_root, tmp_path):
+    with pytest.raises(DataError, match=f"^{tmp_path}: holds the source dataset {folder_root}; choose"):
+        prepare(folder_root, tmp_path, workers=0)
+    assert not (tmp_path / ".prepare").exists()
+
+
 def _bad_image(folder_root):
     bad = folder_root / "train" / "dog" / "img2.jpg"
     good = bad.read_bytes()

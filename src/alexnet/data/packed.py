@@ -146,6 +146,19 @@ def _job(src: Path, fmt: str, quality: int, classes) -> dict:
             "classes": list(classes), "image_size": IMAGE_SIZE, "version": FORMAT_VERSION}
 
 
+def _check_apart(src: Path, dst: Path):
+    """Refuse a destination inside the source (what prepare writes into SRC/train/ would be read
+    back as a class, and the packed dataset would sit inside the data it copies) or around it
+    (--overwrite would delete next to the source), before anything is written."""
+    source, destination = src.resolve(), dst.resolve()
+    if destination == source:
+        raise DataError(f"{dst}: the destination must differ from the source")
+    if source in destination.parents:
+        raise DataError(f"{dst}: inside the source dataset {src}; choose a destination outside it")
+    if destination in source.parents:
+        raise DataError(f"{dst}: holds the source dataset {src}; choose a destination outside it")
+
+
 def _check_destination(dst: Path, job: dict, overwrite: bool) -> bool:
     """Make ``dst`` ready for ``job``; True when an interrupted run of the same job continues."""
     state = packed_state(dst) if dst.exists() else None
@@ -333,8 +346,7 @@ def prepare(src: Union[str, Path], dst: Union[str, Path], *, format: str = "raw"
         raise DataError(f"{src}: no such folder")
     if packed_state(src) is not None or not is_folder_dataset(src):
         raise DataError(f"{src}: not a folder dataset ({LAYOUT})")
-    if dst.resolve() == src.resolve():
-        raise DataError(f"{dst}: the destination must differ from the source")
+    _check_apart(src, dst)
     sources = {split: FolderDataset(src, split, skip_bad=skip_bad) for split in ("train", "val")}
     job = _job(src, format, int(quality), sources["train"].classes)
     resume = _check_destination(dst, job, overwrite)
