@@ -1,5 +1,6 @@
 """alexnet stats and alexnet prepare through the CLI: summaries, files, one-line errors."""
 
+import errno
 import json
 import os
 import re
@@ -7,6 +8,9 @@ import re
 import pytest
 from click.testing import CliRunner
 
+import alexnet.data.packed as packed_module
+import alexnet.data.roots as roots_module
+import alexnet.data.storage as storage_module
 import alexnet.data.synthetic as synthetic
 from alexnet.cli import main
 
@@ -69,6 +73,49 @@ def test_symlink_loops_are_one_line_and_skip_bad_goes_on(folder_root, tmp_path):
     assert "packed 12 train + 6 val images" in result.output
     assert f"skipped 1 unreadable image(s):\n  {image}: a symlink loop" in result.output
     assert f"left out 1 unreadable entry of the splits:\n  {folder}: a symlink loop" in result.output
+
+
+def fill_the_disk(monkeypatch, module):
+    """``module.write_all`` writes half its data, then reports a full disk, as os.write does."""
+    write_all = module.write_all
+
+    def filling(handle, data):
+        view = memoryview(data).cast("B")
+        write_all(handle, view[:len(view) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(module, "write_all", filling)
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_there(folder_root, tmp_path, monkeypatch):
+    assert run("stats", folder_root, "--workers", "0").exit_code == 0
+    folder = folder_root.resolve() / "alexnet-stats"
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    os.unlink(folder_root / "train" / "eel" / "img3.jpg")  # the statistics are computed again
+    fill_the_disk(monkeypatch, storage_module)
+    line = error_line(run("stats", folder_root, "--workers", "0"))
+    assert line.startswith(f"Error: {folder}") and "no space left" in line.lower()
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before  # the old ones, whole
+    fill_the_disk(monkeypatch, packed_module)
+    line = error_line(run("prepare", folder_root, tmp_path / "p", "--workers", "0"))
+    assert line == (f"Error: {tmp_path / 'p' / 'train.u8'}: cannot write (no space left on its device); free space "
+                    f"and re-run prepare (it continues where it stopped), or pack into another folder\n")
+
+
+@pytest.mark.parametrize("code, reason", [(errno.EROFS, "read-only"), (errno.EACCES, "permission denied")])
+def test_statistics_where_nothing_may_be_written_are_one_line(folder_root, private_cache, monkeypatch, code, reason):
+    # Tests run as root, for whom chmod changes nothing: the data folder is made to look
+    # read-only, and the cache folder to fail as a read-only one would.
+    monkeypatch.setattr(roots_module, "is_writable_dir", lambda folder: False)
+    mkdir = os.mkdir
+
+    def read_only(path, *args, **kwargs):
+        if str(path).startswith(str(private_cache)):
+            raise OSError(code, os.strerror(code), str(path))
+        return mkdir(path, *args, **kwargs)
+    monkeypatch.setattr(os, "mkdir", read_only)
+    line = error_line(run("stats", folder_root, "--workers", "0"))
+    assert line.startswith(f"Error: {private_cache}") and reason in line.lower()
+    assert "ALEXNET_CACHE" in line or "writable" in line
 
 
 def test_prepare_then_refuse_to_overwrite(folder_root, tmp_path):
