@@ -194,8 +194,8 @@ def _is_large(data: bytes) -> bool:
     try:
         with _our_pixel_limit():
             width, height = Image.open(io.BytesIO(data)).size
-    except Exception:  # not readable by PIL either: the PIL path says why
-        return True
+    except Exception:  # PIL cannot read the header: torchvision tries, as before, then the PIL way
+        return False
     return width * height > min(DRAFT_PIXELS, MAX_PIXELS)
 
 
