@@ -1,11 +1,16 @@
 """alexnet stats and alexnet prepare through the CLI: summaries, files, one-line errors."""
 
+import errno
 import json
+import os
 import re
 
 import pytest
 from click.testing import CliRunner
 
+import alexnet.data.packed as packed_module
+import alexnet.data.roots as roots_module
+import alexnet.data.storage as storage_module
 import alexnet.data.synthetic as synthetic
 from alexnet.cli import main
 
@@ -50,6 +55,69 @@ def test_stats_skip_bad_counts(folder_root):
     assert result.exit_code == 0 and "statistics of 11 training images (1 unreadable skipped)" in result.output
 
 
+def test_symlink_loops_are_one_line_and_skip_bad_goes_on(folder_root, tmp_path):
+    image, folder = folder_root / "train" / "cat" / "loop.jpg", folder_root / "train" / "loop"
+    os.symlink("loop.jpg", image)
+    failed = run("stats", folder_root, "--workers", "0")
+    assert error_line(failed).startswith(f"Error: {image}: a symlink loop") and "--skip-bad" in failed.output
+    os.symlink("loop", folder)
+    for command in (("stats", folder_root), ("prepare", folder_root, tmp_path / "p")):
+        failed = run(*command, "--workers", "0")
+        assert error_line(failed).startswith(f"Error: {folder}: a symlink loop"), command
+    result = run("stats", folder_root, "--workers", "0", "--skip-bad")
+    assert result.exit_code == 0, result.output
+    assert "statistics of 12 training images (1 unreadable skipped)" in result.output
+    assert f"  left out {folder}: a symlink loop" in result.output
+    result = run("prepare", folder_root, tmp_path / "q", "--workers", "0", "--skip-bad")
+    assert result.exit_code == 0, result.output
+    assert "packed 12 train + 6 val images" in result.output
+    assert f"skipped 1 unreadable image(s):\n  {image}: a symlink loop" in result.output
+    assert f"left out 1 unreadable entry of the splits:\n  {folder}: a symlink loop" in result.output
+
+
+def fill_the_disk(monkeypatch, module):
+    """``module.write_all`` writes half its data, then reports a full disk, as os.write does."""
+    write_all = module.write_all
+
+    def filling(handle, data):
+        view = memoryview(data).cast("B")
+        write_all(handle, view[:len(view) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(module, "write_all", filling)
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_there(folder_root, tmp_path, monkeypatch):
+    assert run("stats", folder_root, "--workers", "0").exit_code == 0
+    folder = folder_root.resolve() / "alexnet-stats"
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    os.unlink(folder_root / "train" / "eel" / "img3.jpg")  # the statistics are computed again
+    fill_the_disk(monkeypatch, storage_module)
+    line = error_line(run("stats", folder_root, "--workers", "0"))
+    assert line.startswith(f"Error: {folder}") and "no space left" in line.lower()
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before  # the old ones, whole
+    fill_the_disk(monkeypatch, packed_module)
+    line = error_line(run("prepare", folder_root, tmp_path / "p", "--workers", "0"))
+    assert line == (f"Error: {tmp_path / 'p' / 'train.u8'}: cannot write (no space left on its device); free space "
+                    f"and re-run prepare (it continues where it stopped), or pack into another folder\n")
+
+
+@pytest.mark.parametrize("code, reason", [(errno.EROFS, "read-only"), (errno.EACCES, "permission denied")])
+def test_statistics_where_nothing_may_be_written_are_one_line(folder_root, private_cache, monkeypatch, code, reason):
+    # Tests run as root, for whom chmod changes nothing: the data folder is made to look
+    # read-only, and the cache folder to fail as a read-only one would.
+    monkeypatch.setattr(roots_module, "is_writable_dir", lambda folder: False)
+    mkdir = os.mkdir
+
+    def read_only(path, *args, **kwargs):
+        if str(path).startswith(str(private_cache)):
+            raise OSError(code, os.strerror(code), str(path))
+        return mkdir(path, *args, **kwargs)
+    monkeypatch.setattr(os, "mkdir", read_only)
+    line = error_line(run("stats", folder_root, "--workers", "0"))
+    assert line.startswith(f"Error: {private_cache}") and reason in line.lower()
+    assert "ALEXNET_CACHE" in line or "writable" in line
+
+
 def test_prepare_then_refuse_to_overwrite(folder_root, tmp_path):
     result = run("prepare", folder_root, tmp_path / "p", "--workers", "0")
     assert result.exit_code == 0, result.output
@@ -77,10 +145,13 @@ def test_prepare_skip_bad_reports_the_files(folder_root, tmp_path):
     assert "skipped 1 unreadable image(s):" in result.output and str(bad) in result.output
 
 
-def test_bad_paths_are_one_line(tmp_path):
+def test_bad_paths_are_one_line(tmp_path, folder_root):
     for args, message in [
         (("stats", tmp_path / "none"), f"Error: {tmp_path / 'none'}: no such file or folder\n"),
         (("prepare", tmp_path / "none", tmp_path / "p"), f"Error: {tmp_path / 'none'}: no such folder\n"),
+        (("prepare", tmp_path / "tiny", tmp_path / "tiny" / "train" / "packed"),
+         f"Error: {tmp_path / 'tiny' / 'train' / 'packed'}: inside the source dataset {tmp_path / 'tiny'}; "
+         f"choose a destination outside it\n"),
     ]:
         assert run(*args).output == message and error_line(run(*args)) == message
 

@@ -1,12 +1,15 @@
 """Class-folder datasets and what --data may point at; every bad layout named on one line."""
 
+import errno
+import os
 import shutil
 
 import pytest
 import torch
 from helpers import write_image
 
-from alexnet.data import FolderDataset, open_dataset, resolve_data_root
+import alexnet.data.images as images_module
+from alexnet.data import FolderDataset, make_loader, open_dataset, resolve_data_root
 from alexnet.data.images import load_image
 from alexnet.errors import DataError
 
@@ -94,3 +97,72 @@ def test_a_non_image_file_is_named_when_read(folder_root):
 def test_bad_split_name():
     with pytest.raises(DataError, match="split must be one of train, val; got 'test'"):
         open_dataset(None, "test")
+
+
+LOOP = "a symlink loop (following the link never reaches a file or folder)"
+
+
+def read_all(dataset):
+    """Every image through the loader (as stats, prepare and train read them); the loader."""
+    loader = make_loader(dataset, 4, shuffle=False, workers=0)
+    images = sum(len(labels) for _, labels in loader)
+    return images, loader
+
+
+@pytest.mark.parametrize("kind", ["loop", "broken"])
+def test_a_symlink_loop_or_broken_link_among_images_is_one_line_and_skip_bad_skips_it(folder_root, kind):
+    link = folder_root / "train" / "dog" / "img9.jpg"
+    os.symlink(link.name if kind == "loop" else "gone.jpg", link)  # itself: every stat is ELOOP
+    reason = LOOP if kind == "loop" else "a broken symlink (its target gone.jpg does not exist)"
+    dataset = open_dataset(folder_root, "train")  # listing it is fine: it is read like any image
+    assert len(dataset) == 13 and str(link) in [path for path, _ in dataset.samples]
+    with pytest.raises(DataError) as error:
+        read_all(dataset)
+    assert str(error.value) == f"{link}: {reason}, where an image should be; fix or remove it (--skip-bad skips it)"
+    images, loader = read_all(open_dataset(folder_root, "train", skip_bad=True))
+    assert images == 12 and loader.skipped == 1 and loader.skipped_files == [str(error.value)]
+
+
+def test_an_image_this_user_may_not_open_is_one_line_and_skip_bad_skips_it(folder_root, monkeypatch):
+    # Tests run as root, for whom chmod 000 changes nothing: opening it is made to fail as it
+    # would for anyone else.
+    locked = folder_root / "train" / "cat" / "img1.jpg"
+
+    def fake_open(path, *args, **kwargs):
+        if str(path) == str(locked):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+    monkeypatch.setattr(images_module, "open", fake_open, raising=False)
+    with pytest.raises(DataError) as error:
+        read_all(open_dataset(folder_root, "train"))
+    assert str(error.value) == (f"{locked}: permission denied (this user may not read it), where an image "
+                                f"should be; fix or remove it (--skip-bad skips it)")
+    images, loader = read_all(open_dataset(folder_root, "train", skip_bad=True))
+    assert images == 11 and loader.skipped == 1
+
+
+@pytest.mark.parametrize("kind", ["loop", "broken"])
+def test_a_split_entry_that_may_have_been_a_class_folder_is_one_line(folder_root, kind):
+    link = folder_root / "train" / "fox"
+    os.symlink("fox" if kind == "loop" else "/nowhere/fox", link)
+    reason = LOOP if kind == "loop" else "a broken symlink (its target /nowhere/fox does not exist)"
+    message = f"{link}: {reason}, where a class folder should be; fix or remove it (--skip-bad skips it)"
+    for split in ("train", "val"):  # val checks its classes against train's
+        with pytest.raises(DataError) as error:
+            open_dataset(folder_root, split)
+        assert str(error.value) == message
+    train = open_dataset(folder_root, "train", skip_bad=True)
+    assert train.classes == ["cat", "dog", "eel"] and train.skipped_entries == [message]
+    assert open_dataset(folder_root, "val", skip_bad=True).classes == train.classes
+
+
+def test_a_class_folder_that_cannot_be_listed_is_one_line(folder_root, monkeypatch):
+    locked, scandir = folder_root / "train" / "dog", os.scandir
+
+    def fake_scandir(path="."):
+        if str(path) == str(locked):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return scandir(path)
+    monkeypatch.setattr(os, "scandir", fake_scandir)
+    with pytest.raises(DataError, match=f"^{locked}: cannot list the folder \\(Permission denied\\)$"):
+        open_dataset(folder_root, "train", skip_bad=True)  # a whole class: not skipped

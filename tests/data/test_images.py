@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 from helpers import smooth_image, write_image
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
+import alexnet.data.images as images_module
 from alexnet.data.images import IMAGE_SIZE, load_image, load_image_torchvision, resized_size
 from alexnet.errors import DataError
 
@@ -106,3 +107,56 @@ def test_bad_files_give_one_line_naming_them(tmp_path, make, message, load):
     text = str(error.value)
     assert text.startswith(f"{path}: ") and message in text
     assert "\n" not in text
+
+
+def _pil_resized(path, resized, box, mode="RGB"):
+    """The direct computation, limits aside: PIL decodes all of the file, resizes, slices."""
+    with Image.open(path) as image:
+        expected = np.asarray(image.convert(mode).resize(resized, Image.BILINEAR))
+    left, top = box
+    return expected[top:top + 256, left:left + 256].astype(np.float32)
+
+
+def test_an_image_just_over_pils_limit_is_read_not_called_corrupt(tmp_path, monkeypatch):
+    # 14000x12800 = 179.2 M pixels, just over the 178.96 M at which PIL refuses an image as a
+    # decompression bomb. Grey, with a gradient (2 MB as a JPEG): cheap to make and to check.
+    width, height = 14000, 12800
+    assert width * height > 2 * Image.MAX_IMAGE_PIXELS
+    rows, columns = np.linspace(0, 60, height).astype(np.uint8), np.linspace(0, 190, width).astype(np.uint8)
+    Image.fromarray(np.add.outer(rows, columns)).save(tmp_path / "big.jpg", quality=90)
+    limit = Image.MAX_IMAGE_PIXELS
+    image = load_image(tmp_path / "big.jpg")
+    assert Image.MAX_IMAGE_PIXELS == limit  # PIL's guard is back for everyone else
+    assert image.shape == (3, 256, 256) and torch.equal(load_image_torchvision(tmp_path / "big.jpg"), image)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # for the full decode below
+    expected = _pil_resized(tmp_path / "big.jpg", (280, 256), (12, 0), mode="L")  # 256·14000/12800 = 280
+    difference = np.abs(image.numpy().astype(np.float32) - expected)  # grey: the same in R, G and B
+    assert difference.mean() < 0.5 and difference.max() <= 3  # decoded at 1/8 scale, then resized
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path, monkeypatch):
+    path = write_image(tmp_path / "a.jpg", 2048, 1536, seed=6)
+    scales, draft = [], JpegImagePlugin.JpegImageFile.draft
+
+    def spy(image, mode, size):
+        result = draft(image, mode, size)
+        scales.append(image.decoderconfig[0])
+        return result
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    load_image(path)
+    assert scales == []  # 3.1 M pixels: decoded in full, as always
+    monkeypatch.setattr(images_module, "DRAFT_PIXELS", 2048 * 1536 - 1)  # as if it were huge
+    image = load_image(path)
+    assert scales == [4]  # 2048x1536 -> 512x384, the smallest still over 341x256
+    expected = _pil_resized(path, (341, 256), (42, 0)).transpose(2, 0, 1)
+    assert np.abs(image.numpy().astype(np.float32) - expected).mean() < 1.5
+
+
+@pytest.mark.parametrize("load", [load_image, load_image_torchvision])
+def test_an_image_over_our_limit_says_it_is_too_large(tmp_path, monkeypatch, load):
+    path = write_image(tmp_path / "a.jpg", 300, 260, seed=1)
+    monkeypatch.setattr(images_module, "MAX_PIXELS", 300 * 260 - 1)
+    with pytest.raises(DataError) as error:
+        load(path)
+    assert str(error.value) == (f"{path}: too large to read (300x260 = 78,000 pixels; the limit is 77,999); "
+                                f"shrink it or remove it (--skip-bad skips it)")

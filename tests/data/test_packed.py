@@ -1,7 +1,9 @@
 """The packed format: identical tensors to the folder reader, statistics in the same pass,
 resumable, atomic, and never opened half-written."""
 
+import errno
 import json
+import os
 import re
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 import torch
 
 import alexnet.data.packed as packed_module
+import alexnet.data.storage as storage_module
 from alexnet.data import PackedDataset, compute_stats, make_loader, open_dataset, prepare, resolve_data_root
 from alexnet.data.stats import DatasetStats
 from alexnet.data.transforms import train_crops
@@ -86,6 +89,21 @@ def test_a_folder_with_other_files_is_refused(folder_root, tmp_path):
         prepare(folder_root, tmp_path / "p", workers=0)
     with pytest.raises(DataError, match="not a folder dataset"):
         prepare(tmp_path / "p", tmp_path / "q", workers=0)
+
+
+@pytest.mark.parametrize("inside", ["train/packed", "packed"])
+def test_a_destination_inside_the_source_is_refused_before_anything_is_written(folder_root, inside):
+    dst = folder_root / inside
+    with pytest.raises(DataError) as error:
+        prepare(folder_root, dst, workers=0)
+    assert str(error.value) == f"{dst}: inside the source dataset {folder_root}; choose a destination outside it"
+    assert not dst.exists() and open_dataset(folder_root, "train").classes == ["cat", "dog", "eel"]
+
+
+def test_a_destination_around_the_source_is_refused(folder_root, tmp_path):
+    with pytest.raises(DataError, match=f"^{tmp_path}: holds the source dataset {folder_root}; choose"):
+        prepare(folder_root, tmp_path, workers=0)
+    assert not (tmp_path / ".prepare").exists()
 
 
 def _bad_image(folder_root):
@@ -190,3 +208,61 @@ def test_damaged_files_are_named(folder_root, tmp_path):
         handle.truncate(1000)
     with pytest.raises(DataError, match="val.u8: 1000 bytes .* damaged: re-run prepare with --overwrite"):
         open_dataset(tmp_path / "p", "val")
+
+
+def disk_full_at(monkeypatch, module, name_ends):
+    """``module.write_all`` fills the disk at the first write to a file whose name ends with
+    ``name_ends``: half of it is written, then ENOSPC, as os.write reports it (no file name)."""
+    write_all = module.write_all
+
+    def filling(handle, data):
+        if str(handle.name).endswith(name_ends):
+            write_all(handle, memoryview(data).cast("B")[:len(memoryview(data).cast("B")) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_all(handle, data)
+    monkeypatch.setattr(module, "write_all", filling)
+
+
+@pytest.mark.parametrize("fmt", ["raw", "jpeg"])
+def test_a_full_disk_mid_file_is_one_line_and_a_rerun_continues(folder_root, tmp_path, monkeypatch, fmt):
+    clean = prepare(folder_root, tmp_path / "clean", format=fmt, workers=0, batch_size=2)
+    data = f"val{'.u8' if fmt == 'raw' else '.jpg'}"
+    with monkeypatch.context() as patch:
+        disk_full_at(patch, packed_module, data)
+        with pytest.raises(DataError) as error:
+            prepare(folder_root, tmp_path / "p", format=fmt, workers=0, batch_size=2)
+    assert str(error.value) == (f"{tmp_path / 'p' / data}: cannot write (no space left on its device); free space "
+                                f"and re-run prepare (it continues where it stopped), or pack into another folder")
+    # train, finished before, is whole; val goes on from where it stopped, its half write dropped
+    assert np.array_equal(np.load(tmp_path / "p" / "train.labels.npy"), np.load(tmp_path / "clean" / "train.labels.npy"))
+    assert int(np.load(tmp_path / "p" / ".prepare" / "val.state.npz")["done"]) == 0
+    assert prepare(folder_root, tmp_path / "p", format=fmt, workers=0, batch_size=2)["splits"] == clean["splits"]
+    for split in ("train", "val"):
+        same_items(open_dataset(tmp_path / "p", split), open_dataset(tmp_path / "clean", split))
+
+
+def test_a_full_disk_while_writing_the_index_is_one_line(folder_root, tmp_path, monkeypatch):
+    disk_full_at(monkeypatch, storage_module, ".part")  # any file written atomically: train.labels.npy first
+    with pytest.raises(DataError) as error:
+        prepare(folder_root, tmp_path / "p", workers=0)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'p' / 'train.labels.npy'}: ") and "no space left" in message.lower()
+    assert [p.name for p in (tmp_path / "p").iterdir() if p.name.endswith(".part")] == []  # no half file left
+
+
+@pytest.mark.parametrize("code, reason", [(errno.EROFS, "its file system is read-only"),
+                                          (errno.EACCES, "permission denied")])
+def test_a_read_only_destination_is_one_line(folder_root, tmp_path, monkeypatch, code, reason):
+    # As root, a folder with mode 0o555 is still writable: os.mkdir fails as it would elsewhere.
+    (tmp_path / "ro").mkdir()
+    mkdir = os.mkdir
+
+    def read_only(path, *args, **kwargs):
+        if str(path).startswith(str(tmp_path / "ro")) and os.path.isdir(os.path.dirname(path)):
+            raise OSError(code, os.strerror(code), str(path))
+        return mkdir(path, *args, **kwargs)
+    monkeypatch.setattr(os, "mkdir", read_only)
+    with pytest.raises(DataError) as error:
+        prepare(folder_root, tmp_path / "ro" / "p", workers=0)
+    assert str(error.value) == (f"{tmp_path / 'ro' / 'p'}: cannot write ({reason}); make the destination "
+                                f"writable, or pack into another folder")

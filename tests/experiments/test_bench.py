@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from alexnet.cli import main
 from alexnet.devices import DeviceRequest
-from alexnet.errors import ConfigError
+import alexnet.experiments.bench as bench_module
+from alexnet.errors import ConfigError, DataError
 from alexnet.experiments.bench import BenchSettings, placements, plan, run_benchmark, why_not_run
 from alexnet.experiments.bench.tables import format_report
 
@@ -293,6 +294,22 @@ def test_loaders_not_requested_are_said_so():
     assert "--loaders" in out["end_to_end"]["reason"]
 
 
+class Timed(Exception):
+    """Raised where the benchmark would start timing the models."""
+
+
+@pytest.mark.parametrize("loaders", [True, False])
+def test_a_missing_data_root_stops_before_any_timing_only_when_the_loaders_read_it(tmp_path, monkeypatch, loaders):
+    def run_models(*args, **kwargs):
+        raise Timed
+    monkeypatch.setattr(bench_module, "run_models", run_models)
+    settings = tiny(devices="cpu", models=("grouped",), loaders=loaders, data_root=str(tmp_path / "nope"))
+    with pytest.raises(DataError if loaders else Timed) as error:
+        run_benchmark(settings)
+    if loaders:
+        assert str(error.value) == f"{tmp_path / 'nope'}: no such file or folder"
+
+
 # -- the command -----------------------------------------------------------------------------
 
 def test_cli_writes_the_table_and_the_json(tmp_path):
@@ -313,6 +330,10 @@ def test_cli_writes_the_table_and_the_json(tmp_path):
     (["--devices", "cpu,cpu,cpu"], "--devices takes one or two devices"),
     (["--models", "resnet"], "resnet: choose from towers, grouped, one-gpu, torchvision"),
     (["-b", "0"], "batch sizes must be positive"),
+    # (small settings: were the check gone, the benchmark would run before the loaders fail)
+    (["--loaders", "--data-root", "/nope", "--devices", "cpu", "--models", "grouped", "--modes", "inference",
+      "-b", "1", "--warmup", "0", "--steps", "1", "--repeats", "1", "--no-lrn-bench", "--profile", "none"],
+     "Error: /nope: no such file or folder"),
 ])
 def test_cli_errors_are_one_line(args, message, tmp_path):
     result = CliRunner().invoke(main, ["bench", *args, "--json", str(tmp_path / "x.json")])

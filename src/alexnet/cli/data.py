@@ -30,9 +30,12 @@ def stats(data, workers, skip_bad):
     """
     reporter = Reporter()
     root = resolve_data_root(data, reporter)
-    result = compute_stats(open_dataset(root, "train", skip_bad=skip_bad), workers=workers, reporter=reporter)
+    dataset = open_dataset(root, "train", skip_bad=skip_bad)
+    result = compute_stats(dataset, workers=workers, reporter=reporter)
     save_stats_for(root, result)
     click.echo(result.describe())
+    for message in getattr(dataset, "skipped_entries", []):  # --skip-bad: split entries left out
+        click.echo(f"  left out {message}")
 
 
 @main.command()

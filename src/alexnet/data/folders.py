@@ -3,20 +3,24 @@
 ImageNet's layout (``n01440764``-style folder names) or any names. Classes are the sorted
 folder names, and their order is the label order. Every non-hidden file in a class folder is
 an image; one that cannot be read is a ``DataError`` naming it when it is read (or skipped,
-and counted, by a loader over a dataset opened with ``skip_bad=True``).
+and counted, by a loader over a dataset opened with ``skip_bad=True``). Entries that cannot
+even be told to be files (symlink loops, broken symlinks, entries this user may not stat)
+count as images too, so they fail, or are skipped, in the same way; a split's entry of that
+kind, which may have been a class folder, is a ``DataError`` (with ``skip_bad``: left out,
+its message in ``FolderDataset.skipped_entries``).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .images import DECODERS, IMAGE_SIZE, load_image, load_image_torchvision
+from .images import DECODERS, IMAGE_SIZE, load_image, load_image_torchvision, unreadable
 
 SPLITS = ("train", "val")
 LAYOUT = "ROOT/train/<class>/<image> and ROOT/val/<class>/<image>"
@@ -28,17 +32,53 @@ def check_split(split: str) -> str:
     return split
 
 
-def _visible(entries) -> List[os.DirEntry]:
-    return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+def _visible(folder: Path) -> List[os.DirEntry]:
+    """The folder's non-hidden entries in name order; a folder that cannot be listed is one line."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as error:
+        raise DataError(f"{folder}: cannot list the folder ({error.strerror or error})") from None
 
 
-def class_names(root: Union[str, Path], split: str) -> List[str]:
-    """The sorted class-folder names of ``root/split``; a missing or empty split is an error."""
+def _is_image_entry(entry: os.DirEntry) -> bool:
+    """A file, or an entry that might be one but cannot be looked at (a symlink loop, a broken
+    symlink, one this user may not stat): those stay in the list so that reading them is the
+    DataError naming them, which ``skip_bad`` skips and counts like any other bad image."""
+    try:
+        return entry.is_file() or (entry.is_symlink() and not entry.is_dir())
+    except OSError:  # is_file() follows the link: a loop raises ELOOP here
+        return True
+
+
+def _is_class_folder(entry: os.DirEntry) -> Optional[bool]:
+    """Whether a split's entry is a class folder; None when it cannot be told (a symlink loop, a
+    broken symlink: perhaps a class folder whose target is gone)."""
+    try:
+        if entry.is_dir():
+            return True
+        return None if entry.is_symlink() and not entry.is_file() else False
+    except OSError:
+        return None
+
+
+def class_names(root: Union[str, Path], split: str, skipped: Optional[List[str]] = None) -> List[str]:
+    """The sorted class-folder names of ``root/split``; a missing or empty split is an error.
+    An entry that may have been a class folder but cannot be read is a DataError naming it,
+    or, given a list ``skipped`` (``skip_bad``), left out with its message appended there."""
     folder = Path(root) / check_split(split)
     if not folder.is_dir():
         raise DataError(f"{folder}: no {split}/ folder (a folder dataset is {LAYOUT})")
-    with os.scandir(folder) as entries:
-        classes = [e.name for e in _visible(entries) if e.is_dir()]
+    classes = []
+    for entry in _visible(folder):
+        kind = _is_class_folder(entry)
+        if kind is None:
+            message = unreadable(entry.path, "a class folder")
+            if skipped is None:
+                raise DataError(message)
+            skipped.append(message)
+        elif kind:
+            classes.append(entry.name)
     if not classes:
         raise DataError(f"{folder}: no class folders (expected {split}/<class>/<image>)")
     return classes
@@ -49,8 +89,7 @@ def list_images(root: Union[str, Path], split: str, classes: Sequence[str]) -> L
     samples = []
     for label, name in enumerate(classes):
         folder = Path(root) / split / name
-        with os.scandir(folder) as entries:
-            files = [e.path for e in _visible(entries) if e.is_file()]
+        files = [e.path for e in _visible(folder) if _is_image_entry(e)]
         if not files:
             raise DataError(f"{folder}: empty class folder (no image files)")
         samples.extend((path, label) for path in files)
@@ -82,9 +121,12 @@ class FolderDataset(Dataset):
         self.skip_bad = skip_bad
         self.decoder = decoder
         self.image_size = IMAGE_SIZE
-        self.classes = class_names(self.root, split)
+        # unreadable entries of the split left out with skip_bad (messages), for the reports
+        self.skipped_entries: List[str] = []
+        skipped = self.skipped_entries if skip_bad else None
+        self.classes = class_names(self.root, split, skipped)
         if split == "val":
-            check_same_classes(self.root, self.classes, class_names(self.root, "train"))
+            check_same_classes(self.root, self.classes, class_names(self.root, "train", [] if skip_bad else None))
         self.samples = list_images(self.root, split, self.classes)
         self.labels = torch.tensor([label for _, label in self.samples], dtype=torch.int64)
 

@@ -3,14 +3,23 @@
 Every reader (folders with PIL, folders with torchvision's JPEG decoder, ``prepare``) goes
 through ``resized_size`` and ``center_box`` so they cut the same window. Any file that cannot
 be read becomes a ``DataError`` naming it, on one line.
+
+Very large images are read, not taken for decompression bombs: PIL's own guard (it refuses
+images over about 179 M pixels) is set aside for our reads, which allow ``MAX_PIXELS``
+instead, and a JPEG over ``DRAFT_PIXELS`` is decoded at a reduced scale, since it is resized
+to 256 anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
+import os
+import threading
 import warnings
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -32,6 +41,42 @@ DECODERS = ("pil", "torchvision")
 SIGNATURES = {"JPEG": b"\xff\xd8", "PNG": b"\x89PNG", "GIF": b"GIF8", "BMP": b"BM", "WEBP": b"RIFF"}
 
 
+#: The most pixels (width × height) an image we read may have: 1e9 is a 31,623² square, 3 GB
+#: as RGB once decoded (a JPEG, decoded at 1/8 scale, takes 1/64 of that). PIL's own limit,
+#: twice ``Image.MAX_IMAGE_PIXELS`` (about 179 M), guards against decompression bombs in
+#: untrusted files and would turn valid large scans into errors; a dataset is the user's own
+#: files, so our reads allow this much instead, and say so when an image is over it.
+MAX_PIXELS = 1_000_000_000
+
+#: A JPEG with more pixels than this (PIL's default ``Image.MAX_IMAGE_PIXELS``, where PIL
+#: starts warning) is decoded at 1/2, 1/4 or 1/8 scale (PIL's draft mode: the decoder's DCT
+#: scaling), never below the size it is resized to, instead of in full only for the resize to
+#: throw most of it away. Every image below it decodes exactly as it always did.
+DRAFT_PIXELS = 89_478_485
+
+_pil_limit_lock = threading.Lock()
+_pil_limit_state = {"readers": 0, "saved": None}
+
+
+@contextlib.contextmanager
+def _our_pixel_limit():
+    """PIL's decompression-bomb check off while our reads open and decode (``MAX_PIXELS`` is
+    checked instead). PIL keeps its limit in a module global: it is set aside while any of our
+    reads is in progress (threads included) and put back by the last one to finish."""
+    with _pil_limit_lock:
+        if _pil_limit_state["readers"] == 0:
+            _pil_limit_state["saved"] = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _pil_limit_state["readers"] += 1
+    try:
+        yield
+    finally:
+        with _pil_limit_lock:
+            _pil_limit_state["readers"] -= 1
+            if _pil_limit_state["readers"] == 0:
+                Image.MAX_IMAGE_PIXELS = _pil_limit_state["saved"]
+
+
 def resized_size(width: int, height: int, size: int = IMAGE_SIZE) -> Tuple[int, int]:
     """(width, height) with the shorter side ``size`` and the aspect ratio kept; the longer side
     is truncated as torchvision's ``Resize(size)`` does, so both decoders agree."""
@@ -45,11 +90,35 @@ def center_box(width: int, height: int, size: int = IMAGE_SIZE) -> Tuple[int, in
     return (width - size) // 2, (height - size) // 2
 
 
+def unreadable(path: Union[str, Path], what: str = "an image", error: Optional[OSError] = None) -> str:
+    """The one line for an entry that cannot be opened: a symlink loop, a broken symlink, no
+    permission (from ``error``, what opening it raised, or else from a stat of it), and that
+    ``--skip-bad`` goes on without it. ``what``: what the entry should have been."""
+    if error is None:
+        try:
+            os.stat(path)
+        except OSError as raised:
+            error = raised
+    code = getattr(error, "errno", None)
+    if code == errno.ELOOP:
+        reason = "a symlink loop (following the link never reaches a file or folder)"
+    elif code == errno.ENOENT and os.path.islink(path):
+        reason = f"a broken symlink (its target {os.readlink(path)} does not exist)"
+    elif code in (errno.EACCES, errno.EPERM):
+        reason = "permission denied (this user may not read it)"
+    else:
+        reason = f"cannot be read ({getattr(error, 'strerror', None) or error})"
+    # the advice reads right both in the error and in the list of what --skip-bad skipped
+    return f"{path}: {reason}, where {what} should be; fix or remove it (--skip-bad skips it)"
+
+
 def read_bytes(path: Union[str, Path]) -> bytes:
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as error:
+        if error.errno in (errno.ELOOP, errno.EACCES, errno.EPERM) or os.path.islink(path):
+            raise DataError(unreadable(path, "an image", error)) from None
         raise DataError(f"{path}: cannot read the file ({error.strerror or error})") from None
     if not data:
         raise DataError(f"{path}: empty file (0 bytes), not an image")
@@ -69,8 +138,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def decode_pil(data: bytes, path: Union[str, Path]) -> Image.Image:
-    """The file's bytes as an RGB PIL image, fully decoded (a truncated file fails here)."""
+def _open_pil(data: bytes, path: Union[str, Path]) -> Image.Image:
+    """The file's bytes opened by PIL (only the header is read), or the DataError saying why not."""
     try:
         image = Image.open(io.BytesIO(data))
     except Exception:  # PIL raises UnidentifiedImageError, but also others for odd headers
@@ -78,24 +147,56 @@ def decode_pil(data: bytes, path: Union[str, Path]) -> Image.Image:
         if kind:
             raise DataError(f"{path}: truncated or corrupt {kind} image (its header is unreadable)") from None
         raise DataError(f"{path}: not an image file (PIL cannot identify its format)") from None
-    try:
-        image.load()
-        return to_rgb(image)
-    except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        kind = f"{image.format} image" if image.format else "image"
-        raise DataError(f"{path}: truncated or corrupt {kind} ({reason})") from None
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise DataError(f"{path}: too large to read ({width}x{height} = {width * height:,} pixels; "
+                        f"the limit is {MAX_PIXELS:,}); shrink it or remove it (--skip-bad skips it)")
+    return image
+
+
+def _decode(data: bytes, path: Union[str, Path], size: Optional[int]):
+    """(the RGB image, fully decoded (a truncated file fails here); the file's own (width,
+    height); the box of the image that covers the whole file, None if it is the image). With
+    ``size`` (what it will be resized to), a JPEG over ``DRAFT_PIXELS`` comes at reduced scale."""
+    with _our_pixel_limit():
+        image = _open_pil(data, path)
+        full, box = image.size, None
+        if size is not None and full[0] * full[1] > DRAFT_PIXELS:
+            drafted = image.draft(None, resized_size(*full, size))  # None: not a JPEG
+            box = drafted[1] if drafted else None
+        try:
+            image.load()
+            return to_rgb(image), full, box
+        except Exception as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            kind = f"{image.format} image" if image.format else "image"
+            raise DataError(f"{path}: truncated or corrupt {kind} ({reason})") from None
+
+
+def decode_pil(data: bytes, path: Union[str, Path]) -> Image.Image:
+    """The file's bytes as an RGB PIL image, fully decoded, at its own size."""
+    return _decode(data, path, None)[0]
 
 
 def load_image_array(path: Union[str, Path], size: int = IMAGE_SIZE) -> np.ndarray:
     """The preprocessed image as a uint8 array (3, size, size), with PIL's bilinear resize."""
-    image = decode_pil(read_bytes(path), path)
-    width, height = resized_size(*image.size, size)
+    image, full, box = _decode(read_bytes(path), path, size)
+    width, height = resized_size(*full, size)  # from the file's size: a drafted image cuts the same window
     if (width, height) != image.size:
-        image = image.resize((width, height), Image.BILINEAR)
+        image = image.resize((width, height), Image.BILINEAR, box=box)
     left, top = center_box(width, height, size)
     pixels = np.asarray(image.crop((left, top, left + size, top + size)))  # (size, size, 3)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def _is_large(data: bytes) -> bool:
+    """Whether the image is over ``DRAFT_PIXELS`` or ``MAX_PIXELS`` (from its header alone)."""
+    try:
+        with _our_pixel_limit():
+            width, height = Image.open(io.BytesIO(data)).size
+    except Exception:  # PIL cannot read the header: torchvision tries, as before, then the PIL way
+        return False
+    return width * height > min(DRAFT_PIXELS, MAX_PIXELS)
 
 
 def load_image(path: Union[str, Path], size: int = IMAGE_SIZE) -> torch.Tensor:
@@ -118,13 +219,13 @@ def decode_jpeg(data: Union[bytes, np.ndarray]) -> torch.Tensor:
 
 def load_image_torchvision(path: Union[str, Path], size: int = IMAGE_SIZE) -> torch.Tensor:
     """torchvision path: libjpeg-turbo decoding and an antialiased bilinear resize on tensors.
-    Anything but a plain JPEG (PNG, alpha, CMYK, a broken file) goes the PIL way, so odd files
-    are converted and bad ones named exactly as there."""
+    Anything but a plain JPEG (PNG, alpha, CMYK, a broken file, one over ``DRAFT_PIXELS``)
+    goes the PIL way, so odd files are converted and bad ones named exactly as there."""
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2.functional import resize
 
     data = read_bytes(path)
-    if data[:2] != b"\xff\xd8":
+    if data[:2] != b"\xff\xd8" or _is_large(data):  # a huge JPEG: the PIL way decodes it scaled down
         return load_image(path, size)
     try:
         image = decode_jpeg(data)

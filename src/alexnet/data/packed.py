@@ -32,13 +32,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..errors import AlexNetError, DataError
 from ..files import write_atomically, write_json
 from ..progress import SILENT, Reporter
 from .folders import LAYOUT, FolderDataset, check_split, is_folder_dataset
 from .images import IMAGE_SIZE, decode_jpeg, encode_jpeg
 from .loader import cpu_cores, make_loader
 from .stats import STATS_FOLDER, StatsAccumulator
+from .storage import save_npy, write_all, writing
+
 
 FORMATS = ("raw", "jpeg")
 FORMAT_VERSION = 1
@@ -47,6 +49,16 @@ WORK = ".prepare"
 DEFAULT_QUALITY = 90
 CHECKPOINT_SECONDS = 10.0
 DATA_SUFFIX = {"raw": ".u8", "jpeg": ".jpg"}
+IMAGE_BYTES = 3 * IMAGE_SIZE ** 2  # one raw image
+
+#: What to do when prepare cannot write: the disk is full; the destination is read-only.
+PACK_FULL = "free space and re-run prepare (it continues where it stopped), or pack into another folder"
+PACK_DENIED = "make the destination writable, or pack into another folder"
+
+
+def _writing(path: Path):
+    """An OSError while prepare writes ``path``: one line, with prepare's advice."""
+    return writing(path, PACK_FULL, PACK_DENIED)
 
 
 def packed_state(root: Union[str, Path]) -> Optional[str]:
@@ -146,6 +158,19 @@ def _job(src: Path, fmt: str, quality: int, classes) -> dict:
             "classes": list(classes), "image_size": IMAGE_SIZE, "version": FORMAT_VERSION}
 
 
+def _check_apart(src: Path, dst: Path):
+    """Refuse a destination inside the source (what prepare writes into SRC/train/ would be read
+    back as a class, and the packed dataset would sit inside the data it copies) or around it
+    (--overwrite would delete next to the source), before anything is written."""
+    source, destination = src.resolve(), dst.resolve()
+    if destination == source:
+        raise DataError(f"{dst}: the destination must differ from the source")
+    if source in destination.parents:
+        raise DataError(f"{dst}: inside the source dataset {src}; choose a destination outside it")
+    if destination in source.parents:
+        raise DataError(f"{dst}: holds the source dataset {src}; choose a destination outside it")
+
+
 def _check_destination(dst: Path, job: dict, overwrite: bool) -> bool:
     """Make ``dst`` ready for ``job``; True when an interrupted run of the same job continues."""
     state = packed_state(dst) if dst.exists() else None
@@ -168,10 +193,11 @@ def _check_destination(dst: Path, job: dict, overwrite: bool) -> bool:
         for path in [dst / META, dst / WORK, dst / STATS_FOLDER] + \
                     [dst / f"{split}{suffix}" for split in ("train", "val")
                      for suffix in (".u8", ".jpg", ".offsets.npy", ".labels.npy")]:
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+            with _writing(path):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
     return False
 
 
@@ -185,6 +211,10 @@ def describe(dst: Union[str, Path], meta: dict) -> str:
     if skipped:
         lines.append(f"skipped {len(skipped)} unreadable image(s):")
         lines += [f"  {message}" for message in skipped[:20]] + (["  ..."] if len(skipped) > 20 else [])
+    entries = [message for split in splits.values() for message in split.get("skipped_entries", [])]
+    if entries:  # split entries that might have been class folders (symlink loops, broken links)
+        lines.append(f"left out {len(entries)} unreadable entr{'y' if len(entries) == 1 else 'ies'} of the splits:")
+        lines += [f"  {message}" for message in entries]
     return "\n".join(lines)
 
 
@@ -206,9 +236,14 @@ def _uninterrupted():
 
 
 class _SplitWriter:
-    """Appends one split's images, labels (and JPEG offsets) and saves how far it got."""
+    """Appends one split's images, labels (and JPEG offsets) and saves how far it got.
 
-    def __init__(self, dst: Path, split: str, fmt: str, quality: int, capacity: int, resume: bool):
+    The data file is written with plain writes, never through a memory map: on a full disk a
+    write to a mapped page kills the process with SIGBUS, without a word, where a write raises
+    ENOSPC, which ``_writing`` turns into one line.
+    """
+
+    def __init__(self, dst: Path, split: str, fmt: str, quality: int, resume: bool):
         self.dst, self.split, self.format, self.quality = dst, split, fmt, quality
         self.data_path = dst / f"{split}{DATA_SUFFIX[fmt]}"
         self.state_path = dst / WORK / f"{split}.state.npz"
@@ -223,24 +258,22 @@ class _SplitWriter:
                 if self.stats is not None:
                     self.stats.load_state(state)
         append = resume and self.data_path.exists()
-        if fmt == "raw":
-            self.pixels = np.memmap(self.data_path, dtype=np.uint8, mode="r+" if append else "w+",
-                                    shape=(max(capacity, 1), 3, IMAGE_SIZE, IMAGE_SIZE))
-        else:
-            self.file = open(self.data_path, "r+b" if append else "w+b")
-            self.file.truncate(self.offsets[-1])  # drop bytes written after the last saved state
-            self.file.seek(self.offsets[-1])
-            self.encoder = ThreadPoolExecutor(max(1, cpu_cores()))  # PIL encodes without the GIL
+        # what the saved state covers; bytes after it (a write cut short) are dropped
+        end = len(self.labels) * IMAGE_BYTES if fmt == "raw" else self.offsets[-1]
+        with _writing(self.data_path):
+            self.file = open(self.data_path, "r+b" if append else "w+b", buffering=0)
+            self.file.truncate(end)
+            self.file.seek(end)
+        self.encoder = ThreadPoolExecutor(max(1, cpu_cores())) if fmt == "jpeg" else None  # PIL encodes without the GIL
 
     def add(self, images: torch.Tensor, labels: torch.Tensor, done: int, last_source: str, skipped):
-        pixels = images.numpy()
+        pixels = np.ascontiguousarray(images.numpy())
         encoded = list(self.encoder.map(encode_jpeg, pixels, [self.quality] * len(pixels))) \
             if self.format == "jpeg" else None
         with _uninterrupted():
-            if self.format == "raw":
-                self.pixels[len(self.labels):len(self.labels) + len(pixels)] = pixels
-            else:
-                self.file.write(b"".join(encoded))
+            with _writing(self.data_path):  # nothing below is counted if this fails
+                write_all(self.file, pixels if self.format == "raw" else b"".join(encoded))
+            if self.format == "jpeg":
                 for data in encoded:
                     self.offsets.append(self.offsets[-1] + len(data))
             if self.stats is not None:
@@ -253,10 +286,7 @@ class _SplitWriter:
 
     def save_state(self):
         """Flush the data, then record how far it goes (atomically: a crash keeps the old state)."""
-        if self.format == "raw":
-            self.pixels.flush()
-        else:
-            self.file.flush()
+        with _writing(self.data_path):
             os.fsync(self.file.fileno())
         state = dict(done=self.done, labels=np.asarray(self.labels, dtype=np.int64),
                      offsets=np.asarray(self.offsets, dtype=np.int64), last_source=self.last_source,
@@ -265,24 +295,22 @@ class _SplitWriter:
         def write(tmp):
             with open(tmp, "wb") as handle:  # a handle: np.savez would add ".npz" to a name
                 np.savez(handle, **state)
-        write_atomically(self.state_path, write)
+        with _writing(self.state_path):
+            write_atomically(self.state_path, write)
 
     def finish(self) -> dict:
-        count = len(self.labels)
-        if self.format == "raw":
-            self.pixels.flush()
-            del self.pixels
-            with open(self.data_path, "r+b") as handle:  # drop the room left for skipped images
-                handle.truncate(count * 3 * IMAGE_SIZE ** 2)
-        else:
-            self.close()
-            np.save(self.dst / f"{self.split}.offsets.npy", np.asarray(self.offsets, dtype=np.int64))
-        np.save(self.dst / f"{self.split}.labels.npy", np.asarray(self.labels, dtype=np.int64))
-        return {"images": count, "skipped": len(self.skipped), "skipped_files": self.skipped}
+        self.close()
+        index = {"labels": self.labels, **({"offsets": self.offsets} if self.format == "jpeg" else {})}
+        for name, values in index.items():
+            path = self.dst / f"{self.split}.{name}.npy"
+            with _writing(path):
+                save_npy(path, np.asarray(values, dtype=np.int64))
+        return {"images": len(self.labels), "skipped": len(self.skipped), "skipped_files": self.skipped}
 
     def close(self):
-        if self.format == "jpeg" and not self.file.closed:
+        if not self.file.closed:
             self.file.close()
+        if self.encoder is not None:
             self.encoder.shutdown()
 
 
@@ -309,9 +337,15 @@ def _write_split(writer: _SplitWriter, dataset: FolderDataset, workers: int, bat
                 saved = time.monotonic()
         writer.advance(*position())  # bad images after the last good batch
         bar.update(writer.done - bar.n)
-    finally:
+    except BaseException:
         bar.close()
-        writer.save_state()  # whatever stopped us, the next run continues from here
+        # Whatever stopped us, the next run continues from here. If even this fails (the disk
+        # that stopped us is full), the state saved before stays, and so does the first error.
+        with contextlib.suppress(OSError, AlexNetError):
+            writer.save_state()
+        raise
+    bar.close()
+    writer.save_state()
 
 
 def prepare(src: Union[str, Path], dst: Union[str, Path], *, format: str = "raw", quality: int = DEFAULT_QUALITY,
@@ -329,30 +363,37 @@ def prepare(src: Union[str, Path], dst: Union[str, Path], *, format: str = "raw"
         raise DataError(f"{src}: no such folder")
     if packed_state(src) is not None or not is_folder_dataset(src):
         raise DataError(f"{src}: not a folder dataset ({LAYOUT})")
-    if dst.resolve() == src.resolve():
-        raise DataError(f"{dst}: the destination must differ from the source")
+    _check_apart(src, dst)
     sources = {split: FolderDataset(src, split, skip_bad=skip_bad) for split in ("train", "val")}
     job = _job(src, format, int(quality), sources["train"].classes)
     resume = _check_destination(dst, job, overwrite)
-    (dst / WORK).mkdir(parents=True, exist_ok=True)
-    if not resume:
-        write_json(dst / WORK / "job.json", job)
+    with _writing(dst / WORK):
+        (dst / WORK).mkdir(parents=True, exist_ok=True)
+        if not resume:
+            write_json(dst / WORK / "job.json", job)
     workers = cpu_cores() if workers is None else workers
 
     splits, stats = {}, None
     for split, dataset in sources.items():
-        writer = _SplitWriter(dst, split, format, int(quality), len(dataset), resume)
+        writer = _SplitWriter(dst, split, format, int(quality), resume)
         try:
             _write_split(writer, dataset, workers, batch_size, reporter)
-            splits[split] = writer.finish()
+            splits[split] = {**writer.finish(), "skipped_entries": dataset.skipped_entries}
             if writer.stats is not None:
                 stats = writer.stats.result(dataset_size=splits[split]["images"])
         finally:
             writer.close()
-    stats.save(dst / STATS_FOLDER)
-    meta = {"version": FORMAT_VERSION, "format": format, "quality": job["quality"], "image_size": IMAGE_SIZE,
-            "layout": "uint8 (N, 3, H, W) RGB" if format == "raw" else "JPEG 4:4:4 with int64 offsets",
+    return _write_meta(dst, job, splits, stats)
+
+
+def _write_meta(dst: Path, job: dict, splits: dict, stats) -> dict:
+    """The statistics, then ``packed.json``: from then on the dataset is finished."""
+    meta = {"version": FORMAT_VERSION, "format": job["format"], "quality": job["quality"], "image_size": IMAGE_SIZE,
+            "layout": "uint8 (N, 3, H, W) RGB" if job["format"] == "raw" else "JPEG 4:4:4 with int64 offsets",
             "classes": job["classes"], "source": job["source"], "splits": splits, "stats": STATS_FOLDER}
-    write_json(dst / META, meta)  # last: from now on the dataset is finished
+    with _writing(dst / STATS_FOLDER):
+        stats.save(dst / STATS_FOLDER)
+    with _writing(dst / META):
+        write_json(dst / META, meta)  # last: from now on the dataset is finished
     shutil.rmtree(dst / WORK, ignore_errors=True)
     return meta

@@ -14,6 +14,7 @@ from ..progress import SILENT, Reporter
 from .folders import LAYOUT, FolderDataset, check_split, is_folder_dataset
 from .packed import PackedDataset, packed_state, read_meta
 from .stats import STATS_FOLDER, STATS_JSON, DatasetStats, compute_stats
+from .storage import writing
 from .synthetic import builtin_root
 
 
@@ -55,10 +56,19 @@ def stats_folders(root: Union[str, Path]):
     return root / STATS_FOLDER, cache_entry("stats", root)
 
 
+#: What to do when the statistics cannot be written: the disk is full; the folder is read-only.
+STATS_FULL = "free space and run it again"
+STATS_DENIED = ("make it writable, or set ALEXNET_CACHE to a writable folder "
+                "(the statistics of a read-only dataset are kept there)")
+
+
 def save_stats_for(root: Union[str, Path], stats: DatasetStats) -> Path:
-    """Save beside the data if its folder is writable, else in the cache; returns the folder."""
+    """Save beside the data if its folder is writable, else in the cache; returns the folder.
+    A full disk or a read-only folder is one DataError line naming it."""
     beside, cached = stats_folders(root)
-    return stats.save(beside if is_writable_dir(Path(root)) else cached)
+    folder = beside if is_writable_dir(Path(root)) else cached
+    with writing(folder, STATS_FULL, STATS_DENIED):
+        return stats.save(folder)
 
 
 def load_or_compute_stats(root, workers: Optional[int] = None, reporter: Reporter = SILENT,

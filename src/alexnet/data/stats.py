@@ -27,10 +27,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from ..files import write_atomically, write_json
+from ..files import write_json
 from ..progress import SILENT, Reporter
 from .images import IMAGE_SIZE
 from .loader import make_loader
+from .storage import save_npy
 
 STATS_FOLDER = "alexnet-stats"
 STATS_JSON = "stats.json"
@@ -151,12 +152,7 @@ class DatasetStats:
     def save(self, folder: Union[str, Path]) -> Path:
         """``folder/mean_image.npy``, then ``folder/stats.json`` (both atomic; the JSON last)."""
         folder = Path(folder)
-        mean_image = self.mean_image.detach().cpu().numpy().astype(np.float32)
-
-        def write_mean_image(tmp):
-            with open(tmp, "wb") as handle:
-                np.save(handle, mean_image)
-        write_atomically(folder / MEAN_IMAGE, write_mean_image)
+        save_npy(folder / MEAN_IMAGE, self.mean_image.detach().cpu().numpy().astype(np.float32))
         self.path = folder
         write_json(folder / STATS_JSON, self.summary())
         return folder

@@ -46,6 +46,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from ... import machine
+from ...data import resolve_data_root
 from ...devices import unavailable
 from ...files import write_atomically
 from . import measure
@@ -65,6 +66,10 @@ def run_benchmark(settings: BenchSettings, log: Callable[[str], None] = lambda m
     """Plan, measure and evaluate; returns the JSON-ready results."""
     started = time.time()
     settings = settings.resolved(gpu=uses_gpu(settings.devices))
+    if settings.loaders and settings.data_root is not None:
+        # Only the loader sections read it, at the end: a wrong path is one DataError line now,
+        # not a "failed" entry after minutes of timing (the built-in dataset is always there).
+        resolve_data_root(settings.data_root)
     cases = plan(settings)
     if settings.flush_denormal:
         measure.set_flush_denormal(True)
