@@ -6,9 +6,11 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -225,3 +227,38 @@ def test_a_two_process_run_resumes_in_one_process_where_it_stopped(two_replicas,
     reference = torch.load(tmp_path / "single5.pt", weights_only=True)["state"]
     for name, value in reference.items():
         torch.testing.assert_close(resumed["model"][name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_replicas_stopped_by_sigterm_save_a_checkpoint_and_exit_143(tiny, tmp_path):
+    """What torchrun does on SIGTERM: it sends SIGTERM to every rank. Each finishes its step,
+    they stop together, rank 0 saves where they stopped, and every rank exits 128 + 15."""
+    out, port = tmp_path / "run", _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+               "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
+               "GLOO_SOCKET_IFNAME": "lo"}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "alexnet", "train", "--data", str(tiny), "--out", str(out), "-b", "4",
+             "--epochs", "30", "--devices", "cpu,cpu", "-j", "0", "--log-every", "1", "--no-ten-crop", "-q"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        deadline = time.time() + TIMEOUT_S
+        metrics = out / "metrics.jsonl"
+        while time.time() < deadline and all(p.poll() is None for p in procs) and not (
+                metrics.exists() and metrics.read_text().count("\n") >= 3):
+            time.sleep(0.2)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        outputs = [proc.communicate(timeout=TIMEOUT_S)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [p.returncode for p in procs] == [143, 143], outputs
+    assert "stopped (SIGTERM)" in outputs[0]
+    saved = read_checkpoint(out)["progress"]
+    steps = [r["step"] for r in json.loads("[" + ",".join(metrics.read_text().splitlines()) + "]")
+             if r["kind"] == "step"]
+    assert saved["step"] == steps[-1] >= 3  # the step they stopped at, not the last epoch's end

@@ -24,18 +24,24 @@ except ImportError:  # not POSIX: the lock below is then a no-op
 
 PathLike = Union[str, os.PathLike]
 
-#: What the operating system's refusals mean for a user, by errno.
-ADVICE = {
-    errno.ENOSPC: "no space left on its device: free some space or write elsewhere",
-    errno.EDQUOT: "the disk quota is used up: free some space or write elsewhere",
-    errno.EROFS: "the file system is read-only: write elsewhere",
-    errno.EACCES: "permission denied: choose a folder you can write, or fix its permissions",
-    errno.EPERM: "operation not permitted: choose a folder you can write, or fix its permissions",
-    errno.EISDIR: "is a folder: give a file name",
+#: What the operating system's refusals mean, in words, by errno (others: the system's own message).
+REASONS = {
+    errno.ENOSPC: "no space left on its device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file is too large for its file system",
+    errno.EROFS: "its file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EIO: "an input/output error (the disk may be failing)",
+    errno.EISDIR: "it is a folder, where a file belongs",
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.ELOOP: "a symbolic link loops back on itself",
     errno.ENAMETOOLONG: "the name is too long",
 }
+#: Refusals that more room (or another disk) cures, and those that another place or its
+#: permissions cure.
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+DENIED = (errno.EROFS, errno.EACCES, errno.EPERM)
 #: Free bytes below which a failed write is taken to be the disk running full (torch's
 #: checkpoint writer reports it only as "unexpected pos").
 LOW_SPACE_BYTES = 64 << 20
@@ -56,11 +62,19 @@ def cache_entry(kind: str, root: PathLike, suffix: str = "") -> Path:
     return cache_dir() / kind / f"{root.name}-{digest}{suffix}"
 
 
+def describe_os_error(error: OSError) -> str:
+    """``error`` in words: from its errno where it has one, else its own message."""
+    return REASONS.get(error.errno) or error.strerror or str(error) or type(error).__name__
+
+
 def storage_error(error: OSError, path: Optional[PathLike] = None, doing: Optional[str] = "writing") -> StorageError:
-    """One line for an operating system's refusal: the path, what failed, what to do."""
-    where = error.filename or path or "?"
-    advice = ADVICE.get(error.errno) or (error.strerror or str(error))
-    return StorageError(f"{where}: {doing} failed: {advice}" if doing else f"{where}: {advice}")
+    """One line for an operating system's refusal: the path (the one the system names, unless
+    it is a temporary ``.part`` file), what failed and why, and what to do."""
+    named = error.filename if error.filename and not str(error.filename).endswith(PART) else path
+    advice = ("free some space, or write elsewhere" if error.errno in FULL else
+              "write elsewhere, or make it writable" if error.errno in DENIED else "")
+    what = f"{doing} failed: " if doing else ""
+    return StorageError(f"{named or '?'}: {what}{describe_os_error(error)}" + (f"; {advice}" if advice else ""))
 
 
 def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
@@ -78,7 +92,7 @@ def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
         os.replace(tmp, path)
     except OSError as error:
         raise storage_error(error, path) from None
-    except RuntimeError as error:  # torch's zip writer: "unexpected pos ..." when the disk fills
+    except RuntimeError:  # torch's zip writer: "unexpected pos ..." when the disk fills
         if _free_bytes(path.parent) < LOW_SPACE_BYTES:
             raise storage_error(OSError(errno.ENOSPC, "No space left on device"), path) from None
         raise

@@ -187,7 +187,7 @@ def test_torchs_writer_on_a_full_disk_says_so(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("code,advice", [(errno.EROFS, "read-only"), (errno.EACCES, "permission denied"),
-                                         (errno.EISDIR, "is a folder")])
+                                         (errno.EISDIR, "it is a folder, where a file belongs")])
 def test_each_refusal_names_the_path_and_what_to_do(tmp_path, code, advice):
     def refused(tmp):
         raise OSError(code, os.strerror(code), tmp)

@@ -2,16 +2,16 @@
 one ``DataError`` line naming the file and saying what to do: a full disk, a read-only or
 forbidden destination.
 
-A local stand-in: ``alexnet.files.write_atomically`` is to turn the OSErrors raised while it
-writes into a general ``StorageError``. ``writing`` lets any ``AlexNetError`` (that one
-included) through unchanged, so once it does, this is needed only around the packed format's
-own data files, which are appended to in place rather than written atomically.
+``alexnet.files`` says what an errno means (``describe_os_error``) and turns the OSErrors
+raised inside ``write_atomically`` into a ``StorageError``; ``writing`` lets any
+``AlexNetError`` (that one included) through unchanged and adds the data side's own advice
+(re-run prepare, set ALEXNET_CACHE) to what is written in place: the packed format's data
+files and the statistics.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 from pathlib import Path
 from typing import Union
@@ -19,33 +19,13 @@ from typing import Union
 import numpy as np
 
 from ..errors import AlexNetError, DataError
-from ..files import write_atomically
-
-#: What the errors a write meets mean, in words (others: the system's own message).
-REASONS = {
-    errno.ENOSPC: "no space left on its device",
-    errno.EDQUOT: "the disk quota is used up",
-    errno.EFBIG: "the file is too large for its file system",
-    errno.EROFS: "its file system is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.EIO: "an input/output error (the disk may be failing)",
-}
-#: Errors that more room (or another disk) cures; errors that another place or its permissions cure.
-FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-DENIED = (errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-def describe_os_error(error: OSError) -> str:
-    """``error`` in words: from its errno where it has one, else its own message."""
-    return REASONS.get(error.errno) or error.strerror or str(error) or type(error).__name__
-
+from ..files import DENIED, FULL, PART, describe_os_error, write_atomically
 
 def write_error(path: Union[str, Path], error: OSError, full: str, denied: str) -> DataError:
     """The one line for ``error`` met while writing ``path``: the file (or folder) the system
     names, unless that is a temporary file of ``write_atomically``; why; and the advice
     ``full`` (no room) or ``denied`` (read-only, not allowed) that fits."""
-    named = error.filename if error.filename and not str(error.filename).endswith(".part") else path
+    named = error.filename if error.filename and not str(error.filename).endswith(PART) else path
     advice = full if error.errno in FULL else denied if error.errno in DENIED else ""
     return DataError(f"{named}: cannot write ({describe_os_error(error)})" + (f"; {advice}" if advice else ""))
 

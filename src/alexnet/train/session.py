@@ -228,7 +228,7 @@ def open_data(plan: RunPlan, reporter: Reporter = SILENT) -> RunData:
         if batch > len(train_set):
             raise ConfigError(f"--batch-size {batch} is larger than the training set ({len(train_set)} images in "
                               f"{root}): no full batch to train on")
-        stats = load_or_compute_stats(root, workers=runtime.workers, reporter=reporter)
+        stats = load_or_compute_stats(root, workers=runtime.workers, reporter=reporter, skip_bad=runtime.skip_bad)
     return RunData(root, train_set, val_set, list(train_set.classes), stats)
 
 
