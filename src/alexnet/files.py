@@ -74,7 +74,8 @@ def storage_error(error: OSError, path: Optional[PathLike] = None, doing: Option
     advice = ("free some space, or write elsewhere" if error.errno in FULL else
               "write elsewhere, or make it writable" if error.errno in DENIED else "")
     what = f"{doing} failed: " if doing else ""
-    return StorageError(f"{named or '?'}: {what}{describe_os_error(error)}" + (f"; {advice}" if advice else ""))
+    where = f"{named}: " if named else ""
+    return StorageError(f"{where}{what}{describe_os_error(error)}" + (f"; {advice}" if advice else ""))
 
 
 def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
@@ -149,10 +150,14 @@ class FolderLock:
                 handle.close()
                 raise BusyError(f"{self.path.parent}: another process is writing this {self.what} ({holder}); wait "
                                 f"for it to finish, or choose another folder") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)}"[:500])
-        handle.flush()
+        try:  # who holds it, for the next one to read; on a full disk the lock holds without it
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                         f"{' '.join(sys.argv)}"[:500])
+            handle.flush()
+        except OSError:
+            pass
         self.handle = handle
         return self
 
@@ -160,8 +165,11 @@ class FolderLock:
         """Drop the lock. The file stays (removing it would race with a process opening it),
         emptied: nobody holds it now."""
         if self.handle is not None:
-            self.handle.truncate(0)
-            self.handle.close()  # closing the file drops the lock
+            try:
+                self.handle.truncate(0)
+                self.handle.close()  # closing the file drops the lock
+            except OSError:  # a read-only or full file system: the file is closed all the same
+                pass
             self.handle = None
 
     def __enter__(self) -> "FolderLock":

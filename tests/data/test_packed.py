@@ -15,7 +15,7 @@ import alexnet.data.storage as storage_module
 from alexnet.data import PackedDataset, compute_stats, make_loader, open_dataset, prepare, resolve_data_root
 from alexnet.data.stats import DatasetStats
 from alexnet.data.transforms import train_crops
-from alexnet.errors import DataError
+from alexnet.errors import DataError, StorageError
 
 pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
@@ -243,7 +243,7 @@ def test_a_full_disk_mid_file_is_one_line_and_a_rerun_continues(folder_root, tmp
 
 def test_a_full_disk_while_writing_the_index_is_one_line(folder_root, tmp_path, monkeypatch):
     disk_full_at(monkeypatch, storage_module, ".part")  # any file written atomically: train.labels.npy first
-    with pytest.raises(DataError) as error:
+    with pytest.raises(StorageError) as error:  # write_atomically's own one line
         prepare(folder_root, tmp_path / "p", workers=0)
     message = str(error.value)
     assert message.startswith(f"{tmp_path / 'p' / 'train.labels.npy'}: ") and "no space left" in message.lower()

@@ -106,7 +106,12 @@ class RunFolder:
             run.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise storage_error(error, run.path, "creating the run folder") from None
-        run.acquire()
+        try:
+            run.acquire()
+        except BaseException:
+            if run.created:  # this start made the folder: it goes again
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
         try:
             if run.holds_run() and not overwrite and run.saved_something():
                 raise ConfigError(f"--out {run.path} already holds a run; use --resume {quote(run.path)} to "

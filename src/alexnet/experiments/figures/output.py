@@ -24,5 +24,5 @@ def check_output(path: Union[str, Path], option: str = "--out") -> Path:
     if not folder.is_dir():
         raise ConfigError(f"{option} {path}: {folder} is a file, not a folder")
     if not is_writable_dir(folder):
-        raise ConfigError(f"{option} {path}: cannot write into {folder} (permission denied)")
+        raise ConfigError(f"{option} {path}: cannot write into {folder} (read-only, or no permission)")
     return path
