@@ -1,0 +1,144 @@
+"""§3.5's block order, checked against the paper's net written out by hand.
+
+``reference_forward`` below is the whole network in ``torch.nn.functional`` calls, with the
+numbers typed in from the paper (Figure 2, §3.3, §3.4, §4.2; FACTS §1-§3), not read from the
+package's layer table, LRN or dropout. Every layout and every way of running blocks 1 and 2
+(the fused ReLU -> LRN -> max-pool pass or the modules one by one, the fast or the stock LRN)
+must give its logits.
+
+The weights are not the paper's N(0, 0.01) initialization: with it the logits barely depend on
+the input, and a missing ReLU would go unseen. He-scaled weights (std sqrt(2/fan_in)) and
+random biases carry a 0-255-scale input through to the logits, and the LRN divides by clearly
+more than k there, so each step of each block changes the answer.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexnet import build_model
+from alexnet.analysis.activations import relu_activations
+
+NUM_CLASSES = 10
+
+#: Figure 2: each conv layer's (stride, padding, groups). conv2, conv4 and conv5 read only
+#: their own tower's maps (groups=2); conv1 reads the image and conv3 both towers (dense).
+CONVS = {"conv1": (4, 0, 1), "conv2": (1, 2, 2), "conv3": (1, 1, 1), "conv4": (1, 1, 2), "conv5": (1, 1, 2)}
+TOWERS = 2
+
+
+def tower_lrn(a, towers=TOWERS, n=5, alpha=1e-4, beta=0.75, k=2.0):
+    """§3.3 as the authors' code computes it (α divided by n, FACTS §2):
+    b_c = a_c / (k + (α/n)·Σ_{j=c-2}^{c+2} a_j²)^β, the window cut off (zero padding) at the
+    first and last map of each tower's half of the channels, so it never crosses towers."""
+    channels = a.shape[1]
+    per_tower = channels // towers
+    squares = a * a
+    out = torch.empty_like(a)
+    for c in range(channels):
+        first = c // per_tower * per_tower
+        lo, hi = max(first, c - n // 2), min(first + per_tower - 1, c + n // 2)
+        out[:, c] = a[:, c] / (k + alpha / n * squares[:, lo:hi + 1].sum(1)) ** beta
+    return out
+
+
+#: The steps a block may hold, by name. Another order may add its own (e.g. a spatial norm).
+STEPS = {
+    "relu": F.relu,
+    "lrn": tower_lrn,
+    "pool": lambda a: F.max_pool2d(a, kernel_size=3, stride=2),  # §3.4: overlapping, z=3, s=2
+    "dropout": lambda a: a * 0.5,  # §4.2 at test time: "multiply their outputs by 0.5"
+}
+
+#: What follows each layer, in order. "paper": §3.5 ("the ReLU non-linearity is applied to the
+#: output of every convolutional and fully-connected layer"; LRN after the ReLU of conv1 and
+#: conv2; max-pooling after the LRNs and after conv5), dropout after fc6 and fc7 (§4.2).
+BLOCK_ORDERS = {
+    "paper": {
+        "conv1": ("relu", "lrn", "pool"),
+        "conv2": ("relu", "lrn", "pool"),
+        "conv3": ("relu",),
+        "conv4": ("relu",),
+        "conv5": ("relu", "pool"),
+        "fc6": ("relu", "dropout"),
+        "fc7": ("relu", "dropout"),
+        "fc8": (),
+    },
+}
+
+
+def reference_forward(state, x, order="paper"):
+    """The net in evaluation mode, from a canonical state dict (conv1.weight ... fc8.bias),
+    in float64. x: (N, 3, 224, 224) crops; cuda-convnet reads them as 227x227 inputs with zeros
+    in the 3 columns at the right and rows at the bottom (FACTS §3).
+
+    Returns the logits and ``taps``: every intermediate, as "conv1" (the layer's output) and
+    "conv1.relu", "conv1.lrn", ... (after each step of its block)."""
+    h = torch.zeros(x.shape[0], 3, 227, 227, dtype=torch.float64)
+    h[:, :, :224, :224] = x
+    taps = {}
+    for name, steps in BLOCK_ORDERS[order].items():
+        weight, bias = state[f"{name}.weight"].double(), state[f"{name}.bias"].double()
+        if name in CONVS:
+            stride, padding, groups = CONVS[name]
+            h = F.conv2d(h, weight, bias, stride=stride, padding=padding, groups=groups)
+        else:
+            h = F.linear(h.flatten(1), weight, bias)  # (N, C, 6, 6) -> (N, C·36), channel-major
+        taps[name] = h
+        for step in steps:
+            h = STEPS[step](h)
+            taps[f"{name}.{step}"] = h
+    return h, taps
+
+
+@pytest.fixture(scope="module")
+def lively():
+    """A canonical state dict whose logits depend strongly on the input, a batch of inputs on
+    the 0-255 minus-mean scale, and the reference's logits and intermediates for them."""
+    shapes = build_model(num_classes=NUM_CLASSES, initialize=False).state_dict()
+    g = torch.Generator().manual_seed(2012)
+    state = {}
+    for key, like in shapes.items():
+        if key.endswith(".weight"):
+            gain = 2.0 if key == "conv1.weight" else 1.0  # larger conv1 maps: LRN1 bites harder
+            state[key] = torch.randn(like.shape, generator=g) * gain * (2.0 / like[0].numel()) ** 0.5
+        else:
+            state[key] = torch.randn(like.shape, generator=g)
+    x = torch.randn(3, 3, 224, 224, generator=g) * 50
+    logits, taps = reference_forward(state, x)
+    return state, x, logits, taps
+
+
+def test_the_reference_net_depends_on_its_input(lively):
+    """Otherwise the comparisons below would not see a missing ReLU or a misplaced LRN."""
+    _, _, logits, taps = lively
+    scale = logits.abs().max()
+    # Every class's logit moves with the image by 100 times the comparisons' tolerance or more.
+    assert (logits.std(0) > 100 * 1e-4 * scale).all()
+    for layer in ("conv1", "conv2", "conv5", "fc7"):
+        assert 0.2 < (taps[layer] < 0).double().mean() < 0.8, layer  # each ReLU zeroes a good share
+    # The LRN divides by well over k^β = 2^0.75 somewhere, so its window matters.
+    ratio = taps["conv1.relu"] / taps["conv1.lrn"]
+    assert ratio[taps["conv1.relu"] > 0].max() > 1.2 * 2 ** 0.75
+
+
+@pytest.mark.parametrize("lrn_impl", ["fast", "stock"])
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+@pytest.mark.parametrize("layout", ["grouped", "towers"])
+def test_logits_follow_the_papers_block_order(lively, layout, fuse, lrn_impl):
+    """§3.5: conv -> ReLU -> LRN -> max-pool (blocks 1, 2), conv -> ReLU (3, 4), conv -> ReLU ->
+    max-pool (5), fc -> ReLU -> dropout (6, 7), fc8; LRN inside each tower (§3.3), conv2/4/5
+    on their own tower's maps, a 224 crop padded at the right and bottom (FACTS §3)."""
+    state, x, expected, taps = lively
+    devices = ["cpu", "cpu"] if layout == "towers" else ["cpu"]
+    model = build_model(num_classes=NUM_CLASSES, layout=layout, devices=devices, initialize=False,
+                        lrn_impl=lrn_impl, fuse_relu_lrn_pool=fuse)
+    model.load_state_dict(state)
+    model.eval()
+    with torch.no_grad():
+        logits = model(x).double()
+        fc7 = relu_activations(model, x).double()
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4 * scale)
+    fc7_expected = taps["fc7.relu"]
+    torch.testing.assert_close(fc7, fc7_expected, rtol=1e-4, atol=1e-4 * fc7_expected.abs().max().item())
