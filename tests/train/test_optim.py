@@ -83,6 +83,20 @@ def test_paper_preset_is_the_papers_recipe():
     assert r.schedule == "plateau" and not r.decay_biases
 
 
+def test_paper_preset_trains_the_papers_net_on_the_papers_input():
+    """What the test above leaves out. §5: "an equal learning rate for all layers" (biases too;
+    twice the rate for biases is Caffe's, and the authors' own 2012 config's, FACTS §6b), "divide the
+    learning rate by 10"; §3.5/§4.2: the two-tower net with LRN, overlapping pooling and the
+    paper's dropout (outputs halved at test); §2/§4.1: only the mean subtracted, no division by
+    a std, PCA colour noise with α ~ N(0, 0.1)."""
+    config = TrainConfig.from_preset("paper")  # what `alexnet train --preset paper` runs
+    r, net, pre = config.recipe, config.model, config.preprocess
+    assert (r.bias_lr_mult, r.lr_drop_factor) == (1.0, 0.1)
+    assert (net.variant, net.lrn, net.overlap, net.dropout, net.dropout_style) == ("two-gpu", True, True, 0.5, "paper")
+    assert (pre.pca_std, pre.mean, pre.divide_std) == (0.1, "image", False)
+    assert (r, net) == (PRESETS["paper"].recipe, PRESETS["paper"].model)
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("batch_size", 0, "--batch-size must be at least 1; got 0"),
     ("lr", -0.1, "--lr must be positive; got -0.1"),
