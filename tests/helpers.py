@@ -62,3 +62,17 @@ def make_folder_dataset(root, classes=("cat", "dog", "eel"), train=4, val=2):
                 write_image(root / split / name / f"img{i}.{'png' if fmt == 'PNG' else 'jpg'}", width, height, seed, fmt)
                 seed += 1
     return root
+
+
+def spatial_norm_by_loops(a, size=5, scale=1e-3, power=0.75):
+    """The authors' cnorm2 (layers-145.cfg: type=rnorm, size 5, scale 0.001, pow 0.75; FACTS
+    §6b), position by position: b = a / (1 + (scale/size²)·Σ a²) ** pow over the size x size
+    window from -size//2 to +size//2 around (i, j) in the same map, cut off at the edges."""
+    n, c, h, w = a.shape
+    out = torch.empty_like(a)
+    half = size // 2
+    for i in range(h):
+        for j in range(w):
+            window = a[:, :, max(0, i - half):min(h, i - half + size), max(0, j - half):min(w, j - half + size)]
+            out[:, :, i, j] = a[:, :, i, j] * (1 + scale / size**2 * window.pow(2).sum(dim=(2, 3))) ** -power
+    return out

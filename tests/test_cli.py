@@ -37,11 +37,22 @@ def test_summary_json_has_layers_totals_and_exchanges():
     assert sum(row["params"] for row in data["layers"]) == 60_965_224
     assert sum(row["macs"] for row in data["layers"]) == 724_406_816
     assert {tuple(sorted(row)) for row in data["layers"]} == {
-        ("device", "lrn", "macs", "name", "output_shape", "params", "pool", "tower")}
+        ("after", "device", "macs", "name", "output_shape", "params", "tower")}
     conv1 = [row for row in data["layers"] if row["name"] == "conv1"]
+    assert conv1[0]["after"] == ["ReLU", "LRN", "maxpool 3/2"]  # §3.5's order
     assert [(r["tower"], r["output_shape"]) for r in conv1] == [(0, [48, 27, 27]), (1, [48, 27, 27])]
     assert [e["layer"] for e in data["exchanges"]] == ["conv3", "fc6", "fc7", "fc8"]
     assert data["exchanges"][0]["bytes_per_image_per_direction"] == 4 * 21_632
+
+
+def test_summary_of_the_authors_preset_shows_their_net():
+    result = run("summary", "--preset", "authors", "--devices", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "the authors' blocks (layers-145.cfg)" in result.output and "init authors" in result.output
+    assert "cnorm (spatial response norm)" in result.output
+    assert "total parameters: 60,965,224" in result.output
+    changed = run("summary", "--preset", "authors", "--blocks", "paper", "--devices", "cpu")
+    assert "cnorm" not in changed.output  # an option changes the preset's net
 
 
 def test_summary_of_the_one_gpu_net():

@@ -50,13 +50,25 @@ ARMS = (
 )
 
 
+# The authors' own settings (layers-145.cfg, FACTS §6b), tried where the paper's words stall:
+# with the paper's dropout form only (their net used it), against a rerun of the same baseline.
+AUTHORS_ARMS = (
+    Arm("authors-init", {"init": "authors"}, "the authors' init: conv3-conv5 weights N(0, 0.03)"),
+    Arm("authors-init-bias-lr", {"init": "authors", "bias_lr_mult": 2.0, "anneal_biases": False},
+        "the authors' init and biases at a fixed 0.02 (twice the weights' rate)"),
+    Arm("authors-net", {"init": "authors", "bias_lr_mult": 2.0, "anneal_biases": False, "blocks": "authors"},
+        "the authors' init, bias rate and blocks (conv1's LRN before its ReLU, cnorm2)"),
+)
+ARM_SETS = {"paper": ARMS, "authors": AUTHORS_ARMS}
+
+
 def init_statistics(root: Path, images: int = 64):
     dataset = open_dataset(root, "val")
     stats = load_or_compute_stats(root, workers=0)
     step = max(1, len(dataset) // images)
     batch = torch.stack([dataset[i][0] for i in range(0, len(dataset), step)][:images])
     results = {}
-    for init in ("paper", "paper-bias-0", "caffe"):
+    for init in ("paper", "authors", "paper-bias-0", "caffe"):
         # No dropout: the statistics describe the layers, whichever dropout form trains them.
         model = build_model(num_classes=len(dataset.classes), init=init, seed=0, dropout=0.0)
         for divide in (False, True):
@@ -74,13 +86,14 @@ def template(data, epochs: int, batch_size: int, workers, style: str) -> TrainCo
 
 
 def training_runs(base: TrainConfig, runs: Path, keep_checkpoints: bool = False,
-                  reporter: Reporter = SILENT) -> Dict[str, dict]:
-    """The baseline and every arm with ``base`` (one ablation of one seed in ``runs``); an
-    interrupted study continues from the folder. Returns each run's curves and final error,
-    keyed as trainability.json keys them ("name / style dropout")."""
+                  reporter: Reporter = SILENT, arms=None) -> Dict[str, dict]:
+    """The baseline and every arm of ``arms`` (default ``ARMS``) with ``base`` (one ablation of
+    one seed in ``runs``); an interrupted study continues from the folder. Returns each run's
+    curves and final error, keyed as trainability.json keys them ("name / style dropout")."""
     style = base.model.dropout_style
-    report = ablate.run(base, baseline=BASELINE, arms=ARMS, seeds=1, out=str(runs), reporter=reporter)
-    by_name = {arm.name: arm for arm in (BASELINE, *ARMS)}
+    arms = ARMS if arms is None else arms
+    report = ablate.run(base, baseline=BASELINE, arms=arms, seeds=1, out=str(runs), reporter=reporter)
+    by_name = {arm.name: arm for arm in (BASELINE, *arms)}
     results = {}
     for r in report["runs"]:
         run = RunFolder(runs / r["run"])
@@ -111,7 +124,7 @@ def plot(report, path: Path):
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     top = 2 * chance
     clipped = []
-    colours = {arm.name: f"C{i}" for i, arm in enumerate((BASELINE, *ARMS))}
+    colours = {arm.name: f"C{i}" for i, arm in enumerate((BASELINE, *ARMS, *AUTHORS_ARMS))}
     for name, run in runs.items():
         steps = run["steps"]
         arm = name.split(" / ")[0]
@@ -153,6 +166,10 @@ def main():
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--dropout-styles", default="paper,inverted",
                         help="comma-separated dropout forms to run every arm with (paper, inverted)")
+    parser.add_argument("--arm-set", choices=sorted(ARM_SETS), default="paper",
+                        help="paper: the four arms above, with every --dropout-styles form (rewrites the JSON); "
+                             "authors: the authors' settings with the paper's dropout, their runs (and the rerun "
+                             "baseline's, as 'paper (authors set)') added to the existing trainability.json")
     parser.add_argument("--skip-training", action="store_true", help="only the statistics at initialization")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep each run's best.pt")
     parser.add_argument("--replot", action="store_true", help="redraw trainability.png from trainability.json")
@@ -169,17 +186,29 @@ def main():
     report["init"] = init_statistics(root)
     for key, value in report["init"].items():
         print(f"\n{key} (input rms {value['input_rms']:.3g})\n{format_activation_stats(value['layers'])}")
-    if not args.skip_training:
+    if args.arm_set == "authors":
+        report = {**json.loads((out / "trainability.json").read_text()), "init": report["init"]}
+        base = template(args.data, args.epochs, args.batch_size, args.workers, "paper")
+        runs = training_runs(base, Path(args.runs) / "authors", args.keep_checkpoints, Reporter(), arms=AUTHORS_ARMS)
+        runs = {key.replace(f"{BASELINE.name} /", f"{BASELINE.name} (authors set) /"): run for key, run in runs.items()}
+        report["runs"].update(runs)
+        report["authors_set"] = {"cpu": cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+        _print_runs(runs)
+    elif not args.skip_training:
         report["runs"] = {}
         for style in [s.strip() for s in args.dropout_styles.split(",") if s.strip()]:
             base = template(args.data, args.epochs, args.batch_size, args.workers, style)
             runs = training_runs(base, Path(args.runs) / f"{style}-dropout", args.keep_checkpoints, Reporter())
             report["runs"].update(runs)
-            for key, run in runs.items():
-                print(f"{key:<32} val top-1 error {100 * run['final_val_top1_error']:.1f}% ({run['seconds']:.0f} s)")
+            _print_runs(runs)
     (out / "trainability.json").write_text(json.dumps(report, indent=2))
     plot(report, out / "trainability.png")
     print(f"\nwrote {out / 'trainability.json'} and {out / 'trainability.png'}")
+
+
+def _print_runs(runs: Dict[str, dict]) -> None:
+    for key, run in runs.items():
+        print(f"{key:<40} val top-1 error {100 * run['final_val_top1_error']:.1f}% ({run['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

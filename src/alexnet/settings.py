@@ -22,6 +22,10 @@ from .errors import ConfigError
 S = TypeVar("S", bound="Settings")
 
 
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
 class Settings:
     """A mixin for frozen dataclasses of settings. ``what`` names one field in messages."""
 
@@ -54,7 +58,9 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> Dict[str, object]:
-        return {name: getattr(self, name) for name in self.names()}
+        """The fields as JSON writes and reads them (tuples as lists), so a dict read back from a
+        file compares equal to the one it was written from."""
+        return {name: _plain(getattr(self, name)) for name in self.names()}
 
     @classmethod
     def from_dict(cls, data: Mapping, where: str = "") -> "Settings":

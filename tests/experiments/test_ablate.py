@@ -20,9 +20,10 @@ from alexnet.devices import DeviceRequest
 from alexnet.errors import ConfigError
 from alexnet.experiments import ablate
 from alexnet.experiments.ablate import results as report_module
-from alexnet.experiments.ablate.arms import BASELINE, PAPER_ARMS, arm_config, get_arms
+from alexnet.experiments.ablate.arms import BASELINE, PAPER_ARMS, arm_config, for_template, get_arms
 from alexnet.experiments.ablate.folder import AblationFolder
 from alexnet.model.build import build_model
+from alexnet.model.config import ModelConfig
 from alexnet.model.lrn import LocalResponseNorm
 from alexnet.train.checkpoint import read_checkpoint
 from alexnet.train.loop import Interrupted, TrainConfig
@@ -96,6 +97,22 @@ def test_each_arm_builds_the_intended_network(arm, tmp_path):
     pool = (2, 2) if arm.name == "no-overlap" else (3, 3)
     assert {m.kernel_size for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)} == {pool[0]}
     assert config.recipe.seed == 0 and config.out == str(tmp_path)
+
+
+def test_the_no_overlap_arm_can_be_the_authors_net_147_and_the_report_says_so(tiny, tmp_path, monkeypatch):
+    """``--no-overlap-as authors``: the arm trains layers-147.cfg's net (55-28-13-6 after the
+    pools; ceil rounding, conv2 padding 1, conv5 padding 0) and its description names it."""
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+    result = run_cli("--no-overlap", "--no-overlap-as", "authors", "--data", tiny, "--epochs", "1", "-b", "10",
+                     "--no-ten-crop", "--devices", "cpu", "-j", "0", "-q", "-o", tmp_path / "ab")
+    assert result.exit_code == 0, result.output
+    assert "as the authors' net 147" in result.output
+    assert "as the authors' net 147" in (tmp_path / "ab" / "report.md").read_text()
+    config = json.loads((tmp_path / "ab" / "no-overlap-seed0" / "config.json").read_text())
+    model = build_model(ModelConfig.from_dict(config["model"]), initialize=False, fuse_relu_lrn_pool=False)
+    assert pooled_sizes(model) == [55, 28, 13, 6]
+    paper_reading = for_template(PAPER_ARMS, template("unused"))[2]
+    assert "the paper's reading" in paper_reading.description and "147" not in paper_reading.description
 
 
 def test_the_one_gpu_arm_runs_on_one_device_and_the_baseline_on_two():

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from alexnet import build_model
 from alexnet.analysis.activations import relu_activations
+from helpers import spatial_norm_by_loops
 
 NUM_CLASSES = 10
 
@@ -42,13 +43,18 @@ def tower_lrn(a, towers=TOWERS, n=5, alpha=1e-4, beta=0.75, k=2.0):
     return out
 
 
-#: The steps a block may hold, by name. Another order may add its own (e.g. a spatial norm).
+#: The steps a block may hold, by name.
 STEPS = {
     "relu": F.relu,
     "lrn": tower_lrn,
+    "cnorm": spatial_norm_by_loops,
     "pool": lambda a: F.max_pool2d(a, kernel_size=3, stride=2),  # §3.4: overlapping, z=3, s=2
     "dropout": lambda a: a * 0.5,  # §4.2 at test time: "multiply their outputs by 0.5"
 }
+#: The authors' non-overlapping net 147 (layers-147.cfg): 2x2/2 pooling with cuda-convnet's ceil
+#: rounding, conv2 padding 1 and conv5 padding 0.
+POOL_147 = lambda a: F.max_pool2d(a, kernel_size=2, stride=2, ceil_mode=True)  # noqa: E731
+PADDING_147 = {"conv2": 1, "conv5": 0}
 
 #: What follows each layer, in order. "paper": §3.5 ("the ReLU non-linearity is applied to the
 #: output of every convolutional and fully-connected layer"; LRN after the ReLU of conv1 and
@@ -64,13 +70,26 @@ BLOCK_ORDERS = {
         "fc7": ("relu", "dropout"),
         "fc8": (),
     },
+    # layers-145.cfg: conv1 has no neuron, rnorm1 reads it and pool1 applies the ReLU; conv2's
+    # ReLU, rnorm2, then cnorm2 before pool2; conv5 has no neuron, pool3 applies it.
+    "authors": {
+        "conv1": ("lrn", "pool", "relu"),
+        "conv2": ("relu", "lrn", "cnorm", "pool"),
+        "conv3": ("relu",),
+        "conv4": ("relu",),
+        "conv5": ("pool", "relu"),
+        "fc6": ("relu", "dropout"),
+        "fc7": ("relu", "dropout"),
+        "fc8": (),
+    },
 }
 
 
-def reference_forward(state, x, order="paper"):
+def reference_forward(state, x, order="paper", net_147=False):
     """The net in evaluation mode, from a canonical state dict (conv1.weight ... fc8.bias),
     in float64. x: (N, 3, 224, 224) crops; cuda-convnet reads them as 227x227 inputs with zeros
-    in the 3 columns at the right and rows at the bottom (FACTS §3).
+    in the 3 columns at the right and rows at the bottom (FACTS §3). ``order``: a key of
+    ``BLOCK_ORDERS``; ``net_147``: the authors' non-overlapping pooling net.
 
     Returns the logits and ``taps``: every intermediate, as "conv1" (the layer's output) and
     "conv1.relu", "conv1.lrn", ... (after each step of its block)."""
@@ -81,12 +100,13 @@ def reference_forward(state, x, order="paper"):
         weight, bias = state[f"{name}.weight"].double(), state[f"{name}.bias"].double()
         if name in CONVS:
             stride, padding, groups = CONVS[name]
+            padding = PADDING_147.get(name, padding) if net_147 else padding
             h = F.conv2d(h, weight, bias, stride=stride, padding=padding, groups=groups)
         else:
             h = F.linear(h.flatten(1), weight, bias)  # (N, C, 6, 6) -> (N, C·36), channel-major
         taps[name] = h
         for step in steps:
-            h = STEPS[step](h)
+            h = POOL_147(h) if net_147 and step == "pool" else STEPS[step](h)
             taps[f"{name}.{step}"] = h
     return h, taps
 
@@ -142,3 +162,26 @@ def test_logits_follow_the_papers_block_order(lively, layout, fuse, lrn_impl):
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4 * scale)
     fc7_expected = taps["fc7.relu"]
     torch.testing.assert_close(fc7, fc7_expected, rtol=1e-4, atol=1e-4 * fc7_expected.abs().max().item())
+
+
+@pytest.mark.parametrize("net_147", [False, True], ids=["layers-145", "layers-147"])
+@pytest.mark.parametrize("layout,fuse", [("grouped", True), ("grouped", False), ("towers", True)])
+def test_the_authors_net_follows_their_cfgs_block_order(lively, layout, fuse, net_147):
+    """``blocks="authors"`` is layers-145.cfg's order, with cnorm2; with ``--no-overlap-as
+    authors`` and no overlap it is net 147. Both layouts, the fused path allowed or not."""
+    state, x, _, _ = lively
+    expected, taps = reference_forward(state, x, "authors", net_147)
+    scale = expected.abs().max().item()
+    assert (expected.std(0) > 100 * 1e-4 * scale).all()  # a wrong order would show
+    ratio = taps["conv2.lrn"] / taps["conv2.cnorm"]
+    assert ratio[taps["conv2.lrn"] > 0].max() > 1.1  # cnorm2 divides by clearly more than 1 somewhere
+    devices = ["cpu", "cpu"] if layout == "towers" else ["cpu"]
+    model = build_model(num_classes=NUM_CLASSES, layout=layout, devices=devices, initialize=False,
+                        fuse_relu_lrn_pool=fuse, blocks="authors", overlap=not net_147, no_overlap_as="authors")
+    model.load_state_dict(state)
+    model.eval()
+    with torch.no_grad():
+        logits = model(x).double()
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4 * scale)
+    paper, _ = reference_forward(state, x, "paper", net_147)
+    assert not torch.allclose(paper, expected, rtol=1e-2, atol=1e-2 * scale)  # the two orders differ here

@@ -29,7 +29,10 @@ RUN_SETTINGS = {name for part, kind in PARTS.items() if part != "runtime" for na
               help="Continue the run in RUN_DIR from its last checkpoint, on these or other devices.")
 @click.option("--overwrite", is_flag=True, help="Start again in an --out folder that already holds a run.")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
-              help="Training recipe: paper (§5, the paper's initialization), caffe (bvlc_alexnet's solver and "
+              help="Training recipe: paper (§5, the paper's initialization), authors (what the authors' 2012 "
+                   "configuration ran: their blocks and initialization, lr divided after epochs 25, 51, 79 of 91, "
+                   "biases at a fixed 0.02, conv1 slowed after 67 and frozen after 72, colour noise off after 67; "
+                   "with --epochs N each of these epochs scales by N/91), caffe (bvlc_alexnet's solver and "
                    "initialization), builtin (a few minutes on a CPU, Caffe's initialization: see "
                    "docs/trainability.md). Default: builtin without --data, paper with it.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (paper: 90).")
@@ -44,8 +47,10 @@ RUN_SETTINGS = {name for part, kind in PARTS.items() if part != "runtime" for na
                    "(§4.2; paper preset); inverted: nn.Dropout, kept units x1/(1-p) while training (caffe, builtin).")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
               help="plateau: divide the LR by 10 when validation error stops improving (paper); step: every "
-                   "--step-epochs.")
+                   "--step-epochs; epochs: after each of --lr-drop-epochs (authors).")
 @click.option("--step-epochs", type=click.IntRange(min=1), default=None)
+@click.option("--lr-drop-epochs", callback=lambda ctx, param, value: _epoch_list(value), default=None,
+              metavar="LIST", help="epochs: divide the LR after these epochs, e.g. 25,51,79 (the authors preset's).")
 @click.option("--patience", type=click.IntRange(min=1), default=None,
               help="plateau: epochs without a new best validation error before dividing the LR (paper preset: 5).")
 @click.option("--min-improvement", type=float, default=None,
@@ -64,6 +69,9 @@ RUN_SETTINGS = {name for part, kind in PARTS.items() if part != "runtime" for na
                    "alpha_i*lambda_i*p_i with lambda on a 0-1 pixel scale, i.e. alpha_i*lambda_i/255 here (fb.resnet's "
                    "reading of the formula); none turns it off.")
 @click.option("--pca-std", type=float, default=None, help="Std of the PCA colour noise's α (paper: 0.1; 0 turns it off).")
+@click.option("--crop-chunk", type=click.IntRange(min=1), default=None,
+              help="One crop position and flip per this many consecutive images (cuda-convnet: 32, the authors "
+                   "preset's; default 1: per image).")
 @click.option("--divide-std/--no-divide-std", default=None,
               help="Also divide inputs by the pixel std, as most ports do (not the paper).")
 @devices_options
@@ -120,6 +128,16 @@ def train_command(data, out, resume, overwrite, preset, quiet, **options):
         raise SystemExit(stopped.exit_code)
     if main_process:
         click.echo(format_train_summary(summary))
+
+
+def _epoch_list(value):
+    """--lr-drop-epochs 25,51,79 -> (25, 51, 79); the recipe checks the numbers."""
+    if value is None:
+        return None
+    try:
+        return tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"a comma-separated list of epochs (25,51,79); got {value!r}") from None
 
 
 def format_train_summary(summary) -> str:

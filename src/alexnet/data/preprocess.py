@@ -29,6 +29,8 @@ class PreprocessConfig(Settings):
     pca:        the colour noise's convention (``transforms.PCA_CONVENTIONS``), training only.
     pca_std:    the std of its α (the paper: 0.1; 0 turns it off).
     divide_std: also divide by the per-channel pixel std, as most ports do (not the paper).
+    crop_chunk: draw one crop position and flip per this many consecutive images of a batch
+                (cuda-convnet's data provider: 32; the paper's words: 1, every image its own).
     """
 
     what = "preprocessing setting"
@@ -37,6 +39,7 @@ class PreprocessConfig(Settings):
     pca: str = DEFAULT_PCA
     pca_std: float = PCA_STD
     divide_std: bool = False
+    crop_chunk: int = 1
 
     def checks(self):
         return [
@@ -44,6 +47,8 @@ class PreprocessConfig(Settings):
             (self.pca in PCA_CONVENTIONS, f"--pca must be one of {', '.join(PCA_CONVENTIONS)}; got {self.pca!r}"),
             (0 <= self.pca_std < float("inf"), f"--pca-std must be a finite, non-negative number; got {self.pca_std}"),
             (isinstance(self.divide_std, bool), f"divide_std must be True or False; got {self.divide_std!r}"),
+            (isinstance(self.crop_chunk, int) and self.crop_chunk >= 1,
+             f"--crop-chunk must be a positive integer; got {self.crop_chunk!r}"),
         ]
 
 
@@ -65,12 +70,14 @@ class Preprocess:
         return x
 
     def train(self, images: torch.Tensor, generator: torch.Generator,
-              slice_of: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+              slice_of: Optional[Tuple[int, int]] = None, colour: bool = True) -> torch.Tensor:
         """Random crops, flips and colour noise: float (B, 3, 224, 224). ``slice_of``: the
-        images are one replica's share of a global batch (``transforms.train_crops``)."""
+        images are one replica's share of a global batch (``transforms.train_crops``);
+        ``colour=False``: no colour noise (its draws are still made, so the stream stays the same)."""
         c = self.config
-        return self._finish(train_crops(images, self.stats, generator, mean=c.mean, pca=c.pca, pca_std=c.pca_std,
-                                        slice_of=slice_of))
+        return self._finish(train_crops(images, self.stats, generator, mean=c.mean, pca=c.pca,
+                                        pca_std=c.pca_std if colour else 0.0, slice_of=slice_of,
+                                        chunk=c.crop_chunk))
 
     def centre(self, images: torch.Tensor) -> torch.Tensor:
         """The centre crop: float (B, 3, 224, 224)."""

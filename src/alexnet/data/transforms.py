@@ -119,7 +119,7 @@ def pca_lighting(batch: int, stats, pca: str = DEFAULT_PCA, pca_std: float = PCA
 
 def train_crops(images: torch.Tensor, stats, generator: Optional[torch.Generator] = None, *, mean: str = "image",
                 pca: str = DEFAULT_PCA, pca_std: float = PCA_STD, flip: bool = True, crop: int = CROP,
-                slice_of: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+                slice_of: Optional[Tuple[int, int]] = None, chunk: int = 1) -> torch.Tensor:
     """The paper's training input: (B, 3, 256, 256) uint8 -> (B, 3, crop, crop) float32.
 
     Per image: a random window (``256 - crop + 1`` positions each way), a horizontal flip
@@ -130,6 +130,8 @@ def train_crops(images: torch.Tensor, stats, generator: Optional[torch.Generator
     ``slice_of=(start, total)``: the images are positions ``start..start+B-1`` of a batch of
     ``total`` (one replica's share of a global batch): the draws are made for all ``total``
     images, as one process would make them, and this slice of them is used.
+    ``chunk``: one window and flip for each run of ``chunk`` consecutive images of the batch
+    (cuda-convnet draws them per 32); the colour offset stays per image.
     """
     _check(images, crop, mean)
     _check_pca(pca)
@@ -138,9 +140,14 @@ def train_crops(images: torch.Tensor, stats, generator: Optional[torch.Generator
     if not 0 <= start <= total - batch:
         raise ValueError(f"slice_of={slice_of}: {batch} images do not fit at {start} in a batch of {total}")
     mine = slice(start, start + batch)
-    top = torch.randint(0, positions, (total,), generator=generator, device=device)[mine]
-    left = torch.randint(0, positions, (total,), generator=generator, device=device)[mine]
-    mirror = (torch.rand(total, generator=generator, device=device) < 0.5)[mine]
+    draws = -(-total // chunk)  # one per chunk, the last one possibly short
+
+    def per_image(values: torch.Tensor) -> torch.Tensor:
+        return (values.repeat_interleave(chunk)[:total] if chunk > 1 else values)[mine]
+
+    top = per_image(torch.randint(0, positions, (draws,), generator=generator, device=device))
+    left = per_image(torch.randint(0, positions, (draws,), generator=generator, device=device))
+    mirror = per_image(torch.rand(draws, generator=generator, device=device) < 0.5)
     if not flip:
         mirror = torch.zeros_like(mirror)
     crops = _centered(images, stats, mean, top, left, mirror, crop)

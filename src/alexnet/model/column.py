@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import InputError
 from .dropout import dropout_layer
 from ..ops.lrn import fusable, relu_lrn_maxpool
-from .lrn import LocalResponseNorm
+from .lrn import LocalResponseNorm, SpatialResponseNorm
 from .spec import CROP, INPUT_SIZES, PADDED_CROP, NetSpec, ResolvedLayer
 
 
@@ -48,6 +48,12 @@ def prepare_input(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+#: The module after layer N that runs each block op but the ReLU: lrn1, cnorm2, pool5, drop6.
+MODULE_PREFIX = {"lrn": "lrn", "cnorm": "cnorm", "pool": "pool", "dropout": "drop"}
+#: The blocks ``relu_lrn_maxpool`` runs in one pass.
+FUSABLE = ("relu", "lrn", "pool")
+
+
 def layer_number(layer: ResolvedLayer) -> str:
     """'conv1' -> '1', 'fc6' -> '6': names the LRN, pooling and dropout after the layer."""
     return layer.name.lstrip("convfc")
@@ -58,7 +64,8 @@ class Column(nn.Module):
 
     ``share == spec.towers``: the whole net on one device (the grouped layout).
     ``share == 1`` with two towers: one tower of the two-tower net.
-    Modules are named after the paper: conv1, lrn1, pool1, ..., fc7, drop7.
+    Modules are named after the paper: conv1, lrn1, pool1, ..., fc7, drop7 (and the authors'
+    cnorm2 in their form of the blocks).
 
     ``fuse_relu_lrn_pool``: with the fast LRN on the CPU, blocks 1 and 2 run ReLU, LRN and
     max-pooling as one function (``alexnet.ops.lrn.relu_lrn_maxpool``: the same values, a
@@ -86,21 +93,25 @@ class Column(nn.Module):
                 # The image, or both towers' maps after an exchange: dense.
                 in_channels, groups = layer.in_channels, 1
             if row.kind == "conv":
-                module = nn.Conv2d(in_channels, out_channels, row.kernel, row.stride, row.pad,
+                module = nn.Conv2d(in_channels, out_channels, row.kernel, row.stride, layer.pad,
                                    groups=groups, device=self.device)
             else:
                 module = nn.Linear(in_channels, out_channels, device=self.device)
             self.add_module(layer.name, module)
-            if row.lrn and spec.config.lrn:
-                self.add_module("lrn" + n, LocalResponseNorm(out_channels, groups=share, impl=lrn_impl))
-            if row.pool:
-                self.add_module("pool" + n, nn.MaxPool2d(pool_kernel, pool_stride))
-            if row.dropout:
-                # §4.2's form (PaperDropout) or nn.Dropout's inverted one, as the spec says.
-                self.add_module("drop" + n, dropout_layer(spec.config.dropout, spec.config.dropout_style))
+            for op in layer.ops:
+                if op == "lrn":
+                    self.add_module("lrn" + n, LocalResponseNorm(out_channels, groups=share, impl=lrn_impl))
+                elif op == "cnorm":
+                    self.add_module("cnorm" + n, SpatialResponseNorm())
+                elif op == "pool":
+                    self.add_module("pool" + n, nn.MaxPool2d(pool_kernel, pool_stride, ceil_mode=spec.pool_ceil))
+                elif op == "dropout":
+                    # §4.2's form (PaperDropout) or nn.Dropout's inverted one, as the spec says.
+                    self.add_module("drop" + n, dropout_layer(spec.config.dropout, spec.config.dropout_style))
 
     def stage(self, layer: ResolvedLayer, x: torch.Tensor) -> torch.Tensor:
-        """One block: conv/fc -> ReLU -> LRN -> max-pool -> dropout, as the table says (§3.5)."""
+        """One block: the layer, then its ops in the table's order (§3.5: ReLU -> LRN -> max-pool
+        -> dropout; the authors' form: see ``spec.Layer``)."""
         row, n = layer.layer, layer_number(layer)
         if row.kind == "fc" and x.dim() > 2:
             x = torch.flatten(x, 1)  # (N, C, 6, 6) -> (N, C·36), channel-major as in the grouped net
@@ -112,18 +123,14 @@ class Column(nn.Module):
             # already when they run on the CPU, so this is then a no-op.
             x = x.contiguous(memory_format=torch.channels_last)
         x = getattr(self, layer.name)(x)
-        lrn = row.lrn and self.spec.config.lrn
-        if self.fuse_relu_lrn_pool and row.relu and lrn and row.pool and not row.dropout:
+        if self.fuse_relu_lrn_pool and layer.ops == FUSABLE:
             lrn_module, pool = getattr(self, "lrn" + n), getattr(self, "pool" + n)
             if fusable(x, lrn_module, pool):
                 # ReLU -> LRN -> max-pool as one pass over the batch, in the cache (lrn.py).
                 return relu_lrn_maxpool(x, lrn_module, pool)
-        if row.relu:
-            x = F.relu(x, inplace=True)  # the conv/fc output is not needed for its backward
-        if lrn:
-            x = getattr(self, "lrn" + n)(x)
-        if row.pool:
-            x = getattr(self, "pool" + n)(x)
-        if row.dropout:
-            x = getattr(self, "drop" + n)(x)
+        for op in layer.ops:
+            if op == "relu":
+                x = F.relu(x, inplace=True)  # the conv/fc output is not needed for its backward
+            else:
+                x = getattr(self, MODULE_PREFIX[op] + n)(x)
         return x

@@ -21,6 +21,9 @@ from .dropout import DROPOUT_STYLES
 from .init import INIT_PRESETS
 
 VARIANTS = ("two-gpu", "one-gpu")
+#: The two readings of each block: the paper's words (§3.3, §3.5) and the authors' 2012
+#: configuration (layers-145.cfg), as the layer table states them (``spec.Layer``).
+FORMS = ("paper", "authors")
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,14 @@ class ModelConfig(Settings):
 
     variant:  "two-gpu" (the paper's net, §3.5) or "one-gpu" (the single-column comparison
               net of §3.2: 48-128-192-192-256 kernels, FC 4096-4096-num_classes).
-    lrn, overlap: the ablations of §3.3 and §3.4 (LRN off; 2x2/2 pooling instead of 3x3/2).
+    blocks:   "paper": each block as §3.5 says (conv1, conv2: conv -> ReLU -> LRN -> max-pool);
+              "authors": as the authors' layers-145.cfg ran it (conv1's LRN before its ReLU;
+              conv2's LRN followed by the spatial normalization cnorm2).
+    lrn, overlap: the ablations of §3.3 and §3.4 (LRN off, and in the authors' blocks cnorm2
+              too, as their net 148; 2x2/2 pooling instead of 3x3/2).
+    no_overlap_as: how ``overlap=False`` is built: "paper" keeps the 3x3 net's padding and
+              sizes (55 -> 27 -> 13 -> 6); "authors" is their net 147 (ceil rounding, conv2
+              padding 1, conv5 padding 0: 55 -> 28 -> 26 -> 13 -> 11 -> 6).
     num_classes: fc8's outputs (training takes it from the data).
     dropout:  the probability of zeroing a unit of fc6 and fc7 while training (§4.2: 0.5).
     dropout_style: "paper": no scaling while training, outputs times 1-dropout at test (§4.2);
@@ -39,8 +49,10 @@ class ModelConfig(Settings):
     """
 
     variant: str = "two-gpu"
+    blocks: str = "paper"
     lrn: bool = True
     overlap: bool = True
+    no_overlap_as: str = "paper"
     num_classes: int = 1000
     dropout: float = 0.5
     dropout_style: str = "paper"
@@ -52,8 +64,11 @@ class ModelConfig(Settings):
         """Each setting's rule, said as the options name it."""
         return [
             (self.variant in VARIANTS, f"--variant must be one of {', '.join(VARIANTS)}; got {self.variant!r}"),
+            (self.blocks in FORMS, f"--blocks must be one of {', '.join(FORMS)}; got {self.blocks!r}"),
             (isinstance(self.lrn, bool), f"lrn must be True or False; got {self.lrn!r}"),
             (isinstance(self.overlap, bool), f"overlap must be True or False; got {self.overlap!r}"),
+            (self.no_overlap_as in FORMS,
+             f"--no-overlap-as must be one of {', '.join(FORMS)}; got {self.no_overlap_as!r}"),
             (isinstance(self.num_classes, int) and not isinstance(self.num_classes, bool) and self.num_classes >= 1,
              f"--num-classes must be a positive integer; got {self.num_classes!r}"),
             (isinstance(self.dropout, (int, float)) and 0.0 <= float(self.dropout) < 1.0,

@@ -47,6 +47,14 @@ INIT_PRESETS: Dict[str, InitPreset] = {
         description="§5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7; 0 elsewhere",
         bias={name: 1.0 for name in _PAPER_ONES},
     ),
+    # layers-145.cfg, the net behind the paper's 40.7% (FACTS §6b): initW 0.01 in conv1, conv2
+    # and the FC layers but 0.03 in conv3, conv4 and conv5; initB as the paper says.
+    "authors": InitPreset(
+        name="authors",
+        description="the authors' layers-145.cfg: as the paper but conv3, conv4, conv5 weights N(0, 0.03)",
+        weight_std_overrides={"conv3": 0.03, "conv4": 0.03, "conv5": 0.03},
+        bias={name: 1.0 for name in _PAPER_ONES},
+    ),
     "caffe": InitPreset(
         name="caffe",
         description="Caffe bvlc_alexnet: as the paper but biases 0.1 and fc6/fc7 weights N(0, 0.005)",

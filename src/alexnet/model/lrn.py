@@ -28,7 +28,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..ops.lrn import fast_lrn, no_autocast
-from .spec import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
+from .spec import (LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, SPATIAL_NORM_K, SPATIAL_NORM_POW, SPATIAL_NORM_SCALE,
+                   SPATIAL_NORM_SIZE)
 
 LRN_IMPLS = ("fast", "stock")
 
@@ -71,3 +72,30 @@ def stock_lrn(x, groups=1, size=LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_
     # (N, C, H, W) -> (N·G, C/G, H, W): each sample's groups become separate samples.
     y = F.local_response_norm(x.reshape(n * groups, c // groups, h, w), size, alpha, beta, k)
     return y.reshape(n, c, h, w)
+
+
+class SpatialResponseNorm(nn.Module):
+    """The authors' ``cnorm2`` (layers-145.cfg, ``type=rnorm``; not in the paper): within each
+    map, b = a / (k + (scale/size²) · Σ a²)^pow over the size x size window centred on the
+    position, with zeros past the map's edges (cuda-convnet's response norm, FACTS §6b).
+
+    It never mixes maps, so it is the same per tower and in the grouped net. Like the LRN it
+    runs in fp32 under autocast and returns the input's dtype.
+    """
+
+    def __init__(self, size: int = SPATIAL_NORM_SIZE, scale: float = SPATIAL_NORM_SCALE,
+                 power: float = SPATIAL_NORM_POW, k: float = SPATIAL_NORM_K):
+        super().__init__()
+        self.size, self.scale, self.power, self.k = size, scale, power, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        with no_autocast(x.device.type):
+            x = x.to(torch.promote_types(dtype, torch.float32))
+            # The window's mean of squares, zeros included, is its sum over size².
+            mean_square = F.avg_pool2d(x * x, self.size, stride=1, padding=self.size // 2, count_include_pad=True)
+            y = x * (self.k + self.scale * mean_square).pow(-self.power)
+        return y.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, scale={self.scale}, pow={self.power}, k={self.k}"

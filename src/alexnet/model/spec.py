@@ -33,9 +33,34 @@ PADDED_CROP = 227
 INPUT_SIZES = (CROP, PADDED_CROP)
 
 
+#: What follows a conv or FC layer in its block, in order: "relu"; "lrn", the cross-map
+#: response normalization of §3.3; "cnorm", the authors' spatial response normalization within
+#: each map (``SPATIAL_NORM_*``, ``alexnet.model.lrn.SpatialResponseNorm``); "pool", max-pooling;
+#: "dropout". A ModelConfig's ``blocks`` picks one of a row's two sequences, and ``lrn=False``
+#: drops both normalizations (the authors' no-LRN net 148 has neither).
+BLOCK_OPS = ("relu", "lrn", "cnorm", "pool", "dropout")
+NORMALIZATIONS = ("lrn", "cnorm")
+
+#: The authors' spatial response normalization ``cnorm2`` (layers-145.cfg: ``type=rnorm``,
+#: size 5, scale 0.001, pow 0.75): b = a / (1 + (scale/size²)·Σ a²)^pow over the size x size
+#: window centred on each position of the same map, zeros past the edges. cuda-convnet's
+#: layer.py divides the scale by size² (as it divides the cross-map norm's by size), and its
+#: constant is 1 (the cross-map norm's ``minDiv=2`` is not set for this one).
+SPATIAL_NORM_SIZE = 5
+SPATIAL_NORM_SCALE = 1e-3
+SPATIAL_NORM_POW = 0.75
+SPATIAL_NORM_K = 1.0
+
+
 @dataclass(frozen=True)
 class Layer:
-    """One row of the layer table: a conv or FC layer and what follows it in its block."""
+    """One row of the layer table: a conv or FC layer and what follows it in its block.
+
+    ``paper`` is the block as §3.5 words it; ``authors`` as the authors' 2012 configuration
+    (layers-145.cfg) ran it, where it differs: conv1's LRN normalizes the output before the
+    ReLU (pool1 applies it), conv2's LRN is followed by ``cnorm2``, and conv5's ReLU is applied
+    by pool5 (the same function: ReLU and max-pooling commute).
+    """
 
     name: str  # the paper's name: conv1..conv5, fc6..fc8
     kind: str  # "conv" or "fc"
@@ -45,25 +70,41 @@ class Layer:
     pad: int = 0
     reads: str = "own"  # "image": the input image; "own": own tower only; "both": both towers
     split: bool = True  # half of the layer in each tower; False: one layer on tower 0 (fc8)
-    relu: bool = True
-    lrn: bool = False  # local response normalization after the ReLU (conv1, conv2)
-    pool: bool = False  # max-pooling after the ReLU (and LRN): conv1, conv2, conv5
-    dropout: bool = False  # dropout after the ReLU (fc6, fc7)
+    paper: Tuple[str, ...] = ("relu",)  # what follows the layer (BLOCK_OPS), as §3.5 says
+    authors: Optional[Tuple[str, ...]] = None  # as layers-145.cfg has it, where it differs
     halved_in_one_gpu: bool = True  # §3.2 footnote: the one-GPU net halves conv1..conv4 only
+    # net 147 (the authors' non-overlapping pooling, layers-147.cfg): conv2 padding 1, conv5 0
+    authors_non_overlap_pad: Optional[int] = None
 
+    @property
+    def pool(self) -> bool:
+        return "pool" in self.paper
+
+    @property
+    def lrn(self) -> bool:
+        return "lrn" in self.paper
+
+    def ops(self, blocks: str) -> Tuple[str, ...]:
+        """The block's sequence in the ``blocks`` form ("paper" or "authors")."""
+        return self.authors if blocks == "authors" and self.authors is not None else self.paper
+
+
+RELU_LRN_POOL = ("relu", "lrn", "pool")
 
 #: Figure 2 of the paper, over both towers. `reads="both"` marks the four points where data
 #: crosses between the towers (conv3, fc6, fc7, fc8).
 LAYERS: Tuple[Layer, ...] = (
     #     name     kind    filters kernel stride pad  reads
-    Layer("conv1", "conv", 96, 11, 4, 0, reads="image", lrn=True, pool=True),
-    Layer("conv2", "conv", 256, 5, 1, 2, reads="own", lrn=True, pool=True),
+    Layer("conv1", "conv", 96, 11, 4, 0, reads="image", paper=RELU_LRN_POOL, authors=("lrn", "pool", "relu")),
+    Layer("conv2", "conv", 256, 5, 1, 2, reads="own", paper=RELU_LRN_POOL,
+          authors=("relu", "lrn", "cnorm", "pool"), authors_non_overlap_pad=1),
     Layer("conv3", "conv", 384, 3, 1, 1, reads="both"),
     Layer("conv4", "conv", 384, 3, 1, 1, reads="own"),
-    Layer("conv5", "conv", 256, 3, 1, 1, reads="own", pool=True, halved_in_one_gpu=False),
-    Layer("fc6", "fc", 4096, reads="both", dropout=True, halved_in_one_gpu=False),
-    Layer("fc7", "fc", 4096, reads="both", dropout=True, halved_in_one_gpu=False),
-    Layer("fc8", "fc", 1000, reads="both", split=False, relu=False, halved_in_one_gpu=False),
+    Layer("conv5", "conv", 256, 3, 1, 1, reads="own", paper=("relu", "pool"), authors=("pool", "relu"),
+          halved_in_one_gpu=False, authors_non_overlap_pad=0),
+    Layer("fc6", "fc", 4096, reads="both", paper=("relu", "dropout"), halved_in_one_gpu=False),
+    Layer("fc7", "fc", 4096, reads="both", paper=("relu", "dropout"), halved_in_one_gpu=False),
+    Layer("fc8", "fc", 1000, reads="both", split=False, paper=(), halved_in_one_gpu=False),
 )
 
 @dataclass(frozen=True)
@@ -78,6 +119,8 @@ class ResolvedLayer:
     in_size: int  # spatial size of the input (conv) or 1 (fc)
     out_size: int  # spatial size after the layer, before pooling
     pooled_size: int  # spatial size after pooling (== out_size without pooling)
+    pad: int = 0  # the conv's zero padding in this net (net 147 changes conv2's and conv5's)
+    ops: Tuple[str, ...] = ()  # what follows the layer in this net, in order (BLOCK_OPS)
 
     @property
     def name(self) -> str:
@@ -130,6 +173,13 @@ class NetSpec:
         return POOL_OVERLAP if self.config.overlap else POOL_NON_OVERLAP
 
     @property
+    def pool_ceil(self) -> bool:
+        """Whether pooling rounds its output size up: only the authors' net 147, where
+        cuda-convnet's ceil rounding gives 55 -> 28 with 2x2/2 windows (the last one half
+        outside the map)."""
+        return authors_non_overlap(self.config)
+
+    @property
     def params(self) -> int:
         return sum(layer.params for layer in self.layers)
 
@@ -180,8 +230,16 @@ def _block_output_name(layer: ResolvedLayer) -> str:
     return layer.name
 
 
-def conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
-    return (size + 2 * pad - kernel) // stride + 1
+def conv_out(size: int, kernel: int, stride: int, pad: int, ceil: bool = False) -> int:
+    span = size + 2 * pad - kernel
+    return (-(-span // stride) if ceil else span // stride) + 1
+
+
+def authors_non_overlap(config: ModelConfig) -> bool:
+    """Non-overlapping pooling built as the authors' net 147 (layers-147.cfg): 2x2/2 windows
+    with ceil rounding, conv2 padding 1 and conv5 padding 0, so the maps go 55 -> 28 -> 26 ->
+    13 -> 11 -> 6; the paper's reading keeps the 3x3 net's padding (55 -> 27 -> 13 -> 6)."""
+    return not config.overlap and config.no_overlap_as == "authors"
 
 
 def resolve(config: Optional[ModelConfig] = None, **changes) -> NetSpec:
@@ -209,14 +267,18 @@ def _resolve_layer(layer: Layer, config: ModelConfig, towers: int, channels: int
         filters = config.num_classes
     elif towers == 1 and layer.halved_in_one_gpu:
         filters //= 2
+    pad = layer.pad
+    if authors_non_overlap(config) and layer.authors_non_overlap_pad is not None:
+        pad = layer.authors_non_overlap_pad
     if layer.kind == "conv":
         pool_k, pool_s = POOL_OVERLAP if config.overlap else POOL_NON_OVERLAP
-        out_size = conv_out(size, layer.kernel, layer.stride, layer.pad)
-        pooled = conv_out(out_size, pool_k, pool_s, 0) if layer.pool else out_size
+        out_size = conv_out(size, layer.kernel, layer.stride, pad)
+        pooled = conv_out(out_size, pool_k, pool_s, 0, ceil=authors_non_overlap(config)) if layer.pool else out_size
         in_channels = channels
     else:
         out_size = pooled = 1
         in_channels = channels * size * size
+    ops = tuple(op for op in layer.ops(config.blocks) if config.lrn or op not in NORMALIZATIONS)
     return ResolvedLayer(layer=layer, towers=towers if layer.split else 1, out_channels=filters,
                          in_channels=in_channels, groups=towers if layer.reads == "own" else 1,
-                         in_size=size, out_size=out_size, pooled_size=pooled)
+                         in_size=size, out_size=out_size, pooled_size=pooled, pad=pad, ops=ops)

@@ -30,8 +30,7 @@ def summarize(spec: NetSpec, layout: str, devices: Sequence) -> Dict:
                 "output_shape": [channels // towers, *spatial],
                 "params": layer.params // towers,
                 "macs": layer.macs // towers,
-                "lrn": layer.layer.lrn and spec.config.lrn,
-                "pool": list(spec.pool) if layer.layer.pool else None,
+                "after": [_op_label(op, spec) for op in layer.ops],
             })
     exchanges = []
     for point in spec.exchanges():
@@ -44,12 +43,12 @@ def summarize(spec: NetSpec, layout: str, devices: Sequence) -> Dict:
         })
     return {
         "variant": spec.config.variant,
+        "blocks": spec.config.blocks,
         "layout": layout,
         "devices": devices,
         "input_shape": [3, CROP, CROP],
-        "options": {"lrn": spec.config.lrn, "overlap": spec.config.overlap, "pool": list(spec.pool),
-                    "num_classes": spec.config.num_classes, "dropout": float(spec.config.dropout),
-                    "dropout_style": spec.config.dropout_style},
+        "options": {**spec.config.as_dict(), "pool": list(spec.pool), "pool_ceil": spec.pool_ceil,
+                    "dropout": float(spec.config.dropout)},
         "layers": rows,
         "totals": {
             "params": spec.params,
@@ -61,22 +60,33 @@ def summarize(spec: NetSpec, layout: str, devices: Sequence) -> Dict:
     }
 
 
+def _op_label(op: str, spec: NetSpec) -> str:
+    if op == "pool":
+        kernel, stride = spec.pool
+        return f"maxpool {kernel}/{stride}" + (" ceil" if spec.pool_ceil else "")
+    if op == "dropout":
+        return f"dropout {spec.config.dropout:g}"
+    return OP_LABELS[op]
+
+
+#: How the summary names each block op (``spec.BLOCK_OPS``).
+OP_LABELS = {"relu": "ReLU", "lrn": "LRN", "cnorm": "cnorm (spatial response norm)"}
+
+
 def format_summary(summary: Dict) -> str:
+    options = summary["options"]
+    blocks = "the authors' blocks (layers-145.cfg)" if summary["blocks"] == "authors" else "the paper's blocks"
     lines = [
-        f"AlexNet {summary['variant']}, layout {summary['layout']} on {', '.join(summary['devices'])}"
-        f"  (input 3x224x224; LRN {'on' if summary['options']['lrn'] else 'off'}; "
-        f"pooling {summary['options']['pool'][0]}x{summary['options']['pool'][0]}"
-        f"/{summary['options']['pool'][1]})",
+        f"AlexNet {summary['variant']}, {blocks}, layout {summary['layout']} on {', '.join(summary['devices'])}"
+        f"  (input 3x224x224; LRN {'on' if options['lrn'] else 'off'}; "
+        f"pooling {options['pool'][0]}x{options['pool'][0]}/{options['pool'][1]}"
+        f"{', ceil rounding' if options['pool_ceil'] else ''}; init {options['init']})",
         "",
         f"{'layer':<6} {'tower':>5}  {'device':<8} {'output':>14} {'params':>12} {'mult-adds':>14}  after",
     ]
     for row in summary["layers"]:
         shape = "x".join(str(d) for d in row["output_shape"])
-        after = ["ReLU"] if row["name"] != "fc8" else ["softmax"]
-        if row["lrn"]:
-            after.append("LRN")
-        if row["pool"]:
-            after.append("maxpool {0}/{1}".format(*row["pool"]))
+        after = row["after"] or ["softmax"]
         lines.append(f"{row['name']:<6} {row['tower']:>5}  {row['device']:<8} {shape:>14} "
                      f"{row['params']:>12,} {row['macs']:>14,}  {', '.join(after)}")
     totals = summary["totals"]

@@ -107,9 +107,9 @@ class TrainConfig:
 
     @classmethod
     def from_preset(cls, name: str, **changes) -> "TrainConfig":
-        """Preset ``name``'s recipe and net, with ``changes`` (see ``replace``)."""
+        """Preset ``name``'s recipe, net and preprocessing, with ``changes`` (see ``replace``)."""
         preset = get_preset(name)
-        return cls(model=preset.model, recipe=preset.recipe).replace(**changes)
+        return cls(model=preset.model, preprocess=preset.preprocess, recipe=preset.recipe).replace(**changes)
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with ``changes`` to any field of any part, each by its own name (the parts'

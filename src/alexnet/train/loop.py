@@ -32,7 +32,7 @@ from . import distributed
 from .config import Runtime, TrainConfig
 from .curves import plot_curves
 from .diagnostics import stall_warning
-from .optim import current_lr, set_lr
+from .optim import current_lr, group_rates, set_lr
 from .run_folder import quote
 from .session import Session, config_for_resume, set_up
 from .step import train_step
@@ -124,8 +124,9 @@ def _step(session: Session, images: torch.Tensor, labels: torch.Tensor):
     images = images.to(plan.placement.primary, non_blocking=True)
     labels = labels.to(plan.placement.primary, non_blocking=True)
     # The augmentation is drawn for the global batch; this replica uses its slice.
-    x = session.preprocess.train(images, state.generator,
-                                 slice_of=(world.rank * plan.replica_batch, batch))  # (B, 3, 224, 224)
+    colour = session.config.recipe.colour_noise(state.progress["epoch"])  # the authors' turns it off late
+    x = session.preprocess.train(images, state.generator, slice_of=(world.rank * plan.replica_batch, batch),
+                                 colour=colour)  # (B, 3, 224, 224)
     loss, logits = train_step(session.replica, x, labels, state.optimizer, plan.amp_dtype, state.scaler,
                               with_logits=True)
     progress = state.progress
@@ -218,6 +219,7 @@ def end_epoch(session: Session, epoch: int, trained: Dict, val: Dict, dropped: b
               "images": state.progress["images"], "train_loss": trained["train_loss"],
               "train_error": trained["train_error"], "val_loss": val["loss"], "val_top1_error": val["top1_error"],
               "val_top5_error": val["top5_error"], "lr": current_lr(state.optimizer), "lr_dropped": dropped,
+              "rates": group_rates(state.optimizer),  # the next epoch's, per group
               "skipped_images": trained["skipped_images"], "chance_loss": session.chance_loss,
               "conv1_colourfulness": tower_colourfulness(state.model)}  # per tower (alexnet.analysis.colourfulness)
     session.log(record)
@@ -311,8 +313,8 @@ def _epochs(session: Session, reporter: Reporter) -> Dict:
             trained = train_one_epoch(session, epoch, stop, reporter)
             val = session.evaluate(f"val {epoch + 1}", reporter)
             dropped = state.schedule.after_epoch(epoch, val["top1_error"])
-            if dropped:
-                set_lr(state.optimizer, state.schedule.lr)
+            # The scheduled rate, and the rates of layers the recipe sets on their own.
+            set_lr(state.optimizer, state.schedule.lr, layer_mults=session.config.recipe.layer_lr_mults(epoch + 1))
             end_epoch(session, epoch, trained, val, dropped, reporter)
             if _max_steps_reached(session) and epoch + 1 < epochs:
                 raise _interrupted(session, f"max_steps={session.config.runtime.max_steps}")

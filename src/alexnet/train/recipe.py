@@ -7,14 +7,17 @@ the fully resolved one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Dict
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
 
+from ..data.preprocess import PreprocessConfig
 from ..errors import ConfigError
 from ..model.config import ModelConfig
+from ..model.spec import LAYERS
 from ..settings import Settings
 
-SCHEDULES = ("plateau", "step")
+SCHEDULES = ("plateau", "step", "epochs")
+LAYER_NAMES = tuple(layer.name for layer in LAYERS)
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,10 @@ class Recipe(Settings):
     momentum: float = 0.9
     weight_decay: float = 5e-4
     decay_biases: bool = False
+    # The biases' rate is bias_lr_mult times the weights'; anneal_biases=False keeps it at
+    # bias_lr_mult times the initial lr for the whole run (the authors' epsB 0.02, never reduced).
     bias_lr_mult: float = 1.0
+    anneal_biases: bool = True
     # §5: "divide the learning rate by 10 when the validation error rate stopped improving with
     # the current learning rate"; "reduced three times prior to termination", in about 90
     # epochs. "step" divides every `step_epochs` instead. See LRSchedule and schedule_rule.
@@ -49,8 +55,44 @@ class Recipe(Settings):
     plateau_min_improvement: float = 0.001
     min_epochs_per_lr: int = 10
     step_epochs: int = 20
+    # epochs: divide after each of these epochs (the authors' hand-set drops).
+    lr_drop_epochs: Tuple[int, ...] = ()
+    # Per-layer learning rates: (after epoch e, layer, m): from then on that layer's weights
+    # learn at m times the scheduled rate (the authors' conv1: 0.1 after 67, 0 after 72).
+    layer_lr: Tuple[Tuple[int, str, float], ...] = ()
+    # The colour (PCA) noise is switched off after this epoch (None: never; the authors: 67).
+    colour_noise_epochs: Optional[int] = None
+    # The run length the epochs above are written for: a run of ``epochs`` epochs places each
+    # at the same fraction of its length (``at``). None: as written.
+    schedule_epochs: Optional[int] = None
     # Seeds the initialization, the data order, the augmentation and the dropout masks.
     seed: int = 0
+
+    def __post_init__(self):
+        # JSON gives lists: the epoch lists and the layer rules are kept as tuples.
+        object.__setattr__(self, "lr_drop_epochs", tuple(self.lr_drop_epochs))
+        object.__setattr__(self, "layer_lr", tuple(tuple(rule) for rule in self.layer_lr))
+        super().__post_init__()
+
+    def at(self, epoch: int) -> int:
+        """Where an epoch number of the schedule (``lr_drop_epochs``, ``layer_lr``,
+        ``colour_noise_epochs``) falls in a run of ``epochs`` epochs: as written, or scaled in
+        proportion from ``schedule_epochs`` (rounded half up, at least 1)."""
+        if self.schedule_epochs is None:
+            return epoch
+        return max(1, math.floor(epoch * self.epochs / self.schedule_epochs + 0.5))
+
+    def layer_lr_mults(self, epochs_done: int) -> Dict[str, float]:
+        """Each layer's multiplier of its weights' rate once ``epochs_done`` epochs have run."""
+        mults: Dict[str, float] = {}
+        for epoch, layer, mult in sorted(self.layer_lr, key=lambda rule: rule[0]):
+            if self.at(epoch) <= epochs_done:
+                mults[layer] = float(mult)
+        return mults
+
+    def colour_noise(self, epochs_done: int) -> bool:
+        """Whether the colour noise is on in the epoch after ``epochs_done`` epochs."""
+        return self.colour_noise_epochs is None or epochs_done < self.at(self.colour_noise_epochs)
 
     def checks(self):
         """One clear line for an impossible value, naming the option."""
@@ -74,15 +116,35 @@ class Recipe(Settings):
             (self.min_epochs_per_lr >= 1, f"--min-epochs-per-lr must be at least 1; got {self.min_epochs_per_lr}"),
             (self.step_epochs >= 1, f"--step-epochs must be at least 1; got {self.step_epochs}"),
             (self.bias_lr_mult > 0, f"bias_lr_mult must be positive; got {self.bias_lr_mult}"),
-        ]
+            (isinstance(self.anneal_biases, bool), f"anneal_biases must be True or False; got {self.anneal_biases!r}"),
+            (all(isinstance(e, int) and e >= 1 for e in self.lr_drop_epochs)
+             and list(self.lr_drop_epochs) == sorted(set(self.lr_drop_epochs)),
+             f"--lr-drop-epochs must be increasing epoch numbers, each at least 1; got {list(self.lr_drop_epochs)}"),
+            (self.schedule != "epochs" or bool(self.lr_drop_epochs),
+             "--schedule epochs needs the epochs to divide after (--lr-drop-epochs 25,51,79)"),
+            (self.schedule_epochs is None or self.schedule_epochs >= 1,
+             f"schedule_epochs must be at least 1; got {self.schedule_epochs}"),
+            (self.colour_noise_epochs is None or self.colour_noise_epochs >= 1,
+             f"colour_noise_epochs must be at least 1; got {self.colour_noise_epochs}"),
+        ] + [_layer_rule_check(rule) for rule in self.layer_lr]
+
+
+def _layer_rule_check(rule) -> Tuple[bool, str]:
+    ok = (len(rule) == 3 and isinstance(rule[0], int) and rule[0] >= 1 and rule[1] in LAYER_NAMES
+          and isinstance(rule[2], (int, float)) and math.isfinite(rule[2]) and rule[2] >= 0)
+    return ok, (f"layer_lr rules are (after epoch >= 1, a layer of {', '.join(LAYER_NAMES)}, a multiplier >= 0); "
+                f"got {list(rule)}")
+
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A named way to train: its recipe and the net it trains (initialization, dropout form)."""
+    """A named way to train: its recipe, the net it trains (initialization, dropout form) and
+    how it preprocesses the input."""
 
     recipe: Recipe
     model: ModelConfig
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     @property
     def name(self) -> str:
@@ -125,7 +187,27 @@ BUILTIN = Preset(Recipe(
     # on this 3-epoch schedule (docs/training.md, docs/figures/seed-spread.json).
 ), ModelConfig(init="caffe", dropout_style="inverted"))
 
-PRESETS: Dict[str, Preset] = {p.name: p for p in (PAPER, CAFFE, BUILTIN)}
+# What the authors ran for the paper's single CNN (layers-145.cfg, layer-params-145.cfg; FACTS
+# §6b): the paper's §5 with the hand-set schedule they logged, on their own blocks and init.
+AUTHORS = Preset(Recipe(
+    name="authors",
+    description="the authors' 2012 configuration (layers-145.cfg): their blocks (conv1's LRN before its ReLU, "
+                "cnorm2) and init (conv3-5 N(0, 0.03)); lr 0.01 divided by 10 after epochs 25, 51 and 79 of 91, "
+                "biases at a fixed 0.02, conv1 at a tenth of the rate after 67 and frozen after 72, colour noise "
+                "off after 67; the centre window of the mean image; crop and flip drawn per 32 images. With "
+                "--epochs N every epoch number scales by N/91",
+    epochs=91,
+    schedule="epochs",
+    lr_drop_epochs=(25, 51, 79),
+    bias_lr_mult=2.0,
+    anneal_biases=False,
+    layer_lr=((67, "conv1", 0.1), (72, "conv1", 0.0)),
+    colour_noise_epochs=67,
+    schedule_epochs=91,
+), ModelConfig(blocks="authors", init="authors", dropout_style="paper", no_overlap_as="authors"),
+    PreprocessConfig(mean="centre", crop_chunk=32))
+
+PRESETS: Dict[str, Preset] = {p.name: p for p in (PAPER, CAFFE, BUILTIN, AUTHORS)}
 
 
 def get_preset(name: str) -> Preset:
@@ -151,6 +233,11 @@ def schedule_rule(recipe: Recipe) -> str:
     times = "at most once" if r.max_lr_drops == 1 else f"at most {r.max_lr_drops} times"
     if r.schedule == "step":
         return f"{start}, {divide} every {_epochs(r.step_epochs)}, {times}"
+    if r.schedule == "epochs":
+        written = ", ".join(str(e) for e in r.lr_drop_epochs[:r.max_lr_drops])
+        here = ", ".join(str(r.at(e)) for e in r.lr_drop_epochs[:r.max_lr_drops])
+        scaled = f" of {r.schedule_epochs} (here {here} of {r.epochs})" if r.schedule_epochs not in (None, r.epochs) else ""
+        return f"{start}, {divide} after epochs {written}{scaled}"
     if r.plateau_min_improvement > 0:
         better = f"by at least {100 * r.plateau_min_improvement:g} points"
     else:
@@ -179,6 +266,8 @@ class LRSchedule:
     without a new best, but not before ``min_epochs_per_lr`` epochs at the current rate, and at
     most ``max_lr_drops`` times; the best then starts afresh at the new rate.
     step: divide every ``step_epochs`` epochs, at most ``max_lr_drops`` times.
+    epochs: divide after each of ``lr_drop_epochs`` (placed by ``Recipe.at``).
+    The biases' fixed rate and the per-layer multipliers are applied by ``optim.set_lr``.
     """
 
     def __init__(self, recipe: Recipe):
@@ -201,14 +290,17 @@ class LRSchedule:
         if self.drops >= r.max_lr_drops:
             return False
         if r.schedule == "plateau":
-            drop = self.epochs_since_best >= r.plateau_patience and self.epochs_at_lr >= r.min_epochs_per_lr
-        else:
-            drop = (epoch + 1) % r.step_epochs == 0
+            drop = int(self.epochs_since_best >= r.plateau_patience and self.epochs_at_lr >= r.min_epochs_per_lr)
+        elif r.schedule == "step":
+            drop = int((epoch + 1) % r.step_epochs == 0)
+        else:  # epochs: scaled to a shorter run, two drops may fall after the same epoch
+            due = sum(r.at(e) == epoch + 1 for e in r.lr_drop_epochs[:r.max_lr_drops])
+            drop = min(due, r.max_lr_drops - self.drops)
         if drop:
-            self.lr *= r.lr_drop_factor
-            self.drops += 1
+            self.lr *= r.lr_drop_factor ** drop
+            self.drops += drop
             self.best_error, self.epochs_since_best, self.epochs_at_lr = math.inf, 0, 0
-        return drop
+        return drop > 0
 
     def state_dict(self) -> Dict:
         return {"lr": self.lr, "drops": self.drops, "best_error": self.best_error,

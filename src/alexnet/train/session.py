@@ -268,7 +268,9 @@ def build(plan: RunPlan, data: RunData, run: RunFolder, started_group: bool) -> 
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = paper_sgd(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                          decay_biases=recipe.decay_biases, bias_lr_mult=recipe.bias_lr_mult)
+                          decay_biases=recipe.decay_biases, bias_lr_mult=recipe.bias_lr_mult,
+                          anneal_biases=recipe.anneal_biases, layer_mults=recipe.layer_lr_mults(0),
+                          own_rate=sorted({layer for _, layer, _ in recipe.layer_lr}))
     primary = placement.primary
     state = TrainState(model=model, optimizer=optimizer, schedule=LRSchedule(recipe),
                        generator=torch.Generator(device=primary).manual_seed(recipe.seed + 1),
@@ -293,7 +295,8 @@ def restore(session: Session, payload: Dict, reporter: Reporter = SILENT) -> Non
     if payload.get("optimizer"):
         load_momentum_buffers(state.model, state.optimizer, payload["optimizer"]["momentum"])
     state.schedule.load_state_dict(payload["schedule"])
-    set_lr(state.optimizer, state.schedule.lr, keep_velocity=False)
+    set_lr(state.optimizer, state.schedule.lr, keep_velocity=False,
+           layer_mults=session.config.recipe.layer_lr_mults(int(payload["progress"]["epoch"])))
     state.progress.update(payload["progress"])
     state.best.update(payload.get("metrics", {}).get("best", {}))
     _set_rng_state(payload.get("rng", {}), state.generator)

@@ -35,8 +35,8 @@ from ...progress import SILENT, Reporter
 from ...files import FolderLock
 from ...train.loop import Interrupted, TrainConfig, config_for_resume, train
 from ...train.run_folder import quote
-from .arms import (ARM_NAMES, BASELINE, PAPER_ARMS, Arm, arm_config, arm_spec, check_paper_baseline, get_arms,
-                   run_folder_name)
+from .arms import (ARM_NAMES, BASELINE, PAPER_ARMS, Arm, arm_config, arm_spec, check_paper_baseline, for_template,
+                   get_arms, run_folder_name)
 from .folder import AblationFolder, runtime_of
 from .results import build_report, duration, format_report, write_report
 
@@ -68,7 +68,7 @@ def run(config: Optional[TrainConfig] = None, arms: Sequence[Union[str, Arm]] = 
     checkpoint. Raises ``Interrupted`` (after saving) on Ctrl-C or SIGTERM.
     """
     config = config or TrainConfig.from_preset("builtin")
-    chosen = get_arms(arms) if len(arms) else ()  # no arm: the baseline alone (its seed spread)
+    chosen = for_template(get_arms(arms), config) if len(arms) else ()  # no arm: the baseline alone (its seed spread)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"--seeds must be at least 1; got {seeds!r}")
     if baseline.changes:

@@ -17,6 +17,7 @@ that much above zero.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -64,8 +65,14 @@ PAPER_ARMS: Tuple[Arm, ...] = (
     Arm("no-lrn",     {"lrn": False},          "no local response normalization after conv1 and conv2",
         (1.4, 1.2),  "§3.3"),
     Arm("no-overlap", {"overlap": False},
-        "non-overlapping 2x2/2 max-pooling instead of 3x3/2, with the same sizes 55-27-13-6",  (0.4, 0.3),  "§3.4"),
+        "non-overlapping 2x2/2 max-pooling instead of 3x3/2",                                  (0.4, 0.3),  "§3.4"),
 )
+
+#: How the no-overlap arm's net is built, by the baseline's ``no_overlap_as`` (ModelConfig).
+NO_OVERLAP_AS = {
+    "paper": "the paper's reading: the 3x3 net's padding, maps 55-27-13-6",
+    "authors": "as the authors' net 147: ceil rounding, conv2 padding 1, conv5 padding 0, maps 55-28-26-13-11-6",
+}
 ARM_NAMES = tuple(arm.name for arm in PAPER_ARMS)
 #: The settings the paper's arms change: the baseline must hold the paper's values of them.
 PAPER_NET_SETTINGS = tuple(dict.fromkeys(k for arm in PAPER_ARMS for k in arm.changes))
@@ -86,6 +93,15 @@ def get_arms(arms: Sequence[Union[str, Arm]]) -> Tuple[Arm, ...]:
     if len(set(names)) != len(names):
         raise ConfigError(f"two arms are named {next(n for n in names if names.count(n) > 1)!r}; each needs its own")
     return tuple(chosen)
+
+
+def for_template(arms: Sequence[Arm], template: TrainConfig) -> Tuple[Arm, ...]:
+    """The arms as ``template`` builds them: the no-overlap arm's description says which
+    construction of non-overlapping pooling it trains (``--no-overlap-as``)."""
+    construction = NO_OVERLAP_AS[template.model.no_overlap_as]
+    return tuple(dataclasses.replace(arm, description=f"{arm.description} ({construction})")
+                 if arm.changes.get("overlap") is False and construction not in arm.description else arm
+                 for arm in arms)
 
 
 def check_paper_baseline(template: TrainConfig, arms: Sequence[Arm]) -> None:
