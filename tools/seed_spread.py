@@ -38,6 +38,10 @@ from alexnet.train.config import TrainConfig
 ARMS = {
     "builtin": Arm("builtin", {}, "the built-in recipe, as alexnet train runs it without --data"),
     "paper-dropout": Arm("paper-dropout", {"dropout_style": "paper"}, "the built-in recipe with the paper's dropout"),
+    # The trainability study's finding (docs/trainability.md): the authors' initialization trains
+    # where the paper's words stall, with the paper's dropout.
+    "authors-init": Arm("authors-init", {"init": "authors", "dropout_style": "paper"},
+                        "the built-in recipe with the authors' initialization and the paper's dropout"),
 }
 
 

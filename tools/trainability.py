@@ -112,8 +112,9 @@ def training_runs(base: TrainConfig, runs: Path, keep_checkpoints: bool = False,
 
 
 def plot(report, path: Path):
-    """Left: the training loss of each run (clipped: the runs that blow up start far above).
-    Right: how much of each layer's output depends on the image, at initialization."""
+    """Left and middle: the training loss of each run with the paper's dropout, then with the
+    inverted form (clipped: the runs that blow up start far above). Right: how much of each
+    layer's output depends on the image, at initialization."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,36 +122,41 @@ def plot(report, path: Path):
 
     runs, init = report.get("runs", {}), report["init"]
     chance = math.log(report["classes"])
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2), gridspec_kw={"width_ratios": [3, 3, 2]})
     top = 2 * chance
-    clipped = []
-    colours = {arm.name: f"C{i}" for i, arm in enumerate((BASELINE, *ARMS, *AUTHORS_ARMS))}
-    for name, run in runs.items():
-        steps = run["steps"]
-        arm = name.split(" / ")[0]
-        paper_form = run.get("dropout_style", "inverted") == "paper"
-        ax.plot([s["images"] for s in steps], [min(s["loss"], top) for s in steps], color=colours.get(arm),
-                ls="-" if paper_form else "--", lw=1.4 if paper_form else 1.0,
-                label=f"{name} (val error {100 * run['final_val_top1_error']:.0f}%)")
-        peak = max(s["loss"] for s in steps)
-        if peak > top:
-            clipped.append(f"{name} {peak:.0f}")
-    if clipped:
-        ax.text(0.99, 0.98, "clipped at the top; highest loss: " + ", ".join(clipped), transform=ax.transAxes,
-                ha="right", va="top", fontsize=8)
-    ax.axhline(chance, color="grey", ls=":", label=f"chance, ln {report['classes']}")
-    ax.set(xlabel="training images seen", ylabel="training loss (cross-entropy)", ylim=(0, top * 1.02),
-           title="Training loss, one change at a time from the paper's recipe\n"
-                 "(solid: the paper's dropout; dashed: inverted dropout)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    names = [arm.name for arm in (BASELINE, *ARMS, *AUTHORS_ARMS)]
+    for ax, style, title in ((axes[0], "paper", "the paper's dropout (x0.5 at test)"),
+                             (axes[1], "inverted", "inverted dropout (x2 while training)")):
+        clipped = []
+        for name, run in runs.items():
+            if run.get("dropout_style", "inverted") != style:
+                continue
+            arm = name.split(" / ")[0]
+            steps = run["steps"]
+            colour = f"C{names.index(arm) % 10}" if arm in names else "black"
+            ax.plot([s["images"] for s in steps], [min(s["loss"], top) for s in steps], color=colour,
+                    ls=":" if "authors set" in arm else "-", lw=1.3,
+                    label=f"{arm} (val error {100 * run['final_val_top1_error']:.1f}%)")
+            peak = max(s["loss"] for s in steps)
+            if peak > top:
+                clipped.append(f"{arm}: {peak:.0f}")
+        if clipped:
+            ax.text(0.98, 0.98, "highest loss, clipped:\n" + "\n".join(clipped), transform=ax.transAxes,
+                    ha="right", va="top", fontsize=7)
+        ax.axhline(chance, color="grey", ls="--", lw=0.8, label=f"chance, ln {report['classes']}")
+        ax.set(xlabel="training images seen", ylabel="training loss (cross-entropy)", ylim=(0, top * 1.02),
+               title=f"Training loss, one change at a time: {title}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    ax = axes[2]
     for key, value in init.items():
         layers = value["layers"]
-        ax2.plot([r["layer"] for r in layers], [r["signal"] for r in layers], marker="o", label=key)
-    ax2.set(yscale="log", ylabel="image-dependent part of the output (std across images / rms)",
-            title="At initialization, per layer (before the ReLU)")
-    ax2.grid(alpha=0.3, which="both")
-    ax2.legend(fontsize=7)
+        ax.plot([r["layer"] for r in layers], [r["signal"] for r in layers], marker="o",
+                label=key.replace("input=", ""))
+    ax.set(yscale="log", ylabel="image-dependent part (std across images / rms)",
+           title="At initialization, per layer (before the ReLU)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -2,7 +2,8 @@
 
 The expected rates are written from the cfg's log, epoch by epoch: epsW 0.01, set to 0.001 at
 epoch 25, 0.0001 at 51, 0.00001 at 79, killed at 91; conv1's epsW 0.00001 at 67 and 0 at 72;
-epsB 0.02 throughout; colour noise 0.1 switched off at 67.
+epsB 0.02 throughout (conv1's: the released params file ends with it at 0, so it stops with
+conv1's weights at 72); colour noise 0.1 switched off at 67.
 """
 
 import json
@@ -20,10 +21,10 @@ from alexnet.train.recipe import LRSchedule, Recipe, get_preset, schedule_rule
 
 
 def _expected_rates(epoch):
-    """(weights, conv1's weights, biases) during 1-based ``epoch`` of the authors' 91."""
+    """(weights, conv1's weights, biases, conv1's biases) during 1-based ``epoch`` of the authors' 91."""
     weights = 0.01 if epoch <= 25 else 0.001 if epoch <= 51 else 1e-4 if epoch <= 79 else 1e-5
     conv1 = weights if epoch <= 67 else 1e-5 if epoch <= 72 else 0.0
-    return weights, conv1, 0.02
+    return weights, conv1, 0.02, 0.02 if epoch <= 72 else 0.0
 
 
 def _rates_by_epoch(recipe, epochs):
@@ -40,7 +41,7 @@ def _rates_by_epoch(recipe, epochs):
 
     seen = []
     for epoch in range(epochs):
-        seen.append((rate_of("fc6.weight"), rate_of("conv1.weight"), rate_of("conv1.bias")))
+        seen.append((rate_of("fc6.weight"), rate_of("conv1.weight"), rate_of("fc6.bias"), rate_of("conv1.bias")))
         schedule.after_epoch(epoch, 0.5)
         set_lr(optimizer, schedule.lr, layer_mults=recipe.layer_lr_mults(epoch + 1))
     return seen
@@ -56,9 +57,9 @@ def test_a_shorter_run_places_every_epoch_of_the_schedule_in_proportion():
     recipe = get_preset("authors").recipe.replace(epochs=9)
     # 25, 51, 79 of 91 -> 2.47, 5.04, 7.81 of 9 -> after epochs 2, 5, 8; conv1's 67, 72 -> 6.6, 7.1 -> 7, 7
     assert [recipe.at(e) for e in (25, 51, 79, 67, 72)] == [2, 5, 8, 7, 7]
-    weights = [w for w, _, _ in _rates_by_epoch(recipe, 9)]
+    weights = [rates[0] for rates in _rates_by_epoch(recipe, 9)]
     assert weights == pytest.approx([0.01, 0.01, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4, 1e-5])
-    conv1 = [c for _, c, _ in _rates_by_epoch(recipe, 9)]
+    conv1 = [rates[1] for rates in _rates_by_epoch(recipe, 9)]
     assert conv1[:7] == pytest.approx(weights[:7]) and conv1[7:] == [0.0, 0.0]
     assert [recipe.colour_noise(done) for done in range(9)] == [True] * 7 + [False] * 2
     assert "after epochs 25, 51, 79 of 91 (here 2, 5, 8 of 9)" in schedule_rule(recipe)
@@ -71,6 +72,7 @@ def test_the_authors_preset_is_their_cfg():
     assert (r.schedule, r.lr_drop_epochs, r.lr_drop_factor) == ("epochs", (25, 51, 79), 0.1)
     assert r.lr * r.bias_lr_mult == pytest.approx(0.02) and r.anneal_biases is False
     assert (m.blocks, m.init, m.dropout, m.dropout_style, m.variant) == ("authors", "authors", 0.5, "paper", "two-gpu")
+    assert (m.lrn, m.overlap, m.no_overlap_as) == (True, True, "authors")  # --no-overlap builds net 147
     assert (p.mean, p.pca_std, p.crop_chunk, p.divide_std) == ("centre", 0.1, 32, False)
     config = TrainConfig.from_preset("authors", epochs=3)
     assert (config.model, config.preprocess) == (m, p)
@@ -161,9 +163,9 @@ def test_a_short_authors_run_trains_with_their_schedule_scaled(tiny, tmp_path, m
     train(config)
     epochs = [m for m in RunFolder(tmp_path / "run").read_metrics() if m["kind"] == "epoch"]
     assert [m["rates"] for m in epochs] == [  # the rates each epoch record leaves for the next epoch
-        pytest.approx({"weights": 1e-3, "biases": 0.02, "conv1": 1e-3}),
-        pytest.approx({"weights": 1e-4, "biases": 0.02, "conv1": 0.0}),
-        pytest.approx({"weights": 1e-5, "biases": 0.02, "conv1": 0.0}),
+        pytest.approx({"weights": 1e-3, "biases": 0.02, "conv1": 1e-3, "conv1.bias": 0.02}),
+        pytest.approx({"weights": 1e-4, "biases": 0.02, "conv1": 0.0, "conv1.bias": 0.0}),
+        pytest.approx({"weights": 1e-5, "biases": 0.02, "conv1": 0.0, "conv1.bias": 0.0}),
     ]
     assert colour == [True] * 8 + [False] * 4  # 20 images, batch 5: 4 steps an epoch
     saved = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -13,8 +13,9 @@ over images. ``mean="image"`` subtracts the 256×256×3 mean image under the sam
 flip as the image (the paper's "mean activity ... from each pixel"); ``mean="centre"`` the
 mean image's centre 224×224 window from every crop after cropping and flipping, as the
 authors' code does (cuda-convnet's ``data_mean_crop``); ``mean="channel"`` the three
-per-channel means; ``mean="none"`` nothing. The authors' code also draws one crop position
-and flip per chunk of 32 images; here every image gets its own draws, as the paper says.
+per-channel means; ``mean="none"`` nothing. Every image gets its own crop position and flip,
+as the paper says; ``train_crops(chunk=32)`` draws them per chunk of 32 images, as the
+authors' code does (the ``authors`` preset's ``crop_chunk``).
 """
 
 from __future__ import annotations

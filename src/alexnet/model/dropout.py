@@ -5,8 +5,10 @@ time, we use all the neurons but multiply their outputs by 0.5". ``nn.Dropout`` 
 inverted form: it multiplies the kept units by 1/(1-p) during training and does nothing at
 test time. The two compute the same function only if the next layer's weights are halved, so
 with the paper's N(0, 0.01) initialization, learning rate and weight decay they train
-differently: fc7 and fc8 see inputs twice as large (FACTS §6). cuda-convnet2's DropoutLayer
-masks without scaling, as the paper does.
+differently: fc7 and fc8 see inputs twice as large (FACTS §6). The authors' code masks
+without scaling, as the paper does: the 2012 code's ``hs`` layer (``keep=0.5`` in
+layers-145.cfg) and cuda-convnet2's ``Dropout2Layer``; cuda-convnet2's ``DropoutLayer`` is the
+inverted form.
 
 Both forms draw their masks with the same calls on torch's global RNG (``torch.native_dropout``
 is the kernel behind ``nn.Dropout`` on GPUs, and on the CPU it draws the same Bernoulli mask),

@@ -22,20 +22,21 @@ from torch import nn
 
 
 def split_decay(model: nn.Module, own_rate: Iterable[str] = ()) -> Tuple[list, list, Dict[str, list]]:
-    """(weights, biases, {layer: its weights}) for the layers in ``own_rate``: weight decay
-    applies to the weights only. A towers-layout parameter (towers.0.conv1.weight) belongs to
-    its paper layer (conv1) as in the grouped net."""
-    own_rate = tuple(own_rate)
-    weights, biases, layers = [], [], {layer: [] for layer in own_rate}
+    """(weights, biases, {target: its parameters}) for the targets in ``own_rate`` ("conv1":
+    a layer's weights, "conv1.bias": its biases): weight decay applies to weights only. A
+    towers-layout parameter (towers.0.conv1.weight) belongs to its paper layer (conv1) as in the
+    grouped net."""
+    weights, biases, own = [], [], {target: [] for target in own_rate}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if name.endswith("bias"):
-            biases.append(param)
-            continue
-        layer = name.split(".")[-2]
-        (layers[layer] if layer in layers else weights).append(param)
-    return weights, biases, layers
+        layer, kind = name.split(".")[-2:]
+        target = layer if kind == "weight" else f"{layer}.bias"
+        if target in own:
+            own[target].append(param)
+        else:
+            (biases if kind == "bias" else weights).append(param)
+    return weights, biases, own
 
 
 def paper_sgd(model: nn.Module, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4,
@@ -49,8 +50,9 @@ def paper_sgd(model: nn.Module, lr: float = 0.01, momentum: float = 0.9, weight_
     groups = [{"params": weights, "weight_decay": weight_decay, "lr_mult": 1.0, "layer": None},
               {"params": biases, "weight_decay": weight_decay if decay_biases else 0.0,
                "lr_mult": bias_lr_mult, "anneal": anneal_biases, "layer": None}]
-    groups += [{"params": params, "weight_decay": weight_decay, "lr_mult": 1.0, "layer": layer}
-               for layer, params in layers.items()]
+    for target, params in layers.items():
+        like = dict(groups[1] if target.endswith(".bias") else groups[0])  # a layer's biases learn as biases
+        groups.append({**like, "params": params, "layer": target})
     for group in groups:
         group["initial_lr"] = lr
         group["layer_mult"] = float((layer_mults or {}).get(group["layer"], 1.0))

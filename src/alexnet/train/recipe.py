@@ -57,8 +57,9 @@ class Recipe(Settings):
     step_epochs: int = 20
     # epochs: divide after each of these epochs (the authors' hand-set drops).
     lr_drop_epochs: Tuple[int, ...] = ()
-    # Per-layer learning rates: (after epoch e, layer, m): from then on that layer's weights
-    # learn at m times the scheduled rate (the authors' conv1: 0.1 after 67, 0 after 72).
+    # Per-layer learning rates: (after epoch e, target, m): from then on the target learns at
+    # m times its scheduled rate; a target is a layer's weights ("conv1") or its biases
+    # ("conv1.bias"). The authors' conv1: weights 0.1 after 67, weights and biases 0 after 72.
     layer_lr: Tuple[Tuple[int, str, float], ...] = ()
     # The colour (PCA) noise is switched off after this epoch (None: never; the authors: 67).
     colour_noise_epochs: Optional[int] = None
@@ -83,7 +84,7 @@ class Recipe(Settings):
         return max(1, math.floor(epoch * self.epochs / self.schedule_epochs + 0.5))
 
     def layer_lr_mults(self, epochs_done: int) -> Dict[str, float]:
-        """Each layer's multiplier of its weights' rate once ``epochs_done`` epochs have run."""
+        """Each target's multiplier of its rate once ``epochs_done`` epochs have run."""
         mults: Dict[str, float] = {}
         for epoch, layer, mult in sorted(self.layer_lr, key=lambda rule: rule[0]):
             if self.at(epoch) <= epochs_done:
@@ -130,10 +131,11 @@ class Recipe(Settings):
 
 
 def _layer_rule_check(rule) -> Tuple[bool, str]:
-    ok = (len(rule) == 3 and isinstance(rule[0], int) and rule[0] >= 1 and rule[1] in LAYER_NAMES
+    ok = (len(rule) == 3 and isinstance(rule[0], int) and rule[0] >= 1 and isinstance(rule[1], str)
+          and rule[1].removesuffix(".bias") in LAYER_NAMES
           and isinstance(rule[2], (int, float)) and math.isfinite(rule[2]) and rule[2] >= 0)
-    return ok, (f"layer_lr rules are (after epoch >= 1, a layer of {', '.join(LAYER_NAMES)}, a multiplier >= 0); "
-                f"got {list(rule)}")
+    return ok, (f"layer_lr rules are (after epoch >= 1, a layer of {', '.join(LAYER_NAMES)} or its biases as "
+                f"conv1.bias, a multiplier >= 0); got {list(rule)}")
 
 
 
@@ -201,7 +203,9 @@ AUTHORS = Preset(Recipe(
     lr_drop_epochs=(25, 51, 79),
     bias_lr_mult=2.0,
     anneal_biases=False,
-    layer_lr=((67, "conv1", 0.1), (72, "conv1", 0.0)),
+    # The log sets conv1's epsW; the released params file ends with conv1's epsB at 0 too, so
+    # its biases stop with its weights.
+    layer_lr=((67, "conv1", 0.1), (72, "conv1", 0.0), (72, "conv1.bias", 0.0)),
     colour_noise_epochs=67,
     schedule_epochs=91,
 ), ModelConfig(blocks="authors", init="authors", dropout_style="paper", no_overlap_as="authors"),

@@ -364,8 +364,9 @@ def _changes(config: TrainConfig) -> str:
     preset = PRESETS.get(config.recipe.name)
     if preset is None:
         return ""
-    changes = {k: v for part, saved in (("recipe", preset.recipe), ("model", preset.model))
-               for k, v in getattr(config, part).as_dict().items() if v != getattr(saved, k)}
+    changes = {k: v for part, saved in (("recipe", preset.recipe), ("model", preset.model),
+                                        ("preprocess", preset.preprocess))
+               for k, v in getattr(config, part).as_dict().items() if v != saved.as_dict()[k]}
     return f"; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""
 
 
