@@ -8,8 +8,8 @@ import alexnet
 PACKAGE = Path(alexnet.__file__).parent
 #: Lower layers never import higher ones.
 LAYERS = {"errors": 0, "files": 0, "progress": 0, "versions": 0, "devices": 0, "precision": 0, "machine": 0,
-          "tables": 0, "settings": 0, "ops": 1, "model": 2, "analysis": 3, "data": 3, "train": 4, "experiments": 5,
-          "cli": 6, "__init__": 7, "__main__": 7}
+          "tables": 0, "settings": 0, "ops": 1, "model": 2, "analysis": 3, "caffe": 3, "data": 3, "train": 4,
+          "experiments": 5, "cli": 6, "__init__": 7, "__main__": 7}
 
 
 def _modules():

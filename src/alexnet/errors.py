@@ -36,3 +36,8 @@ class StorageError(AlexNetError, OSError):
 
 class BusyError(AlexNetError, RuntimeError):
     """Another process is writing the same run (or ablation) folder."""
+
+
+class CaffeModelError(CheckpointError):
+    """A Caffe .caffemodel file is unreadable, or is not the AlexNet/CaffeNet this package
+    reimplements (a missing or extra layer, a wrong shape). The message names the file."""
