@@ -55,6 +55,15 @@ def test_summary_of_the_authors_preset_shows_their_net():
     assert "cnorm" not in changed.output  # an option changes the preset's net
 
 
+def test_summary_of_caffes_net_lists_the_lrn_exchange():
+    result = run("summary", "--blocks", "caffe", "--devices", "cpu,cpu")
+    assert result.exit_code == 0, result.output
+    assert "lrn1   each tower receives the other's 2 conv1 edge maps: 6,050 values" in result.output  # 2·55·55
+    assert "lrn2   each tower receives the other's 2 conv2 edge maps: 1,458 values" in result.output  # 2·27·27
+    assert "LRN across the towers (Caffe's, k=1), maxpool 3/2 ceil" in result.output
+    assert "lrn1" not in run("summary", "--devices", "cpu,cpu").output  # the paper's LRN stays in its tower
+
+
 def test_summary_of_the_one_gpu_net():
     data = json.loads(run("summary", "--variant", "one-gpu", "--devices", "cpu", "--json").output)
     assert data["exchanges"] == []

@@ -1,5 +1,6 @@
-"""What reading a full-size Caffe AlexNet file costs: time and peak memory of
-``alexnet.caffe.read_caffemodel`` and ``to_canonical``, against just reading the file's bytes.
+"""What importing a full-size Caffe AlexNet file costs: time and peak memory of
+``alexnet.caffe.read_caffemodel``, ``to_canonical`` and the whole ``alexnet import-caffe``
+(``import_caffemodel``: the checkpoint written too), against just reading the file's bytes.
 
 Writes a 1000-class file in the layout of bvlc_alexnet (V1 layers and legacy 4-d blob shapes,
 as the model zoo's file has them; ``--format V2`` for the current format) into a temporary
@@ -26,12 +27,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ("bytes", "read", "read+map")
+STEPS = ("bytes", "read", "read+map", "import")
 
 
 def measure(path: str, step: str) -> dict:
     """Runs ``step`` once in this process: seconds, and the RSS before and at its peak (bytes)."""
     from alexnet.caffe import read_caffemodel, to_canonical  # noqa: F401 (imports before the baseline)
+    from alexnet.train.caffe_import import import_caffemodel
     import torch  # noqa: F401
 
     before = _reset_peak_rss()
@@ -42,8 +44,10 @@ def measure(path: str, step: str) -> dict:
         del data
     elif step == "read":
         read_caffemodel(path)
-    else:
+    elif step == "read+map":
         to_canonical(read_caffemodel(path), path)
+    else:  # the whole of alexnet import-caffe: read, map, build Caffe's net, write the checkpoint
+        import_caffemodel(path, path + ".pt")
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "rss_before": before, "rss_peak": _peak_rss()}
 

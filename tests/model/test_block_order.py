@@ -48,6 +48,8 @@ STEPS = {
     "relu": F.relu,
     "lrn": tower_lrn,
     "cnorm": spatial_norm_by_loops,
+    # Caffe's LRN: the same window, α, β, but k = 1 and across all the layer's maps (both towers).
+    "clrn": lambda a: F.local_response_norm(a, 5, alpha=1e-4, beta=0.75, k=1.0),
     "pool": lambda a: F.max_pool2d(a, kernel_size=3, stride=2),  # §3.4: overlapping, z=3, s=2
     "dropout": lambda a: a * 0.5,  # §4.2 at test time: "multiply their outputs by 0.5"
 }
@@ -82,19 +84,35 @@ BLOCK_ORDERS = {
         "fc7": ("relu", "dropout"),
         "fc8": (),
     },
+    # Caffe's bvlc_alexnet (norm after pool in CaffeNet); pooling rounds up in both.
+    "caffe": {
+        "conv1": ("relu", "clrn", "pool"), "conv2": ("relu", "clrn", "pool"), "conv3": ("relu",),
+        "conv4": ("relu",), "conv5": ("relu", "pool"), "fc6": ("relu", "dropout"), "fc7": ("relu", "dropout"),
+        "fc8": (),
+    },
+    "caffenet": {
+        "conv1": ("relu", "pool", "clrn"), "conv2": ("relu", "pool", "clrn"), "conv3": ("relu",),
+        "conv4": ("relu",), "conv5": ("relu", "pool"), "fc6": ("relu", "dropout"), "fc7": ("relu", "dropout"),
+        "fc8": (),
+    },
 }
 
 
-def reference_forward(state, x, order="paper", net_147=False):
+def reference_forward(state, x, order="paper", net_147=False, pool_ceil=False, dropout_scale=0.5):
     """The net in evaluation mode, from a canonical state dict (conv1.weight ... fc8.bias),
     in float64. x: (N, 3, 224, 224) crops; cuda-convnet reads them as 227x227 inputs with zeros
     in the 3 columns at the right and rows at the bottom (FACTS §3). ``order``: a key of
-    ``BLOCK_ORDERS``; ``net_147``: the authors' non-overlapping pooling net.
+    ``BLOCK_ORDERS``; ``net_147``: the authors' non-overlapping pooling net; ``pool_ceil``: 3x3/2
+    pooling that rounds up (Caffe's); ``dropout_scale``: what dropout multiplies by at test (1
+    for inverted dropout).
 
     Returns the logits and ``taps``: every intermediate, as "conv1" (the layer's output) and
     "conv1.relu", "conv1.lrn", ... (after each step of its block)."""
-    h = torch.zeros(x.shape[0], 3, 227, 227, dtype=torch.float64)
-    h[:, :, :224, :224] = x
+    if x.shape[-1] == 224:
+        h = torch.zeros(x.shape[0], 3, 227, 227, dtype=torch.float64)
+        h[:, :, :224, :224] = x
+    else:  # another size, read as it is (Caffe's nets)
+        h = x.double()
     taps = {}
     for name, steps in BLOCK_ORDERS[order].items():
         weight, bias = state[f"{name}.weight"].double(), state[f"{name}.bias"].double()
@@ -106,7 +124,10 @@ def reference_forward(state, x, order="paper", net_147=False):
             h = F.linear(h.flatten(1), weight, bias)  # (N, C, 6, 6) -> (N, C·36), channel-major
         taps[name] = h
         for step in steps:
-            h = POOL_147(h) if net_147 and step == "pool" else STEPS[step](h)
+            if step == "pool" and (net_147 or pool_ceil):
+                h = POOL_147(h) if net_147 else F.max_pool2d(h, kernel_size=3, stride=2, ceil_mode=True)
+            else:
+                h = h * dropout_scale if step == "dropout" else STEPS[step](h)
             taps[f"{name}.{step}"] = h
     return h, taps
 
@@ -185,3 +206,48 @@ def test_the_authors_net_follows_their_cfgs_block_order(lively, layout, fuse, ne
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4 * scale)
     paper, _ = reference_forward(state, x, "paper", net_147)
     assert not torch.allclose(paper, expected, rtol=1e-2, atol=1e-2 * scale)  # the two orders differ here
+
+
+@pytest.mark.parametrize("blocks", ["caffe", "caffenet"])
+@pytest.mark.parametrize("layout", ["grouped", "towers"])
+def test_caffes_nets_compute_what_caffe_computes(lively, layout, blocks):
+    """Caffe's bvlc_alexnet and CaffeNet: LRN with k = 1 across both towers' maps (the towers
+    swap their edge maps for it), ceil-rounded pooling, inverted dropout (identity at test)."""
+    state, x, _, _ = lively
+    expected, _ = reference_forward(state, x, blocks, pool_ceil=True, dropout_scale=1.0)
+    devices = ["cpu", "cpu"] if layout == "towers" else ["cpu"]
+    model = build_model(num_classes=NUM_CLASSES, layout=layout, devices=devices, initialize=False, blocks=blocks,
+                        dropout_style="inverted")
+    model.load_state_dict(state)
+    with torch.no_grad():
+        logits = model.eval()(x).double()
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4 * scale)
+
+
+
+def test_caffes_lrn_crossing_the_towers_changes_the_answer(lively, monkeypatch):
+    """Otherwise the test above could not tell an LRN kept inside each tower from Caffe's."""
+    state, x, _, _ = lively
+    across, _ = reference_forward(state, x, "caffe", pool_ceil=True, dropout_scale=1.0)
+    monkeypatch.setitem(STEPS, "clrn", lambda a: tower_lrn(a, k=1.0))
+    inside, _ = reference_forward(state, x, "caffe", pool_ceil=True, dropout_scale=1.0)
+    scale = across.abs().max().item()
+    assert not torch.allclose(inside, across, rtol=1e-3, atol=1e-3 * scale)
+
+
+@pytest.mark.parametrize("layout", ["grouped", "towers"])
+def test_caffes_ceil_rounded_pooling_reads_a_203_input(lively, layout):
+    """203 -> conv1 49 -> pool1 24 -> conv2 24 -> pool2 12 (rounded down: 11) -> pool5 6 (5):
+    only pooling that rounds up, as Caffe's does, reaches fc6's 6x6."""
+    state, _, _, _ = lively
+    x = torch.randn(2, 3, 203, 203, generator=torch.Generator().manual_seed(7)) * 50
+    expected, taps = reference_forward(state, x, "caffe", pool_ceil=True, dropout_scale=1.0)
+    assert taps["conv5.pool"].shape[-1] == 6
+    devices = ["cpu", "cpu"] if layout == "towers" else ["cpu"]
+    model = build_model(num_classes=NUM_CLASSES, layout=layout, devices=devices, initialize=False, blocks="caffe",
+                        dropout_style="inverted")
+    model.load_state_dict(state)
+    with torch.no_grad():
+        logits = model.eval()(x).double()
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())

@@ -91,6 +91,26 @@ def test_towers_on_two_fake_gpus_cross_only_at_the_four_points():
 
 
 
+@pytest.mark.parametrize("blocks,edges", [
+    ("caffe", [(N, 2, 55, 55), (N, 2, 27, 27)]),  # bvlc_alexnet: LRN before pooling
+    ("caffenet", [(N, 2, 27, 27), (N, 2, 13, 13)]),  # CaffeNet: after
+])
+def test_caffes_lrn_adds_one_exchange_each_of_two_edge_maps(blocks, edges):
+    """Caffe's LRN crosses the towers: at norm1 and norm2 each tower receives the 2 maps at the
+    other's edge, and nothing else moves besides the paper's four points."""
+    with FakeTensorMode():
+        model = build_model(layout="towers", devices=["cuda:0", "cuda:1"], initialize=False, blocks=blocks)
+        with DeviceCopies() as recorder:
+            model(torch.empty(N, 3, 227, 227))
+        expected = EXPECTED_COPIES + Counter({(a, b, shape): 1 for shape in edges
+                                              for a, b in (("cuda:0", "cuda:1"), ("cuda:1", "cuda:0"))})
+        assert Counter(recorder.copies) == expected
+        traffic = model.traffic()
+        for point, shape in zip(("lrn1", "lrn2"), edges):
+            values = 2 * shape[0] * shape[1] * shape[2] * shape[3]  # both directions
+            assert traffic[point]["values"] == values and traffic[point]["copied_bytes"] == 4 * values, point
+
+
 def test_a_layer_on_the_wrong_device_is_caught():
     """The check above is not vacuous: a tower-1 layer left on cuda:0 fails the forward pass."""
     with FakeTensorMode():

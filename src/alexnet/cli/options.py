@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from ..devices import LAYOUTS, DeviceRequest
-from ..model.config import FORMS, VARIANTS, ModelConfig
+from ..model.config import BLOCKS, FORMS, VARIANTS, ModelConfig
 from ..model.lrn import LRN_IMPLS
 from ..precision import AMP_CHOICES
 
@@ -55,10 +55,11 @@ def model_options(func):
                      help="Local response normalization (§3.3)."),
         click.option("--overlap/--no-overlap", default=PAPER_NET.overlap, show_default=True,
                      help="Overlapping 3x3/2 max-pooling (§3.4), or non-overlapping 2x2/2."),
-        click.option("--blocks", type=click.Choice(FORMS), default=None,
+        click.option("--blocks", type=click.Choice(BLOCKS), default=None,
                      help="paper: conv -> ReLU -> LRN -> max-pool as §3.5 says (default); authors: as the "
                           "authors' layers-145.cfg ran it, conv1's LRN before its ReLU and a spatial "
-                          "normalization (cnorm2) after conv2's LRN (the authors preset's)."),
+                          "normalization (cnorm2) after conv2's LRN (the authors preset's); caffe, caffenet: "
+                          "Caffe's ports (LRN with k=1 across the towers; caffenet pools before it)."),
         click.option("--no-overlap-as", type=click.Choice(FORMS), default=None,
                      help="How --no-overlap is built: paper keeps the 3x3 net's padding (55-27-13-6, default); "
                           "authors is their net 147: ceil rounding, conv2 padding 1, conv5 padding 0 "

@@ -8,7 +8,7 @@ each block with the same code, so the two layouts cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +18,10 @@ from ..errors import InputError
 from .dropout import dropout_layer
 from ..ops.lrn import fusable, relu_lrn_maxpool
 from .lrn import LocalResponseNorm, SpatialResponseNorm
-from .spec import CROP, INPUT_SIZES, PADDED_CROP, NetSpec, ResolvedLayer
+from .spec import CAFFE_LRN_K, CROP, HALO, INPUT_SIZES, PADDED_CROP, NetSpec, ResolvedLayer
 
 
-def prepare_input(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+def prepare_input(x: torch.Tensor, channels_last: bool = False, spec: Optional[NetSpec] = None) -> torch.Tensor:
     """Check a batch of crops and pad a 224 crop to 227 the way cuda-convnet reads it.
 
     cuda-convnet rounds conv1's output size up ((224-11)/4+1 = 54.25 -> 55) and reads the
@@ -29,8 +29,13 @@ def prepare_input(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     input with 3 zero columns and rows (after mean subtraction). A 227 crop passes as is.
     ``channels_last``: return the batch in that memory format (the CPU path, see
     ``Column.stage``), padding straight into it instead of padding and then converting.
+    ``spec``: the net; Caffe's nets also take any other square size that their ceil-rounded
+    pooling brings to 6x6 at pool5 (``NetSpec.accepts``), as Caffe would.
     """
-    if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3] or x.shape[2] not in INPUT_SIZES:
+    square = x.dim() == 4 and x.shape[1] == 3 and x.shape[2] == x.shape[3]
+    if square and x.shape[2] not in INPUT_SIZES and spec is not None and spec.accepts(x.shape[2]):
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    if not square or x.shape[2] not in INPUT_SIZES:
         raise InputError(
             "AlexNet takes a batch of RGB crops shaped (N, 3, 224, 224) or (N, 3, 227, 227); "
             f"got {tuple(x.shape)}"
@@ -49,7 +54,7 @@ def prepare_input(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
 
 
 #: The module after layer N that runs each block op but the ReLU: lrn1, cnorm2, pool5, drop6.
-MODULE_PREFIX = {"lrn": "lrn", "cnorm": "cnorm", "pool": "pool", "dropout": "drop"}
+MODULE_PREFIX = {"lrn": "lrn", "clrn": "lrn", "cnorm": "cnorm", "pool": "pool", "dropout": "drop"}
 #: The blocks ``relu_lrn_maxpool`` runs in one pass.
 FUSABLE = ("relu", "lrn", "pool")
 
@@ -101,6 +106,12 @@ class Column(nn.Module):
             for op in layer.ops:
                 if op == "lrn":
                     self.add_module("lrn" + n, LocalResponseNorm(out_channels, groups=share, impl=lrn_impl))
+                elif op == "clrn":
+                    # Caffe's: across every map of the layer; one tower of two reads HALO more maps of
+                    # its neighbour's (TowersAlexNet's lrn exchange), the grouped net has them all.
+                    halo = HALO if share < spec.towers else 0
+                    self.add_module("lrn" + n, LocalResponseNorm(out_channels + halo, groups=1, k=CAFFE_LRN_K,
+                                                                 impl=lrn_impl))
                 elif op == "cnorm":
                     self.add_module("cnorm" + n, SpatialResponseNorm())
                 elif op == "pool":
@@ -111,8 +122,29 @@ class Column(nn.Module):
 
     def stage(self, layer: ResolvedLayer, x: torch.Tensor) -> torch.Tensor:
         """One block: the layer, then its ops in the table's order (§3.5: ReLU -> LRN -> max-pool
-        -> dropout; the authors' form: see ``spec.Layer``)."""
-        row, n = layer.layer, layer_number(layer)
+        -> dropout; the authors' and Caffe's forms: see ``spec.Layer``)."""
+        n = layer_number(layer)
+        x = self.apply_layer(layer, x)
+        if self.fuse_relu_lrn_pool and layer.ops == FUSABLE:
+            lrn_module, pool = getattr(self, "lrn" + n), getattr(self, "pool" + n)
+            if fusable(x, lrn_module, pool):
+                # ReLU -> LRN -> max-pool as one pass over the batch, in the cache (lrn.py).
+                return relu_lrn_maxpool(x, lrn_module, pool)
+        return self.apply_ops(layer, x, layer.ops)
+
+    def apply_ops(self, layer: ResolvedLayer, x: torch.Tensor, ops) -> torch.Tensor:
+        """``ops`` of the layer's block (a part of ``layer.ops``), in order."""
+        n = layer_number(layer)
+        for op in ops:
+            if op == "relu":
+                x = F.relu(x, inplace=True)  # the conv/fc output is not needed for its backward
+            else:
+                x = getattr(self, MODULE_PREFIX[op] + n)(x)
+        return x
+
+    def apply_layer(self, layer: ResolvedLayer, x: torch.Tensor) -> torch.Tensor:
+        """The conv or FC layer itself."""
+        row = layer.layer
         if row.kind == "fc" and x.dim() > 2:
             x = torch.flatten(x, 1)  # (N, C, 6, 6) -> (N, C·36), channel-major as in the grouped net
         if row.reads == "image" and x.device.type == "cpu":
@@ -122,15 +154,4 @@ class Column(nn.Module):
             # rounding in the convolutions). The models hand over the image in this format
             # already when they run on the CPU, so this is then a no-op.
             x = x.contiguous(memory_format=torch.channels_last)
-        x = getattr(self, layer.name)(x)
-        if self.fuse_relu_lrn_pool and layer.ops == FUSABLE:
-            lrn_module, pool = getattr(self, "lrn" + n), getattr(self, "pool" + n)
-            if fusable(x, lrn_module, pool):
-                # ReLU -> LRN -> max-pool as one pass over the batch, in the cache (lrn.py).
-                return relu_lrn_maxpool(x, lrn_module, pool)
-        for op in layer.ops:
-            if op == "relu":
-                x = F.relu(x, inplace=True)  # the conv/fc output is not needed for its backward
-            else:
-                x = getattr(self, MODULE_PREFIX[op] + n)(x)
-        return x
+        return getattr(self, layer.name)(x)

@@ -24,6 +24,9 @@ VARIANTS = ("two-gpu", "one-gpu")
 #: The two readings of each block: the paper's words (§3.3, §3.5) and the authors' 2012
 #: configuration (layers-145.cfg), as the layer table states them (``spec.Layer``).
 FORMS = ("paper", "authors")
+#: The blocks the layer table states: the two readings above, and Caffe's two ports (its LRN
+#: with k = 1 across the towers; CaffeNet pools before it normalizes).
+BLOCKS = FORMS + ("caffe", "caffenet")
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,9 @@ class ModelConfig(Settings):
               net of §3.2: 48-128-192-192-256 kernels, FC 4096-4096-num_classes).
     blocks:   "paper": each block as §3.5 says (conv1, conv2: conv -> ReLU -> LRN -> max-pool);
               "authors": as the authors' layers-145.cfg ran it (conv1's LRN before its ReLU;
-              conv2's LRN followed by the spatial normalization cnorm2).
+              conv2's LRN followed by the spatial normalization cnorm2); "caffe": Caffe's
+              bvlc_alexnet (its LRN has k = 1 and crosses the towers; pooling rounds up);
+              "caffenet": Caffe's CaffeNet (the same, max-pooling before the LRN).
     lrn, overlap: the ablations of §3.3 and §3.4 (LRN off, and in the authors' blocks cnorm2
               too, as their net 148; 2x2/2 pooling instead of 3x3/2).
     no_overlap_as: how ``overlap=False`` is built: "paper" keeps the 3x3 net's padding and
@@ -64,7 +69,7 @@ class ModelConfig(Settings):
         """Each setting's rule, said as the options name it."""
         return [
             (self.variant in VARIANTS, f"--variant must be one of {', '.join(VARIANTS)}; got {self.variant!r}"),
-            (self.blocks in FORMS, f"--blocks must be one of {', '.join(FORMS)}; got {self.blocks!r}"),
+            (self.blocks in BLOCKS, f"--blocks must be one of {', '.join(BLOCKS)}; got {self.blocks!r}"),
             (isinstance(self.lrn, bool), f"lrn must be True or False; got {self.lrn!r}"),
             (isinstance(self.overlap, bool), f"overlap must be True or False; got {self.overlap!r}"),
             (self.no_overlap_as in FORMS,

@@ -29,7 +29,7 @@ class GroupedAlexNet(Column):
         return (self.device,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = prepare_input(x, channels_last=x.device.type == "cpu")  # (N, 3, 227, 227)
+        x = prepare_input(x, channels_last=x.device.type == "cpu", spec=self.spec)  # (N, 3, 227, 227)
         for layer in self.layers:
             # conv1 (N,96,27,27) conv2 (N,256,13,13) conv3/4 (N,384,13,13) conv5 (N,256,6,6)
             # fc6/fc7 (N,4096) fc8 (N,num_classes)

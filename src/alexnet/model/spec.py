@@ -38,8 +38,15 @@ INPUT_SIZES = (CROP, PADDED_CROP)
 #: each map (``SPATIAL_NORM_*``, ``alexnet.model.lrn.SpatialResponseNorm``); "pool", max-pooling;
 #: "dropout". A ModelConfig's ``blocks`` picks one of a row's two sequences, and ``lrn=False``
 #: drops both normalizations (the authors' no-LRN net 148 has neither).
-BLOCK_OPS = ("relu", "lrn", "cnorm", "pool", "dropout")
-NORMALIZATIONS = ("lrn", "cnorm")
+BLOCK_OPS = ("relu", "lrn", "clrn", "cnorm", "pool", "dropout")
+NORMALIZATIONS = ("lrn", "clrn", "cnorm")
+
+#: Caffe's LRN ("clrn"; bvlc_alexnet's norm1, norm2): the same window, α and β as §3.3 but
+#: k = 1, and the window runs across all 96 (256) maps of the layer, over the boundary between
+#: the towers. In the towers layout each tower receives the HALO maps at the other tower's edge
+#: (an exchange point of its own, counted like the paper's four).
+CAFFE_LRN_K = 1.0
+HALO = LRN_SIZE // 2
 
 #: The authors' spatial response normalization ``cnorm2`` (layers-145.cfg: ``type=rnorm``,
 #: size 5, scale 0.001, pow 0.75): b = a / (1 + (scale/size²)·Σ a²)^pow over the size x size
@@ -72,6 +79,8 @@ class Layer:
     split: bool = True  # half of the layer in each tower; False: one layer on tower 0 (fc8)
     paper: Tuple[str, ...] = ("relu",)  # what follows the layer (BLOCK_OPS), as §3.5 says
     authors: Optional[Tuple[str, ...]] = None  # as layers-145.cfg has it, where it differs
+    caffe: Optional[Tuple[str, ...]] = None  # as Caffe's bvlc_alexnet, where it differs
+    caffenet: Optional[Tuple[str, ...]] = None  # as Caffe's CaffeNet (pool before norm), where it differs
     halved_in_one_gpu: bool = True  # §3.2 footnote: the one-GPU net halves conv1..conv4 only
     # net 147 (the authors' non-overlapping pooling, layers-147.cfg): conv2 padding 1, conv5 0
     authors_non_overlap_pad: Optional[int] = None
@@ -85,8 +94,9 @@ class Layer:
         return "lrn" in self.paper
 
     def ops(self, blocks: str) -> Tuple[str, ...]:
-        """The block's sequence in the ``blocks`` form ("paper" or "authors")."""
-        return self.authors if blocks == "authors" and self.authors is not None else self.paper
+        """The block's sequence in the ``blocks`` form (``config.BLOCKS``)."""
+        own = getattr(self, blocks) if blocks != "paper" else None
+        return own if own is not None else self.paper
 
 
 RELU_LRN_POOL = ("relu", "lrn", "pool")
@@ -95,9 +105,11 @@ RELU_LRN_POOL = ("relu", "lrn", "pool")
 #: crosses between the towers (conv3, fc6, fc7, fc8).
 LAYERS: Tuple[Layer, ...] = (
     #     name     kind    filters kernel stride pad  reads
-    Layer("conv1", "conv", 96, 11, 4, 0, reads="image", paper=RELU_LRN_POOL, authors=("lrn", "pool", "relu")),
+    Layer("conv1", "conv", 96, 11, 4, 0, reads="image", paper=RELU_LRN_POOL, authors=("lrn", "pool", "relu"),
+          caffe=("relu", "clrn", "pool"), caffenet=("relu", "pool", "clrn")),
     Layer("conv2", "conv", 256, 5, 1, 2, reads="own", paper=RELU_LRN_POOL,
-          authors=("relu", "lrn", "cnorm", "pool"), authors_non_overlap_pad=1),
+          authors=("relu", "lrn", "cnorm", "pool"), authors_non_overlap_pad=1,
+          caffe=("relu", "clrn", "pool"), caffenet=("relu", "pool", "clrn")),
     Layer("conv3", "conv", 384, 3, 1, 1, reads="both"),
     Layer("conv4", "conv", 384, 3, 1, 1, reads="own"),
     Layer("conv5", "conv", 256, 3, 1, 1, reads="own", paper=("relu", "pool"), authors=("pool", "relu"),
@@ -174,10 +186,10 @@ class NetSpec:
 
     @property
     def pool_ceil(self) -> bool:
-        """Whether pooling rounds its output size up: only the authors' net 147, where
-        cuda-convnet's ceil rounding gives 55 -> 28 with 2x2/2 windows (the last one half
-        outside the map)."""
-        return authors_non_overlap(self.config)
+        """Whether pooling rounds its output size up: the authors' net 147, where cuda-convnet's
+        ceil rounding gives 55 -> 28 with 2x2/2 windows (the last one half outside the map), and
+        Caffe's nets, whose pooling always rounds up (the same sizes as floor at 227)."""
+        return authors_non_overlap(self.config) or self.config.blocks in CAFFE_BLOCKS
 
     @property
     def params(self) -> int:
@@ -186,6 +198,23 @@ class NetSpec:
     @property
     def macs(self) -> int:
         return sum(layer.macs for layer in self.layers)
+
+    def accepts(self, size: int) -> bool:
+        """Whether a Caffe net (``CAFFE_BLOCKS``) reads a size x size input other than 224 and
+        227: when its pooling, which rounds up, still brings the maps to pool5's size (203 does;
+        rounded down it would give 5x5)."""
+        if self.config.blocks not in CAFFE_BLOCKS:
+            return False
+        kernel, stride = self.pool
+        for layer in self.layers:
+            if layer.layer.kind != "conv":
+                break
+            size = conv_out(size, layer.layer.kernel, layer.layer.stride, layer.pad)
+            if size < 1:
+                return False
+            if layer.layer.pool:
+                size = conv_out(size, kernel, stride, 0, ceil=self.pool_ceil)
+        return size == self.layers[4].pooled_size
 
     def __getitem__(self, name: str) -> ResolvedLayer:
         for layer in self.layers:
@@ -196,14 +225,21 @@ class NetSpec:
     def exchanges(self):
         """The points where data crosses between towers, with values sent per image.
 
-        Returns a list of dicts: the layer that reads both towers, what it reads, how many
-        values each sending tower hands over per image, and in which directions.
+        Returns a list of dicts: the layer that reads both towers (or the Caffe LRN that reads
+        the other tower's edge maps), what it reads, how many values each sending tower hands
+        over per image, and in which directions.
         """
         if self.towers < 2:
             return []
         points = []
         previous = None
         for layer in self.layers:
+            if "clrn" in layer.ops:
+                before_pool = "pool" not in layer.ops or layer.ops.index("clrn") < layer.ops.index("pool")
+                size = layer.out_size if before_pool else layer.pooled_size
+                points.append({"layer": "lrn" + layer.name[len("conv"):], "reads": f"{layer.name} edge",
+                               "values_per_direction": HALO * size * size, "directions": ("0->1", "1->0"),
+                               "halo": HALO})
             if layer.layer.reads == "both" and previous is not None:
                 half = 1
                 for d in previous.out_shape:
@@ -233,6 +269,10 @@ def _block_output_name(layer: ResolvedLayer) -> str:
 def conv_out(size: int, kernel: int, stride: int, pad: int, ceil: bool = False) -> int:
     span = size + 2 * pad - kernel
     return (-(-span // stride) if ceil else span // stride) + 1
+
+
+#: The blocks forms of Caffe's ports (``Layer.caffe``, ``Layer.caffenet``).
+CAFFE_BLOCKS = ("caffe", "caffenet")
 
 
 def authors_non_overlap(config: ModelConfig) -> bool:

@@ -69,13 +69,17 @@ def _op_label(op: str, spec: NetSpec) -> str:
     return OP_LABELS[op]
 
 
+#: How the summary names each form of the blocks (``config.BLOCKS``).
+BLOCK_TITLES = {"paper": "the paper's blocks", "authors": "the authors' blocks (layers-145.cfg)",
+                "caffe": "Caffe's bvlc_alexnet blocks", "caffenet": "Caffe's CaffeNet blocks (pool before LRN)"}
 #: How the summary names each block op (``spec.BLOCK_OPS``).
-OP_LABELS = {"relu": "ReLU", "lrn": "LRN", "cnorm": "cnorm (spatial response norm)"}
+OP_LABELS = {"relu": "ReLU", "lrn": "LRN", "clrn": "LRN across the towers (Caffe's, k=1)",
+             "cnorm": "cnorm (spatial response norm)"}
 
 
 def format_summary(summary: Dict) -> str:
     options = summary["options"]
-    blocks = "the authors' blocks (layers-145.cfg)" if summary["blocks"] == "authors" else "the paper's blocks"
+    blocks = BLOCK_TITLES[summary["blocks"]]
     lines = [
         f"AlexNet {summary['variant']}, {blocks}, layout {summary['layout']} on {', '.join(summary['devices'])}"
         f"  (input 3x224x224; LRN {'on' if options['lrn'] else 'off'}; "
@@ -97,7 +101,8 @@ def format_summary(summary: Dict) -> str:
         for e in summary["exchanges"]:
             direction = ("each tower receives the other's" if len(e["directions"]) == 2
                          else "tower 1 sends tower 0 its")
-            lines.append(f"  {e['layer']:<6} {direction} {e['reads']} half: "
+            what = f"{e['halo']} {e['reads']} maps" if e.get("halo") else f"{e['reads']} half"
+            lines.append(f"  {e['layer']:<6} {direction} {what}: "
                          f"{e['values_per_direction']:,} values = {e['bytes_per_image_per_direction']:,} bytes "
                          f"({' '.join(e['directions'])})")
         where = "crosses devices" if summary["exchanges"][0]["crosses_devices"] else "stays on one device here"

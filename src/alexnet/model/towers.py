@@ -82,6 +82,30 @@ class Exchange(Transfer):
         ]
 
 
+class HaloExchange(Transfer):
+    """Caffe's LRN across the towers (``spec.CAFFE_BLOCKS``): each tower receives the ``halo``
+    maps at the edge of its neighbours' halves (tower 0 the first maps of tower 1, tower 1 the
+    last maps of tower 0), normalizes its own maps with them, and keeps its own. So the towers
+    compute what one LRN over all the layer's maps computes."""
+
+    def __init__(self, name: str, receivers: Sequence[torch.device], halo: int):
+        super().__init__(name)
+        self.receivers, self.halo = tuple(receivers), halo
+
+    def extend(self, halves: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Each tower's maps with its neighbours' edge maps on either side, in channel order."""
+        last = len(halves) - 1
+        return [torch.cat([*([self.send(halves[k - 1][:, -self.halo:], device)] if k > 0 else []), h,
+                           *([self.send(halves[k + 1][:, :self.halo], device)] if k < last else [])], dim=1)
+                for k, (h, device) in enumerate(zip(halves, self.receivers))]
+
+    def trim(self, extended: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Each tower's own maps again."""
+        last = len(extended) - 1
+        return [x[:, (self.halo if k > 0 else 0):x.shape[1] - (self.halo if k < last else 0)]
+                for k, x in enumerate(extended)]
+
+
 class TowersAlexNet(nn.Module):
     """AlexNet with tower k on ``devices[k]``. Input (N, 3, 224|227, same) on any device."""
 
@@ -108,6 +132,10 @@ class TowersAlexNet(nn.Module):
             for layer in spec.layers
             if layer.layer.reads == "both"
         )
+        # Caffe's LRN reads over the towers' boundary: one more exchange per such LRN.
+        for point in spec.exchanges():
+            if point.get("halo"):
+                self.exchange[point["layer"]] = HaloExchange(point["layer"], receivers, point["halo"])
         self.handoff = Transfer("input")
         self.register_state_dict_post_hook(_to_canonical_hook)
         self.register_load_state_dict_pre_hook(_from_canonical_hook)
@@ -118,18 +146,31 @@ class TowersAlexNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (N, 3, 227, 227); channels-last when every tower is on the CPU (see Column.stage)
-        x = prepare_input(x, channels_last=x.device.type == "cpu" and all(d.type == "cpu" for d in self.devices))
+        x = prepare_input(x, channels_last=x.device.type == "cpu" and all(d.type == "cpu" for d in self.devices),
+                          spec=self.spec)
         h = [self.handoff.send(x, tower.device) for tower in self.towers]  # the image, on each tower
         # Layer by layer, tower 0 then tower 1: kernels on two GPUs are queued without waiting,
         # so both devices work at once.
         for layer in self.split_layers:
             if layer.name in self.exchange:  # conv3, fc6, fc7: each tower gets the other's half
                 h = self.exchange[layer.name](h)
-            h = [tower.stage(layer, hk) for tower, hk in zip(self.towers, h)]
+            if "clrn" in layer.ops:  # Caffe's LRN: the towers swap their edge maps for it
+                h = self._across(layer, h)
+            else:
+                h = [tower.stage(layer, hk) for tower, hk in zip(self.towers, h)]
             # per tower: conv1 (N,48,27,27) conv2 (N,128,13,13) conv3/4 (N,192,13,13)
             # conv5 (N,128,6,6) fc6/fc7 (N,2048)
         (x,) = self.exchange["fc8"](h)  # tower 1's fc7 half joins tower 0's: (N, 4096) on devices[0]
         return self.fc8(x)  # (N, num_classes)
+
+    def _across(self, layer, h: List[torch.Tensor]) -> List[torch.Tensor]:
+        """A block whose LRN crosses the towers: the ops before it on each tower, the edge maps
+        exchanged, the LRN, each tower's own maps again, the ops after it."""
+        at = layer.ops.index("clrn")
+        halo = self.exchange["lrn" + layer.name[len("conv"):]]
+        h = [tower.apply_ops(layer, tower.apply_layer(layer, hk), layer.ops[:at]) for tower, hk in zip(self.towers, h)]
+        h = halo.trim([tower.apply_ops(layer, hk, ("clrn",)) for tower, hk in zip(self.towers, halo.extend(h))])
+        return [tower.apply_ops(layer, hk, layer.ops[at + 1:]) for tower, hk in zip(self.towers, h)]
 
     # -- the canonical format ---------------------------------------------------------------
     def to_canonical(self, tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
