@@ -397,7 +397,7 @@ def test_the_command_passes_train_options_through(tiny, tmp_path, monkeypatch):
                      "--no-ten-crop", "--devices", "cpu,cpu", "-j", "0", "-o", tmp_path / "ab")
     assert result.exit_code == 0 and result.output == "the report\n", result.output
     config = seen["config"]
-    assert (config.recipe.name, config.recipe.epochs, config.recipe.batch_size, config.recipe.seed) == ("paper", 1, 10, 5)  # --data: the paper preset, as train
+    assert (config.recipe.name, config.recipe.epochs, config.recipe.batch_size, config.recipe.seed) == ("authors", 1, 10, 5)  # --data: the authors preset, as train
     runtime = config.runtime
     assert (config.data, runtime.ten_crop, runtime.workers, str(runtime.devices)) == (str(tiny), False, 0, "cpu,cpu")
     assert (seen["arms"], seen["seeds"], seen["out"]) == (["no-lrn"], 2, str(tmp_path / "ab"))

@@ -160,4 +160,6 @@ def test_a_bad_style_is_one_line():
 def test_the_presets_choose_a_style():
     assert get_preset("paper").model.dropout_style == "paper"
     assert get_preset("caffe").model.dropout_style == "inverted"  # Caffe's dropout layer is inverted
-    assert get_preset("builtin").model.dropout_style == "inverted"  # until its recipe is chosen again
+    # builtin: the paper's form, trained with the authors' init (docs/training.md's seed study)
+    assert get_preset("builtin").model.dropout_style == "paper"
+    assert get_preset("authors").model.dropout_style == "paper"  # the cfg's hs layers

@@ -13,7 +13,7 @@ def record(train_loss, val_error, epoch=1):
 def test_a_run_at_chance_is_told_what_to_try():
     line = stall_warning(record(math.log(10) + 0.001, 0.9), classes=10, init="paper", lr=0.01)
     assert line.startswith("epoch 1: still at chance (training loss 2.304, ln 10 = 2.303; validation error 90.0%)")
-    assert "--init caffe" in line and "--lr" in line and "\n" not in line
+    assert "--init authors" in line and "--lr" in line and "\n" not in line
     other = stall_warning(record(math.log(1000), 0.999), classes=1000, init="caffe", lr=0.02)
     assert other.endswith("try a lower --lr than 0.02")
 

@@ -10,6 +10,7 @@ from ..experiments.ablate.arms import PAPER_NET_SETTINGS
 from ..progress import Reporter
 from ..train.config import Runtime, TrainConfig
 from ..train.loop import Interrupted
+from ..train.recipe import default_preset
 from . import main
 from .options import (as_settings, devices_options, given_options, option_names, quiet_option, runtime_options,
                       setting_of)
@@ -17,7 +18,7 @@ from .train import train_command
 
 #: train's options that are not ablate's: the run folder's own (the ablation has its folder and
 #: --resume), and torchrun's timeout (an ablation runs in one process).
-NOT_SHARED = ("out", "resume", "overwrite", "collective_timeout")
+NOT_SHARED = ("out", "resume", "overwrite", "collective_timeout", "init_from")
 
 
 def _flag(arm) -> str:
@@ -81,7 +82,7 @@ def ablate_command(seeds, out, resume, report_dir, quiet, data, preset, **option
             changed = {setting_of(p) for p in given}
             result = ablate.resume(resume, reporter=reporter, **{k: v for k, v in settings.items() if k in changed})
         else:
-            config = TrainConfig.from_preset(preset or ("paper" if data else "builtin"), data=data, **settings)
+            config = TrainConfig.from_preset(preset or default_preset(data), data=data, **settings)
             result = ablate.run(config, arms=arms or ablate.ARM_NAMES, seeds=seeds, out=out, reporter=reporter)
     except Interrupted as stopped:
         click.echo(str(stopped), err=True)

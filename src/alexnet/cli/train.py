@@ -11,7 +11,8 @@ from ..progress import Reporter
 from ..train.config import PARTS, Runtime, TrainConfig
 from ..train.distributed import DEFAULT_TIMEOUT, World
 from ..train.loop import Interrupted, config_for_resume, train
-from ..train.recipe import PRESETS, SCHEDULES
+from ..train.session import NET_FIELDS
+from ..train.recipe import PRESETS, SCHEDULES, default_preset
 from . import main
 from .options import (as_settings, devices_options, given_options, model_options, option_names, quiet_option,
                       runtime_options, setting_of)
@@ -33,8 +34,10 @@ RUN_SETTINGS = {name for part, kind in PARTS.items() if part != "runtime" for na
                    "configuration ran: their blocks and initialization, lr divided after epochs 25, 51, 79 of 91, "
                    "biases at a fixed 0.02, conv1 slowed after 67 and frozen after 72, colour noise off after 67; "
                    "with --epochs N each of these epochs scales by N/91), caffe (bvlc_alexnet's solver and "
-                   "initialization), builtin (a few minutes on a CPU, Caffe's initialization: see "
-                   "docs/trainability.md). Default: builtin without --data, paper with it.")
+                   "initialization), builtin (a few minutes on a CPU, the authors' initialization: see "
+                   "docs/trainability.md), finetune (with --init-from: lr 0.001, biases 2x, fc8 10x, divided by 10 "
+                   "every 4 of 20 epochs). Default: builtin without --data, authors with it (the paper's words' "
+                   "initialization stalls on small data sets).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (paper: 90).")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Batch size (paper: 128).")
 @click.option("--lr", type=float, default=None, help="Initial learning rate (paper: 0.01).")
@@ -60,6 +63,10 @@ RUN_SETTINGS = {name for part, kind in PARTS.items() if part != "runtime" for na
               help="plateau: never divide before this many epochs at the current rate (paper preset: 10).")
 @click.option("--max-lr-drops", type=click.IntRange(min=0), default=None, help="At most this many divisions (paper: 3).")
 @click.option("--seed", type=int, default=None, help="Seeds initialization, data order, augmentation and dropout.")
+@click.option("--init-from", type=click.Path(), default=None, metavar="CHECKPOINT",
+              help="Start from this checkpoint's weights and net (a run folder, a .pt, or alexnet import-caffe's "
+                   "output), fc8 drawn afresh when the data has another class count: fine-tuning (--preset finetune "
+                   "is its usual recipe).")
 @click.option("--mean", type=click.Choice(MEANS), default=None,
               help="What to subtract: image: the 256x256 mean image under each crop's window (default; the paper's "
                    "words); centre: the mean image's centre window from every crop (cuda-convnet's data_mean_crop); "
@@ -118,7 +125,11 @@ def train_command(data, out, resume, overwrite, preset, quiet, **options):
         config = config_for_resume(resume, epochs=settings.get("epochs"), data=data)
         config = config.replace(**{k: v for k, v in settings.items() if k in Runtime.names() and k in changed})
     else:
-        config = TrainConfig.from_preset(preset or ("paper" if data else "builtin"), data=data, out=out,
+        if settings.get("init_from"):
+            given = [p for p in given_options(click.get_current_context()) if setting_of(p) in NET_FIELDS]
+            if given:
+                raise click.UsageError(f"--init-from trains the checkpoint's own net; drop {option_names(given)}")
+        config = TrainConfig.from_preset(preset or default_preset(data), data=data, out=out,
                                          overwrite=overwrite, **settings)
     try:
         summary = train(config, resume=resume, reporter=reporter)

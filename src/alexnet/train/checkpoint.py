@@ -180,6 +180,16 @@ def load_weights(model: nn.Module, payload: Dict) -> None:
         raise CheckpointError(f"{payload['path']}: weights do not fit the model ({' '.join(first[1:2]) or first[0]})") from None
 
 
+def load_start_weights(model: nn.Module, payload: Dict) -> None:
+    """Fine-tuning: ``payload``'s weights into ``model`` (the same net), but fc8 where the class
+    counts differ, which keeps the model's own (freshly drawn) one."""
+    state = model.state_dict()
+    weights = {key: value for key, value in payload["model"].items()
+               if not (key.startswith("fc8.") and key in state and tuple(value.shape) != tuple(state[key].shape))}
+    same_classes = {**payload["model_config"], "num_classes": model.spec.config.num_classes}
+    load_weights(model, {**payload, "model_config": same_classes, "model": {**state, **weights}})
+
+
 def load_model(checkpoint_or_run_dir: Union[str, Path], layout: str = "grouped",
                devices: Optional[Sequence] = None, lrn_impl: str = "fast") -> nn.Module:
     """A trained model, in eval mode, on any layout and devices.

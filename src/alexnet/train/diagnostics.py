@@ -67,8 +67,8 @@ def stall_warning(record: Dict, classes: int, init: str, lr: float) -> Optional[
                  and record["val_top1_error"] >= chance_error - 0.01)
     if not at_chance:
         return None
-    advice = ("try --init caffe (biases 0.1, fc6/fc7 std 0.005) or a lower --lr such as 0.001; "
-              "see docs/trainability.md") if init == "paper" else f"try a lower --lr than {lr:g}"
+    advice = ("try the authors' initialization, --init authors (conv3-5 std 0.03), or a lower --lr such as "
+              "0.001; see docs/trainability.md") if init == "paper" else f"try a lower --lr than {lr:g}"
     return (f"epoch {record['epoch']}: still at chance (training loss {record['train_loss']:.3f}, ln {classes} = "
             f"{chance_loss:.3f}; validation error {100 * record['val_top1_error']:.1f}%): the run is not learning; "
             + advice)

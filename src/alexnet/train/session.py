@@ -37,7 +37,9 @@ from ..model.spec import resolve
 from ..precision import precision_name, resolve_amp
 from ..progress import SILENT, Reporter
 from . import distributed
-from .checkpoint import load_momentum_buffers, load_weights, read_checkpoint, save_checkpoint, stats_for_checkpoint
+from .checkpoint import (load_momentum_buffers, load_start_weights, load_weights, read_checkpoint, save_checkpoint,
+                         saved_model, stats_for_checkpoint)
+from ..model.config import ModelConfig
 from .config import Runtime, TrainConfig
 from .distributed import SINGLE, World
 from .evaluate import evaluate
@@ -57,6 +59,7 @@ class RunPlan:
     amp_dtype: Optional[torch.dtype]
     resume: Optional[RunFolder]  # the run folder being continued
     payload: Optional[Dict]  # its last checkpoint
+    start_from: Optional[Dict] = None  # a new run's --init-from checkpoint (fine-tuning)
 
     @property
     def replica_batch(self) -> int:
@@ -206,11 +209,28 @@ def plan_run(config: TrainConfig, resume: Optional[str] = None, world: World = S
     request = config.runtime.devices.for_local_rank(world.local_rank, world.local_size, towers)
     placement = request.resolve(towers)
     amp_dtype = resolve_amp(config.runtime.amp, placement)
-    run = payload = None
+    run = payload = start_from = None
     if resume is not None:
         run = RunFolder.open(resume)
         payload = read_checkpoint(run.last_checkpoint)
-    return RunPlan(config, world, placement, amp_dtype, run, payload)
+    elif config.recipe.init_from is not None:
+        config, start_from = with_start(config)
+    return RunPlan(config, world, placement, amp_dtype, run, payload, start_from)
+
+
+#: What a fine-tuned run takes from its --init-from checkpoint: the net, all but its class
+#: count (the data's) and its initialization (which draws a new fc8).
+NET_FIELDS = tuple(name for name in ModelConfig.names() if name not in ("num_classes", "init"))
+
+
+def with_start(config: TrainConfig):
+    """A run that starts from ``recipe.init_from``: its net is the checkpoint's (recorded so in
+    config.json), the path recorded absolute; and the checkpoint read."""
+    start_from = read_checkpoint(config.recipe.init_from)
+    source = saved_model(start_from)
+    config = config.replace(init_from=str(Path(start_from["path"]).absolute()),
+                            **{name: getattr(source, name) for name in NET_FIELDS})
+    return config, start_from
 
 
 def open_data(plan: RunPlan, reporter: Reporter = SILENT) -> RunData:
@@ -265,6 +285,8 @@ def build(plan: RunPlan, data: RunData, run: RunFolder, started_group: bool) -> 
     recipe, runtime = config.recipe, config.runtime
     model = build_model(config.model, layout=placement.layout, devices=placement.devices, seed=recipe.seed,
                         initialize=plan.payload is None, lrn_impl=runtime.lrn_impl)
+    if plan.start_from is not None and plan.payload is None:
+        load_start_weights(model, plan.start_from)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = paper_sgd(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
@@ -342,6 +364,11 @@ def announce(session: Session, reporter: Reporter) -> None:
                       f"global batch {config.recipe.batch_size} = {plan.world.size} x {plan.replica_batch}; "
                       + "; ".join(f"rank {r}: {where}" for r, where in enumerate(ranks)))
     reporter.line(f"learning rate: {schedule_rule(config.recipe)}; dropout: {config.model.dropout_style} form")
+    if plan.start_from is not None:
+        fresh = len(plan.start_from["classes"]) != config.model.num_classes
+        reporter.line(f"starting from {config.recipe.init_from} ({config.model.blocks} blocks)"
+                      + (f"; fc8 drawn afresh for {config.model.num_classes} classes (it had "
+                         f"{len(plan.start_from['classes'])})" if fresh else ""))
 
 
 def config_for_resume(run_dir: str, runtime: Optional[Runtime] = None, epochs: Optional[int] = None,
