@@ -8,7 +8,7 @@ changed, trained by ``alexnet.experiments.ablate`` as its own baseline-only abla
 folder per candidate under --runs, so a candidate gains seeds without the others).
 
     python tools/seed_spread.py --seeds 5 --out docs/figures/seed-spread.json
-    python tools/seed_spread.py --arms builtin,paper-dropout --seeds 5 --out ...
+    python tools/seed_spread.py --arms builtin,caffe-init --seeds 5 --out ...
 
 Seed-major (seed 0 of every arm, then seed 1, ...), so an interrupted study still compares
 the arms. Running the same command again continues: finished runs are kept, an interrupted
@@ -34,14 +34,16 @@ from alexnet.machine import cpu_model, software_versions
 from alexnet.progress import SILENT, Reporter
 from alexnet.train.config import TrainConfig
 
-#: Candidate recipes: the built-in preset with these settings changed.
+#: Candidate recipes: the built-in preset with these settings changed. Until 2026-12-02 the
+#: built-in recipe was Caffe's initialization with inverted dropout ("caffe-init"); the
+#: trainability study's finding (docs/trainability.md) made it the authors' initialization with
+#: the paper's dropout, after the seeds below compared them.
 ARMS = {
     "builtin": Arm("builtin", {}, "the built-in recipe, as alexnet train runs it without --data"),
-    "paper-dropout": Arm("paper-dropout", {"dropout_style": "paper"}, "the built-in recipe with the paper's dropout"),
-    # The trainability study's finding (docs/trainability.md): the authors' initialization trains
-    # where the paper's words stall, with the paper's dropout.
-    "authors-init": Arm("authors-init", {"init": "authors", "dropout_style": "paper"},
-                        "the built-in recipe with the authors' initialization and the paper's dropout"),
+    "caffe-init": Arm("caffe-init", {"init": "caffe", "dropout_style": "inverted"},
+                      "the built-in recipe before 2026-12-02: Caffe's initialization, inverted dropout"),
+    "caffe-init-paper-dropout": Arm("caffe-init-paper-dropout", {"init": "caffe", "dropout_style": "paper"},
+                                    "Caffe's initialization with the paper's dropout"),
 }
 
 

@@ -29,17 +29,18 @@ def summary(folder):
 @pytest.mark.slow
 def test_seed_spread_runs_each_candidate_as_an_ablation_and_reports_its_runs(tiny, tmp_path, monkeypatch):
     runs = tmp_path / "runs"
-    arm = seed_spread.ARMS["paper-dropout"]
+    arm = seed_spread.ARMS["caffe-init"]
     rows = seed_spread.run_arm(arm, tiny_base(tiny), 1, runs)
-    assert [(r["arm"], r["seed"]) for r in rows] == [("paper-dropout", 0)]
+    assert [(r["arm"], r["seed"]) for r in rows] == [("caffe-init", 0)]
     for row in rows:
-        folder = runs / "paper-dropout" / f"paper-dropout-seed{row['seed']}"
+        folder = runs / "caffe-init" / f"caffe-init-seed{row['seed']}"
         own = summary(folder)
         assert row["centre_top1_error"] == own["final_centre_crop"]["top1_error"]
         assert (row["ten_crop_top1_error"], row["ten_crop_top5_error"]) == (
             own["final_ten_crop"]["top1_error"], own["final_ten_crop"]["top5_error"])
         config = json.loads((folder / "config.json").read_text())
-        assert (config["model"]["dropout_style"], config["recipe"]["seed"]) == ("paper", row["seed"])
+        assert (config["model"]["init"], config["model"]["dropout_style"], config["recipe"]["seed"]) == (
+            "caffe", "inverted", row["seed"])
         assert not (folder / "checkpoints" / "best.pt").exists()  # its figures are in the JSON
     # One seed more trains that seed only.
     trained = []
@@ -47,11 +48,11 @@ def test_seed_spread_runs_each_candidate_as_an_ablation_and_reports_its_runs(tin
     monkeypatch.setattr(ablate, "train", lambda config, **kw: trained.append(config.recipe.seed) or real_train(config, **kw))
     rows = seed_spread.run_arm(arm, tiny_base(tiny), 2, runs)
     assert trained == [1] and [r["seed"] for r in rows] == [0, 1]
-    assert rows[1]["centre_top1_error"] == summary(runs / "paper-dropout" / "paper-dropout-seed1")[
+    assert rows[1]["centre_top1_error"] == summary(runs / "caffe-init" / "caffe-init-seed1")[
         "final_centre_crop"]["top1_error"]
     table = seed_spread.table(seed_spread.summarize(rows))
     accuracy = [100 * (1 - r["centre_top1_error"]) for r in rows]
-    assert f"| paper-dropout {{'dropout_style': 'paper'}} | 2 | {sum(accuracy) / 2:.1f} ± " in table
+    assert f"| caffe-init {{'init': 'caffe', 'dropout_style': 'inverted'}} | 2 | {sum(accuracy) / 2:.1f} ± " in table
 
 
 def test_each_trainability_arm_changes_one_setting_of_the_papers_recipe(tmp_path):
