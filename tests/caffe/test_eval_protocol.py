@@ -74,7 +74,8 @@ def files(tmp_path_factory):
 def imported(files):
     """The caffemodel imported with the mean image."""
     out = files["folder"] / "net.pt"
-    result = CliRunner().invoke(main, ["import-caffe", str(files["model"]), "-o", str(out), "--mean", str(files["mean"])])
+    args = ["import-caffe", str(files["model"]), "-o", str(out), "--mean", str(files["mean"])]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "warped to 256x256, 227 crops, the mean image of" in result.output
     return out

@@ -33,8 +33,8 @@ from ...errors import ConfigError
 from ...files import cache_entry, is_writable_dir, save_png, write_atomically
 from ...model.spec import CROP
 from ...progress import SILENT, Reporter
-from ...train.checkpoint import (checkpoint_placement, model_from_checkpoint, preprocess_from_checkpoint, read_checkpoint,
-                                 saved_preprocess)
+from ...train.checkpoint import (checkpoint_placement, model_from_checkpoint, preprocess_from_checkpoint,
+                                 read_checkpoint, saved_preprocess)
 from ...train.run_folder import check_classes, trained_data
 from .filters import checkpoint_label
 from .output import check_output
