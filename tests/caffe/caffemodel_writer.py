@@ -1,6 +1,7 @@
 """Writes .caffemodel files for the tests, with this package's own schema (alexnet.caffe.schema),
 in the layout of Caffe's bvlc_alexnet (or, with ``caffenet=True``, bvlc_reference_caffenet:
-each pool before its norm): data, conv1, relu1, norm1, pool1, conv2, ..., fc8, loss.
+each pool before its norm): data, conv1, relu1, norm1, pool1, conv2, ..., fc8, loss; and
+.binaryproto mean files (``write_binaryproto``).
 
 The layer parameters are Caffe's (deploy.prototxt of both models): LRN local_size 5, alpha 1e-4,
 beta 0.75 (k left to its default, 1); max pooling 3/2; dropout 0.5; conv2, conv4, conv5 in 2
@@ -172,4 +173,14 @@ def write_caffemodel(path, state: Optional[Mapping] = None, *, format: str = "V2
 def save(net, path, shuffle_fields: bool = False) -> Path:
     data = reversed_fields(net) if shuffle_fields else net.SerializeToString()
     Path(path).write_bytes(data)
+    return Path(path)
+
+
+def write_binaryproto(path, array, *, legacy_shapes: bool = True, packed: bool = True) -> Path:
+    """``array`` as a .binaryproto at ``path``: one serialized BlobProto, as Caffe's
+    compute_image_mean writes its mean image (1 x 3 x H x W in B, G, R order, the shape in the
+    legacy num/channels/height/width; ``legacy_shapes=False``: in BlobShape)."""
+    blob = schema.BlobProto()
+    fill_blob(blob, np.asarray(array, np.float32), legacy_shapes, packed)
+    Path(path).write_bytes(blob.SerializeToString())
     return Path(path)

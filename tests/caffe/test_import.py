@@ -28,6 +28,10 @@ def test_an_imported_file_loads_as_caffes_net_with_its_weights(tmp_path, caffene
     assert payload["model_config"]["blocks"] == blocks and payload["model_config"]["dropout_style"] == "inverted"
     assert payload["classes"] == [f"class_{i}" for i in range(10)]
     assert payload["stats"]["channel_mean"].tolist() == pytest.approx([122.7, 116.7, 104.0])  # RGB
+    # Caffe's evaluation: the image warped to 256x256, 227 crops, the channel means, no colour noise
+    assert payload["preprocess"] == {"mean": "channel", "pca": "none", "pca_std": 0.1, "divide_std": False,
+                                     "crop_chunk": 1, "resize": "warp", "crop": 227}
+    assert "input warped to 256x256, 227 crops, the channel means" in result.output
     for layout, devices in (("grouped", None), ("towers", ["cpu", "cpu"])):
         model = load_model(tmp_path / "net.pt", layout=layout, devices=devices)
         loaded = model.state_dict()

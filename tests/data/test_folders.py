@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 from helpers import write_image
+from PIL import Image
 
 import alexnet.data.images as images_module
 from alexnet.data import FolderDataset, make_loader, open_dataset, resolve_data_root
@@ -29,6 +30,22 @@ def test_classes_are_sorted_folder_names_and_labels_follow(folder_root):
     image, label = train[1]
     assert label == 1 and torch.equal(image, load_image(folder_root / "train" / "cat" / "img0.jpg"))
     assert open_dataset(folder_root, "val").classes == train.classes
+
+
+def test_a_warp_dataset_reads_every_file_warped_with_either_decoder(folder_root):
+    val = open_dataset(folder_root, "val", resize="warp")
+    assert isinstance(val, FolderDataset) and val.resize == "warp" and "resize=warp" in repr(val)
+    assert open_dataset(folder_root, "val").resize == "shorter-side"
+    for index, (path, label) in enumerate(val.samples):
+        image, got = val[index]
+        assert got == label and torch.equal(image, load_image(path, resize="warp"))
+        with Image.open(path) as file:
+            square = file.width == file.height  # a square image reads the same either way
+        assert torch.equal(image, load_image(path)) == square, path
+    tv = FolderDataset(folder_root, "val", decoder="torchvision", resize="warp")
+    assert (tv[0][0].float() - val[0][0].float()).abs().mean() < 1.5
+    with pytest.raises(DataError, match="resize must be one of shorter-side, warp"):
+        open_dataset(folder_root, "val", resize="crop")
 
 
 def test_imagenet_style_names(tmp_path):

@@ -36,6 +36,29 @@ def test_shorter_side_to_256_then_centre_crop(tmp_path, size, resized, box):
     assert np.array_equal(image.numpy(), expected)
 
 
+@pytest.mark.parametrize("size", [(400, 300), (300, 400), (1000, 257)])
+def test_warp_resizes_the_whole_image_to_256x256(tmp_path, size):
+    path = write_image(tmp_path / "a.png", *size, seed=4, fmt="PNG")
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    # the direct computations: both sides to 256 (Caffe's), or the shorter side and the centre
+    warped = np.asarray(rgb.resize((256, 256), Image.BILINEAR)).transpose(2, 0, 1)
+    width, height = resized_size(*size)
+    left, top = (width - 256) // 2, (height - 256) // 2
+    paper = np.asarray(rgb.resize((width, height), Image.BILINEAR))[top:top + 256, left:left + 256].transpose(2, 0, 1)
+    assert resized_size(*size, resize="warp") == (256, 256)
+    assert np.array_equal(load_image(path, resize="warp").numpy(), warped)
+    assert np.array_equal(load_image(path, resize="shorter-side").numpy(), paper)
+    assert np.array_equal(load_image(path).numpy(), paper)  # the default is the paper's
+    assert np.abs(warped.astype(int) - paper.astype(int)).mean() > 5  # the two differ on this image
+    jpeg = write_image(tmp_path / "a.jpg", *size, seed=4)  # torchvision's decoder warps too
+    with Image.open(jpeg) as image:
+        warped_jpeg = np.asarray(image.convert("RGB").resize((256, 256), Image.BILINEAR)).transpose(2, 0, 1)
+    assert np.abs(load_image_torchvision(jpeg, resize="warp").numpy().astype(float) - warped_jpeg).mean() < 1.5
+    with pytest.raises(DataError, match="resize must be one of shorter-side, warp; got 'stretch'"):
+        load_image(path, resize="stretch")
+
+
 def test_an_image_already_256_is_read_unchanged(tmp_path):
     pixels = smooth_image(256, 256, seed=1)
     Image.fromarray(pixels).save(tmp_path / "a.png")

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from alexnet.data.preprocess import Preprocess, PreprocessConfig
 from alexnet.data.stats import DatasetStats
 from alexnet.data.transforms import (PCA_CONVENTIONS, TEN_CROP_NAMES, centre_crops, crop_windows, pca_lighting,
                                      train_crops, ten_crops)
-from alexnet.errors import DataError
+from alexnet.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
@@ -164,6 +165,26 @@ def test_227_crops_for_caffe_style_inputs():
     assert out.shape == (2, 3, 227, 227)
     assert ten_crops(images, stats, crop=227).shape == (2, 10, 3, 227, 227)
     assert torch.equal(centre_crops(images, stats, crop=227, mean="none"), images[:, :, 14:241, 14:241].float())
+
+
+def test_the_preprocessing_s_227_crops_are_caffe_s_windows():
+    images, stats = random_images(2, seed=6), make_stats()
+    centred = images.double() - stats.mean_image.double()  # the mean image under each window
+    caffe = Preprocess(stats, PreprocessConfig(mean="image", pca="none", crop=227))
+    assert torch.allclose(caffe.centre(images).double(), centred[:, :, 14:241, 14:241], atol=1e-4)
+    ten = caffe.ten(images)
+    assert ten.shape == (2, 10, 3, 227, 227)
+    for k, (t, l) in enumerate([(0, 0), (0, 29), (29, 0), (29, 29), (14, 14)]):  # corners, centre; mirrored
+        window = centred[:, :, t:t + 227, l:l + 227]
+        assert torch.allclose(ten[:, k].double(), window, atol=1e-4), TEN_CROP_NAMES[k]
+        assert torch.allclose(ten[:, 5 + k].double(), window.flip(-1), atol=1e-4), TEN_CROP_NAMES[5 + k]
+    generator = torch.Generator().manual_seed(0)
+    assert caffe.train(images, generator).shape == (2, 3, 227, 227)
+    paper = Preprocess(stats, PreprocessConfig())  # the default: the paper's 224
+    assert torch.allclose(paper.centre(images).double(), centred[:, :, 16:240, 16:240], atol=1e-4)
+    assert paper.ten(images).shape == (2, 10, 3, 224, 224)
+    with pytest.raises(ConfigError, match="crop must be 224 or 227; got 225"):
+        PreprocessConfig(crop=225)
 
 
 def test_wrong_inputs_are_named():

@@ -3,7 +3,9 @@ mapping their weights onto this package's canonical state dict.
 
 ``read_caffemodel(path)`` returns the file's layers as they are (names, types, bottoms and
 tops, parameters, blobs as float32 arrays); ``to_canonical(net, path)`` checks them against
-the paper's net and returns ``conv1.weight`` ... ``fc8.bias``. Nothing here writes a file.
+the paper's net and returns ``conv1.weight`` ... ``fc8.bias``; ``read_binaryproto(path)``
+reads a file of one ``BlobProto`` (Caffe's mean image, ``ilsvrc_2012_mean.binaryproto``).
+Nothing here writes a file.
 
 Facts about Caffe's files used here (the field numbers are in ``schema``):
 
@@ -16,6 +18,8 @@ Facts about Caffe's files used here (the field numbers are in ``schema``):
 * Grouped convolutions (conv2, conv4, conv5, ``group: 2``) store (out, in/2, k, k): the layout
   of the canonical grouped net, with group g's kernels in rows [g*out/2, (g+1)*out/2).
 * Caffe's images are BGR, so conv1's three input channels are blue, green, red.
+* A ``.binaryproto`` mean file is one serialized ``BlobProto``: 1 x 3 x 256 x 256 in the legacy
+  fields, channels B, G, R, computed over the training images warped to 256x256.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from ..errors import CaffeModelError
 from ..files import describe_os_error
 from ..model.spec import LAYERS, resolve
 from ..model.state import canonical_shapes
-from .schema import NORM_REGIONS, POOL_METHODS, V1_TYPES, BlobValues, NetParameter
+from .schema import NORM_REGIONS, POOL_METHODS, V1_TYPES, BlobProto, BlobValues, NetParameter
 
 #: Layer types that feed data in or score the output: read, reported, never mapped.
 DATA_AND_LOSS = ("Data", "ImageData", "MemoryData", "HDF5Data", "WindowData", "Input", "DummyData",
@@ -45,6 +49,8 @@ MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a
          b"\x89HDF": "an HDF5 file (Caffe's .caffemodel.h5 format is not read)", b"\x93NUMPY": "a NumPy array"}
 #: How a NetParameter's bytes begin: field 1 (name), 2 (layers) or 100 (layer), length-delimited.
 CAFFE_STARTS = (b"\x0a", b"\x12", b"\xa2\x06")
+#: How Caffe's BlobProto's bytes begin: field 1 (num, a varint), 5 (data) or 7 (shape).
+BLOB_STARTS = (b"\x08", b"\x2a", b"\x3a")
 
 
 @dataclass
@@ -103,15 +109,21 @@ def read_caffemodel(path) -> CaffeNet:
     return net
 
 
-def _parse(path):
-    """The file's NetParameter; its bytes are freed on return."""
+def _read(path, what: str) -> bytes:
+    """The file's bytes; a file that cannot be read, or is empty, is one line naming it."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as error:
         raise CaffeModelError(f"{path}: cannot read the file ({describe_os_error(error)})") from None
     if not data:
-        raise CaffeModelError(f"{path}: empty file (0 bytes), not a caffemodel")
+        raise CaffeModelError(f"{path}: empty file (0 bytes), not {what}")
+    return data
+
+
+def _parse(path):
+    """The file's NetParameter; its bytes are freed on return."""
+    data = _read(path, "a caffemodel")
     message = NetParameter()
     try:
         message.ParseFromString(data)
@@ -124,6 +136,32 @@ def _parse(path):
         raise CaffeModelError(f"{path}: truncated or corrupt caffemodel ({len(data)} bytes; protobuf: "
                               f"{reason})") from None
     return message
+
+
+def read_binaryproto(path) -> np.ndarray:
+    """The one blob of a ``.binaryproto`` file as float32, in its own shape (the legacy
+    num/channels/height/width: all four). A file that is no BlobProto, or whose values do
+    not fill its shape, is one line naming it."""
+    data = _read(path, "a .binaryproto file")
+    blob = BlobProto()
+    try:
+        blob.ParseFromString(data)
+        legacy = (blob.num, blob.channels, blob.height, blob.width)
+        shape = tuple(int(d) for d in blob.shape.dim) if blob.HasField("shape") else legacy if any(legacy) else ()
+        values = _values(blob)
+    except DecodeError:
+        if data[:1] in BLOB_STARTS:
+            raise CaffeModelError(f"{path}: truncated or corrupt .binaryproto ({len(data)} bytes)") from None
+        shape, values = (), np.zeros(0, np.float32)
+    if not shape or not values.size:
+        # a caffemodel parses as a BlobProto without a blob: its fields are others' numbers
+        what = _looks_like(path, data[:512]) or ("a caffemodel?" if data.startswith(CAFFE_STARTS) else "")
+        raise CaffeModelError(f"{path}: not a Caffe .binaryproto (one serialized BlobProto with its values, "
+                              f"such as ilsvrc_2012_mean.binaryproto){f'; it looks like {what}' if what else ''}")
+    count = int(np.prod(shape, dtype=np.int64))
+    if values.size != count:
+        raise CaffeModelError(f"{path}: the blob holds {values.size} values, its shape {shape} needs {count}")
+    return values.reshape(shape)
 
 
 def _looks_like(path, head: bytes = b"") -> str:

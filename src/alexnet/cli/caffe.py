@@ -12,7 +12,10 @@ from . import main
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
               help="The checkpoint to write (a .pt file that eval, predict, filters, neighbors and load_model read).")
-def import_caffe(model, out):
+@click.option("--mean", "mean", type=click.Path(dir_okay=False), default=None, metavar="MEAN.binaryproto",
+              help="Caffe's mean image (ilsvrc_2012_mean.binaryproto, 1x3x256x256, B, G, R) to subtract under each "
+                   "crop's window. Default: Caffe's per-channel means (B, G, R = 104.0, 116.7, 122.7).")
+def import_caffe(model, out, mean):
     """Import Caffe's trained AlexNet (bvlc_alexnet.caffemodel, bvlc_reference_caffenet.caffemodel,
     or a fine-tuned copy) as a weights-only checkpoint, in the two towers.
 
@@ -20,10 +23,14 @@ def import_caffe(model, out):
     data and loss layers too). Caffe's net is not the paper's: its LRN has k = 1 and runs across
     the towers, CaffeNet pools before it normalizes, and its input is BGR; the checkpoint records
     that net (--blocks caffe or caffenet), flips conv1 to RGB, and holds Caffe's ImageNet mean.
-    The file is downloaded by you; nothing is fetched. A file that is not that network is one
-    line naming the layer, and nothing is written.
+    eval and predict then preprocess as Caffe evaluated: the image warped to 256x256 (the
+    aspect ratio not kept), 227 crops, Caffe's mean (--mean: its mean image). The files are
+    downloaded by you; nothing is fetched. A file that is not that network, or a mean file
+    that is not Caffe's mean image, is one line naming it, and nothing is written.
     """
-    done = import_caffemodel(model, out)
+    done = import_caffemodel(model, out, mean=mean)
     skipped = f"; skipped {', '.join(done['skipped'])}" if done["skipped"] else ""
+    subtracted = "the channel means" if done["mean"] == "channel" else f"the mean image of {done['mean']}"
     click.echo(f"{done['out']}: Caffe's {'CaffeNet' if done['blocks'] == 'caffenet' else 'bvlc_alexnet'} "
-               f"({done['format']} layers, {done['num_classes']} classes, --blocks {done['blocks']}){skipped}")
+               f"({done['format']} layers, {done['num_classes']} classes, --blocks {done['blocks']}; "
+               f"input warped to 256x256, 227 crops, {subtracted}){skipped}")

@@ -27,7 +27,9 @@ def eval_command(checkpoint, data, split, batch_size, ten_crop, json_out, device
                  workers, lrn_impl, quiet):
     """Top-1 and top-5 error of CHECKPOINT (a checkpoint file, or a run folder: its last
     checkpoint) with the centre crop and the paper's ten-crop protocol, beside the paper's
-    figures."""
+    figures. The images are read as the checkpoint's preprocessing says: an imported Caffe net's
+    (import-caffe) warps each to 256x256 and takes 227 crops, so --data must then be a folder
+    dataset (a packed one holds the paper's shorter-side images)."""
     results = evaluate_checkpoint(checkpoint, data=data, split=split, batch_size=batch_size, ten_crop=ten_crop,
                                   devices=devices, amp=amp, channels_last=channels_last,
                                   workers=workers, lrn_impl=lrn_impl, out=json_out, save=False,

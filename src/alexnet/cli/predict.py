@@ -20,6 +20,7 @@ from .options import devices_options
 @devices_options
 def predict_command(checkpoint, images, top, ten_crop, as_json, devices):
     """The top classes, with probabilities, for each image (class names from the checkpoint;
-    CHECKPOINT may be a run folder: its last checkpoint)."""
+    CHECKPOINT may be a run folder: its last checkpoint), read as the checkpoint's preprocessing
+    says (an imported Caffe net's: warped to 256x256, 227 crops)."""
     predictions = predict_files(checkpoint, images, top=top, ten_crop=ten_crop, devices=devices)
     click.echo(json.dumps(predictions, indent=2) if as_json else format_predictions(predictions))

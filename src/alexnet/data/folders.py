@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .images import DECODERS, IMAGE_SIZE, load_image, load_image_torchvision, unreadable
+from .images import DECODERS, IMAGE_SIZE, SHORTER_SIDE, check_resize, load_image, load_image_torchvision, unreadable
 
 SPLITS = ("train", "val")
 LAYOUT = "ROOT/train/<class>/<image> and ROOT/val/<class>/<image>"
@@ -111,15 +111,18 @@ def check_same_classes(root: Union[str, Path], val_classes: Sequence[str], train
 
 class FolderDataset(Dataset):
     """Images from class folders, each as a uint8 tensor (3, 256, 256): shorter side to 256,
-    centre crop, RGB. ``decoder`` "pil" (the reference) or "torchvision" (libjpeg-turbo)."""
+    centre crop, RGB (``resize="warp"``: the whole image warped to 256x256, as Caffe's were).
+    ``decoder`` "pil" (the reference) or "torchvision" (libjpeg-turbo)."""
 
-    def __init__(self, root: Union[str, Path], split: str, skip_bad: bool = False, decoder: str = "pil"):
+    def __init__(self, root: Union[str, Path], split: str, skip_bad: bool = False, decoder: str = "pil",
+                 resize: str = SHORTER_SIDE):
         if decoder not in DECODERS:
             raise DataError(f"decoder must be one of {', '.join(DECODERS)}; got {decoder!r}")
         self.root = Path(root)
         self.split = check_split(split)
         self.skip_bad = skip_bad
         self.decoder = decoder
+        self.resize = check_resize(resize)
         self.image_size = IMAGE_SIZE
         # unreadable entries of the split left out with skip_bad (messages), for the reports
         self.skipped_entries: List[str] = []
@@ -136,11 +139,12 @@ class FolderDataset(Dataset):
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         load = load_image if self.decoder == "pil" else load_image_torchvision
-        return load(path, self.image_size), label
+        return load(path, self.image_size, self.resize), label
 
     def __repr__(self) -> str:
+        resize = "" if self.resize == SHORTER_SIDE else f", resize={self.resize}"
         return (f"FolderDataset({str(self.root)!r}, {self.split!r}: {len(self)} images, "
-                f"{len(self.classes)} classes, decoder={self.decoder})")
+                f"{len(self.classes)} classes, decoder={self.decoder}{resize})")
 
 
 def is_folder_dataset(root: Union[str, Path]) -> bool:

@@ -1,7 +1,10 @@
 """One image file to the paper's 256×256 RGB input (§2): shorter side to 256, centre crop.
 
-Every reader (folders with PIL, folders with torchvision's JPEG decoder, ``prepare``) goes
-through ``resized_size`` and ``center_box`` so they cut the same window. Any file that cannot
+Or, with ``resize="warp"`` (``RESIZES``), Caffe's: the whole image resized to 256×256, its
+aspect ratio not kept, nothing cut away (how Caffe's ImageNet files were made, and so what
+its trained nets were evaluated on). Every reader (folders with PIL, folders with
+torchvision's JPEG decoder, ``prepare``) goes through ``resized_size`` and ``center_box`` so
+they cut the same window. Any file that cannot
 be read becomes a ``DataError`` naming it, on one line.
 
 Very large images are read, not taken for decompression bombs: PIL's own guard (it refuses
@@ -35,6 +38,15 @@ IMAGE_SIZE = 256
 ALPHA_BACKGROUND = (255, 255, 255)
 
 DECODERS = ("pil", "torchvision")
+
+#: How a file becomes the 256×256 image: "shorter-side", the paper's (the shorter side to 256,
+#: the aspect ratio kept, then the central 256×256); "warp", Caffe's (both sides to 256).
+SHORTER_SIDE = "shorter-side"
+WARP = "warp"
+RESIZES = (SHORTER_SIDE, WARP)
+#: What each resize does, in words, for messages.
+RESIZE_WORDS = {SHORTER_SIDE: "with the shorter side resized to 256 and the centre 256x256 cut out",
+                WARP: "warped to 256x256 (the aspect ratio not kept)"}
 
 #: The first bytes of the common formats: a file that starts like one but cannot be opened is
 #: a damaged image, not some other kind of file.
@@ -77,9 +89,18 @@ def _our_pixel_limit():
                 Image.MAX_IMAGE_PIXELS = _pil_limit_state["saved"]
 
 
-def resized_size(width: int, height: int, size: int = IMAGE_SIZE) -> Tuple[int, int]:
+def check_resize(resize: str) -> str:
+    if resize not in RESIZES:
+        raise DataError(f"resize must be one of {', '.join(RESIZES)}; got {resize!r}")
+    return resize
+
+
+def resized_size(width: int, height: int, size: int = IMAGE_SIZE, resize: str = SHORTER_SIDE) -> Tuple[int, int]:
     """(width, height) with the shorter side ``size`` and the aspect ratio kept; the longer side
-    is truncated as torchvision's ``Resize(size)`` does, so both decoders agree."""
+    is truncated as torchvision's ``Resize(size)`` does, so both decoders agree. With
+    ``resize="warp"``: (size, size), whatever the aspect ratio."""
+    if check_resize(resize) == WARP:
+        return size, size
     if width <= height:
         return size, max(size, int(size * height / width))
     return max(size, int(size * width / height)), size
@@ -154,15 +175,16 @@ def _open_pil(data: bytes, path: Union[str, Path]) -> Image.Image:
     return image
 
 
-def _decode(data: bytes, path: Union[str, Path], size: Optional[int]):
+def _decode(data: bytes, path: Union[str, Path], size: Optional[int], resize: str = SHORTER_SIDE):
     """(the RGB image, fully decoded (a truncated file fails here); the file's own (width,
     height); the box of the image that covers the whole file, None if it is the image). With
-    ``size`` (what it will be resized to), a JPEG over ``DRAFT_PIXELS`` comes at reduced scale."""
+    ``size`` (what it will be resized to, as ``resize`` says), a JPEG over ``DRAFT_PIXELS``
+    comes at reduced scale."""
     with _our_pixel_limit():
         image = _open_pil(data, path)
         full, box = image.size, None
         if size is not None and full[0] * full[1] > DRAFT_PIXELS:
-            drafted = image.draft(None, resized_size(*full, size))  # None: not a JPEG
+            drafted = image.draft(None, resized_size(*full, size, resize))  # None: not a JPEG
             box = drafted[1] if drafted else None
         try:
             image.load()
@@ -178,10 +200,11 @@ def decode_pil(data: bytes, path: Union[str, Path]) -> Image.Image:
     return _decode(data, path, None)[0]
 
 
-def load_image_array(path: Union[str, Path], size: int = IMAGE_SIZE) -> np.ndarray:
-    """The preprocessed image as a uint8 array (3, size, size), with PIL's bilinear resize."""
-    image, full, box = _decode(read_bytes(path), path, size)
-    width, height = resized_size(*full, size)  # from the file's size: a drafted image cuts the same window
+def load_image_array(path: Union[str, Path], size: int = IMAGE_SIZE, resize: str = SHORTER_SIDE) -> np.ndarray:
+    """The preprocessed image as a uint8 array (3, size, size), with PIL's bilinear resize:
+    the shorter side to ``size`` and the centre window, or (``resize="warp"``) the whole image."""
+    image, full, box = _decode(read_bytes(path), path, size, resize)
+    width, height = resized_size(*full, size, resize)  # from the file's size: a drafted image cuts the same window
     if (width, height) != image.size:
         image = image.resize((width, height), Image.BILINEAR, box=box)
     left, top = center_box(width, height, size)
@@ -199,9 +222,9 @@ def _is_large(data: bytes) -> bool:
     return width * height > min(DRAFT_PIXELS, MAX_PIXELS)
 
 
-def load_image(path: Union[str, Path], size: int = IMAGE_SIZE) -> torch.Tensor:
+def load_image(path: Union[str, Path], size: int = IMAGE_SIZE, resize: str = SHORTER_SIDE) -> torch.Tensor:
     """PIL path: a uint8 tensor (3, size, size)."""
-    return torch.from_numpy(load_image_array(path, size))
+    return torch.from_numpy(load_image_array(path, size, resize))
 
 
 def decode_jpeg(data: Union[bytes, np.ndarray]) -> torch.Tensor:
@@ -217,24 +240,25 @@ def decode_jpeg(data: Union[bytes, np.ndarray]) -> torch.Tensor:
         return torchvision_decode_jpeg(encoded, mode=ImageReadMode.RGB)
 
 
-def load_image_torchvision(path: Union[str, Path], size: int = IMAGE_SIZE) -> torch.Tensor:
+def load_image_torchvision(path: Union[str, Path], size: int = IMAGE_SIZE,
+                           resize: str = SHORTER_SIDE) -> torch.Tensor:
     """torchvision path: libjpeg-turbo decoding and an antialiased bilinear resize on tensors.
     Anything but a plain JPEG (PNG, alpha, CMYK, a broken file, one over ``DRAFT_PIXELS``)
     goes the PIL way, so odd files are converted and bad ones named exactly as there."""
     from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2.functional import resize
+    from torchvision.transforms.v2.functional import resize as resize_tensor
 
     data = read_bytes(path)
     if data[:2] != b"\xff\xd8" or _is_large(data):  # a huge JPEG: the PIL way decodes it scaled down
-        return load_image(path, size)
+        return load_image(path, size, resize)
     try:
         image = decode_jpeg(data)
     except RuntimeError:
-        return load_image(path, size)
+        return load_image(path, size, resize)
     height, width = image.shape[-2:]
-    new_width, new_height = resized_size(width, height, size)
+    new_width, new_height = resized_size(width, height, size, resize)
     if (new_width, new_height) != (width, height):
-        image = resize(image, [new_height, new_width], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        image = resize_tensor(image, [new_height, new_width], interpolation=InterpolationMode.BILINEAR, antialias=True)
     left, top = center_box(new_width, new_height, size)
     return image[:, top:top + size, left:left + size].contiguous()
 

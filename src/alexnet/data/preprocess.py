@@ -3,8 +3,9 @@
     loader -> uint8 (B, 3, 256, 256) -> Preprocess.train / .centre / .ten -> crops -> the model
 
 ``PreprocessConfig`` is what a run decides about its input (the mean subtracted, the colour
-noise, dividing by the pixel std); a run folder and every checkpoint record it, so evaluation
-and prediction preprocess as training did. ``Preprocess`` applies it with the run's dataset
+noise, dividing by the pixel std, the crop size, how a file becomes the 256×256 image); a run
+folder and every checkpoint record it, so evaluation and prediction preprocess as training
+did (an imported Caffe checkpoint records Caffe's: ``resize="warp"``, ``crop=227``). ``Preprocess`` applies it with the run's dataset
 statistics and memory format, through ``alexnet.data.transforms``, on the batch's device.
 """
 
@@ -15,7 +16,9 @@ from typing import Optional, Tuple
 
 import torch
 
+from ..model.spec import CROP, INPUT_SIZES
 from ..settings import Settings
+from .images import RESIZES, SHORTER_SIDE
 from .stats import DatasetStats
 from .transforms import DEFAULT_PCA, MEANS, PCA_CONVENTIONS, PCA_STD, centre_crops, ten_crops, train_crops
 
@@ -31,6 +34,13 @@ class PreprocessConfig(Settings):
     divide_std: also divide by the per-channel pixel std, as most ports do (not the paper).
     crop_chunk: draw one crop position and flip per this many consecutive images of a batch
                 (cuda-convnet's data provider: 32; the paper's words: 1, every image its own).
+    resize:     how an image file becomes the 256x256 image (``images.RESIZES``): "shorter-side",
+                the paper's (the shorter side to 256, then the centre; default, and what a
+                checkpoint without this setting had); "warp", Caffe's (both sides to 256, the
+                aspect ratio not kept). Honoured where evaluation and prediction read files;
+                a packed dataset holds shorter-side images only.
+    crop:       the side of the crops: 224, the paper's (the net reads it as a 227 input with
+                3 zero rows and columns); 227, Caffe's.
     """
 
     what = "preprocessing setting"
@@ -40,6 +50,8 @@ class PreprocessConfig(Settings):
     pca_std: float = PCA_STD
     divide_std: bool = False
     crop_chunk: int = 1
+    resize: str = SHORTER_SIDE
+    crop: int = CROP
 
     def checks(self):
         return [
@@ -49,6 +61,9 @@ class PreprocessConfig(Settings):
             (isinstance(self.divide_std, bool), f"divide_std must be True or False; got {self.divide_std!r}"),
             (isinstance(self.crop_chunk, int) and self.crop_chunk >= 1,
              f"--crop-chunk must be a positive integer; got {self.crop_chunk!r}"),
+            (self.resize in RESIZES, f"resize must be one of {', '.join(RESIZES)}; got {self.resize!r}"),
+            (type(self.crop) is int and self.crop in INPUT_SIZES,
+             f"crop must be {' or '.join(map(str, INPUT_SIZES))}; got {self.crop!r}"),
         ]
 
 
@@ -71,18 +86,18 @@ class Preprocess:
 
     def train(self, images: torch.Tensor, generator: torch.Generator,
               slice_of: Optional[Tuple[int, int]] = None, colour: bool = True) -> torch.Tensor:
-        """Random crops, flips and colour noise: float (B, 3, 224, 224). ``slice_of``: the
+        """Random crops, flips and colour noise: float (B, 3, crop, crop). ``slice_of``: the
         images are one replica's share of a global batch (``transforms.train_crops``);
         ``colour=False``: no colour noise (its draws are still made, so the stream stays the same)."""
         c = self.config
         return self._finish(train_crops(images, self.stats, generator, mean=c.mean, pca=c.pca,
                                         pca_std=c.pca_std if colour else 0.0, slice_of=slice_of,
-                                        chunk=c.crop_chunk))
+                                        chunk=c.crop_chunk, crop=c.crop))
 
     def centre(self, images: torch.Tensor) -> torch.Tensor:
-        """The centre crop: float (B, 3, 224, 224)."""
-        return self._finish(centre_crops(images, self.stats, mean=self.config.mean))
+        """The centre crop: float (B, 3, crop, crop)."""
+        return self._finish(centre_crops(images, self.stats, mean=self.config.mean, crop=self.config.crop))
 
     def ten(self, images: torch.Tensor) -> torch.Tensor:
-        """The paper's ten patches: float (B, 10, 3, 224, 224)."""
-        return self._finish(ten_crops(images, self.stats, mean=self.config.mean))
+        """The paper's ten patches (with 227 crops, Caffe's oversampling): float (B, 10, 3, crop, crop)."""
+        return self._finish(ten_crops(images, self.stats, mean=self.config.mean, crop=self.config.crop))

@@ -12,6 +12,7 @@ from ..errors import DataError
 from ..files import cache_entry, is_writable_dir
 from ..progress import SILENT, Reporter
 from .folders import LAYOUT, FolderDataset, check_split, is_folder_dataset
+from .images import RESIZE_WORDS, SHORTER_SIDE, check_resize
 from .packed import PackedDataset, packed_state, read_meta
 from .stats import STATS_FOLDER, STATS_JSON, DatasetStats, compute_stats
 from .storage import writing
@@ -39,14 +40,23 @@ def resolve_data_root(data: Optional[Union[str, Path]], reporter: Reporter = SIL
     return root
 
 
-def open_dataset(root: Union[str, Path], split: str, skip_bad: bool = False) -> Dataset:
+def open_dataset(root: Union[str, Path], split: str, skip_bad: bool = False, resize: str = SHORTER_SIDE) -> Dataset:
     """The split's reader, chosen by what ``root`` is: ``PackedDataset`` or ``FolderDataset``.
-    Items are (uint8 (3, 256, 256), label); ``.classes`` is the label order."""
+    Items are (uint8 (3, 256, 256), label); ``.classes`` is the label order. ``resize``: how
+    the files become those images (``images.RESIZES``); a packed dataset holds them made one
+    way, and asked for another it is one line saying to read the folder dataset instead."""
     check_split(split)
+    check_resize(resize)
     root = resolve_data_root(root)
     if packed_state(root) is not None:
+        meta = read_meta(root)
+        packed_as = meta.get("resize", SHORTER_SIDE)  # prepare writes the paper's images
+        if resize != packed_as:
+            raise DataError(f"{root}: a packed dataset holds its images {RESIZE_WORDS[packed_as]}, but this "
+                            f"preprocessing reads them {RESIZE_WORDS[resize]} (resize {resize!r}); evaluate on "
+                            f"the folder dataset it was packed from (--data {meta.get('source', 'SRC')})")
         return PackedDataset(root, split, skip_bad=skip_bad)
-    return FolderDataset(root, split, skip_bad=skip_bad)
+    return FolderDataset(root, split, skip_bad=skip_bad, resize=resize)
 
 
 def stats_folders(root: Union[str, Path]):

@@ -8,6 +8,11 @@ when the file pools before it normalizes: LRN with k = 1 across the towers, pool
 up, inverted dropout), and writes a weights-only checkpoint with Caffe's ImageNet mean as its
 statistics and, for 1000 classes, the ILSVRC class names. Anything that is not that network is
 one line naming the layer; nothing is written then.
+
+The checkpoint's preprocessing is Caffe's evaluation (``CAFFE_PREPROCESS``): the image warped to
+256x256, 227 crops, no colour noise, and Caffe's mean: the per-channel means, or, given
+``mean=`` a ``.binaryproto`` (``ilsvrc_2012_mean.binaryproto``), that 256x256 mean image,
+flipped to RGB, subtracted under each crop's window (``mean="image"``).
 """
 
 from __future__ import annotations
@@ -15,16 +20,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torchvision.models import AlexNet_Weights
 
-from ..caffe import read_caffemodel, to_canonical
+from ..caffe import read_binaryproto, read_caffemodel, to_canonical
+from ..data.images import IMAGE_SIZE, WARP
 from ..data.preprocess import PreprocessConfig
 from ..data.stats import DatasetStats
 from ..errors import CaffeModelError
 from ..model.build import build_model
 from ..model.config import ModelConfig
-from ..model.spec import CAFFE_LRN_K, LRN_ALPHA, LRN_BETA, LRN_SIZE, POOL_OVERLAP
+from ..model.spec import CAFFE_LRN_K, LRN_ALPHA, LRN_BETA, LRN_SIZE, PADDED_CROP, POOL_OVERLAP
 from .checkpoint import save_checkpoint, stats_for_checkpoint
 
 #: Caffe's ImageNet mean per channel (its ilsvrc_2012_mean, averaged), in Caffe's B, G, R order.
@@ -32,12 +39,20 @@ CAFFE_MEAN_BGR = (104.0, 116.7, 122.7)
 #: What the file's LRN and pooling layers must say to be the net this package builds.
 CAFFE_LRN = {"local_size": LRN_SIZE, "alpha": LRN_ALPHA, "beta": LRN_BETA, "k": CAFFE_LRN_K}
 BLOCKS_OF_LAYOUT = {"alexnet": "caffe", "caffenet": "caffenet"}
+#: How Caffe evaluated its nets (its train_val.prototxt's TEST phase, over images its
+#: convert_imageset had warped to 256x256): the 227 centre window, no colour noise; the mean
+#: is the channel means, or the mean image when one is given.
+CAFFE_PREPROCESS = PreprocessConfig(mean="channel", pca="none", resize=WARP, crop=PADDED_CROP)
 
 
-def import_caffemodel(source: Union[str, Path], out: Union[str, Path], classes: Optional[Sequence[str]] = None) -> Dict:
-    """Read ``source`` and write it to ``out`` as a weights-only checkpoint; returns what was
-    imported (the file's format, the net's blocks, the class count, the layers skipped)."""
+def import_caffemodel(source: Union[str, Path], out: Union[str, Path], classes: Optional[Sequence[str]] = None,
+                      mean: Optional[Union[str, Path]] = None) -> Dict:
+    """Read ``source`` and write it to ``out`` as a weights-only checkpoint with Caffe's
+    preprocessing; ``mean``: a .binaryproto mean image to subtract instead of the channel
+    means. Returns what was imported (the file's format, the net's blocks, the class count,
+    the mean, the layers skipped)."""
     source, out = Path(source), Path(out)
+    stats = caffe_mean() if mean is None else caffe_mean_image(mean)  # a bad mean file: before the big read
     state, info = to_canonical(read_caffemodel(source), source)  # the file's arrays are freed here
     config = ModelConfig(blocks=_blocks(info, source), num_classes=info["num_classes"], dropout_style="inverted",
                          init="caffe")
@@ -47,10 +62,11 @@ def import_caffemodel(source: Union[str, Path], out: Union[str, Path], classes: 
     names = list(classes) if classes is not None else default_classes(config.num_classes)
     if len(names) != config.num_classes:
         raise CaffeModelError(f"{source}: fc8 has {config.num_classes} classes; {len(names)} names were given")
-    save_checkpoint(out, model=model, classes=names, preprocess=PreprocessConfig(mean="channel", pca="none"),
-                    stats=stats_for_checkpoint(caffe_mean()))
+    preprocess = CAFFE_PREPROCESS.replace(mean="channel" if mean is None else "image")
+    save_checkpoint(out, model=model, classes=names, preprocess=preprocess, stats=stats_for_checkpoint(stats))
     return {"source": str(source), "out": str(out), "format": info["format"], "blocks": config.blocks,
-            "num_classes": config.num_classes, "skipped": [name for name, _ in info["skipped"]]}
+            "num_classes": config.num_classes, "mean": "channel" if mean is None else str(mean),
+            "skipped": [name for name, _ in info["skipped"]]}
 
 
 def _blocks(info: Dict, source: Path) -> str:
@@ -78,6 +94,22 @@ def caffe_mean() -> DatasetStats:
     rgb = torch.tensor(CAFFE_MEAN_BGR[::-1])
     return DatasetStats.from_arrays(rgb.view(3, 1, 1).expand(3, 256, 256).numpy(), rgb.numpy(),
                                     torch.zeros(3, 3).numpy(), count=0)
+
+
+def caffe_mean_image(path: Union[str, Path]) -> DatasetStats:
+    """Caffe's mean image from a .binaryproto (1 x 3 x 256 x 256, B, G, R) as a checkpoint's
+    statistics, in R, G, B order; a file of another shape, or with values that are not
+    finite, is one line naming it."""
+    blob = read_binaryproto(path)
+    expected = (3, IMAGE_SIZE, IMAGE_SIZE)
+    if blob.shape not in (expected, (1, *expected)):
+        shape = "x".join(map(str, blob.shape))
+        raise CaffeModelError(f"{path}: a blob of shape {shape}; Caffe's mean image is 1x3x{IMAGE_SIZE}x{IMAGE_SIZE} "
+                              f"(B, G, R)")
+    if not np.isfinite(blob).all():
+        raise CaffeModelError(f"{path}: the mean image holds values that are not finite numbers")
+    rgb = np.ascontiguousarray(blob.reshape(expected)[::-1], dtype=np.float32)
+    return DatasetStats.from_arrays(rgb, rgb.mean(axis=(1, 2), dtype=np.float64), np.zeros((3, 3)), count=0)
 
 
 def default_classes(num_classes: int) -> List[str]:

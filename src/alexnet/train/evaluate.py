@@ -18,7 +18,8 @@ from ..errors import ConfigError
 from ..files import write_json
 from ..precision import autocast_context, resolve_amp
 from ..progress import SILENT, Reporter
-from .checkpoint import checkpoint_placement, model_from_checkpoint, preprocess_from_checkpoint, read_checkpoint
+from .checkpoint import (checkpoint_placement, model_from_checkpoint, preprocess_from_checkpoint, read_checkpoint,
+                         saved_preprocess)
 from .distributed import SINGLE, World, all_sum
 from .run_folder import RunFolder, check_classes, trained_data
 
@@ -114,13 +115,15 @@ def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size
                         lrn_impl: str = "fast", out=None, save: bool = True, reporter: Reporter = SILENT) -> Dict:
     """Centre-crop (and ten-crop) errors of a checkpoint on a dataset split, saved as JSON at
     ``saved_to`` (``save_evaluation``; ``save=False`` leaves that to the caller, who may show
-    the figures first). ``checkpoint`` is a file or a run folder (its last checkpoint)."""
+    the figures first). ``checkpoint`` is a file or a run folder (its last checkpoint). The
+    images are read and cropped as the checkpoint's preprocessing says (an imported Caffe
+    net's: warped to 256x256, 227 crops)."""
     payload = read_checkpoint(checkpoint)
     out = evaluation_path(payload["path"], out)
     placement = checkpoint_placement(payload, devices)
     amp_dtype = resolve_amp(amp, placement)
     root = resolve_data_root(trained_data(payload["config"]) if data is None else data, reporter)
-    dataset = open_dataset(root, split)
+    dataset = open_dataset(root, split, resize=saved_preprocess(payload).resize)
     check_classes(payload["classes"], dataset, payload["path"], f"{root} ({split})")
     model = model_from_checkpoint(payload, placement.layout, placement.devices, lrn_impl)
     if channels_last:

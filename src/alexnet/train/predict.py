@@ -34,7 +34,8 @@ def readable_names(classes: Sequence[str]) -> List[str]:
 def predict_files(checkpoint: str, images: Sequence[str], *, top: int = 5, ten_crop: bool = False,
                   devices=AUTO) -> List[Dict]:
     """The ``top`` classes with probabilities for each image file, from a checkpoint file or
-    a run folder, on ``devices`` (a DeviceRequest, a --devices string or a device list)."""
+    a run folder, on ``devices`` (a DeviceRequest, a --devices string or a device list); each
+    file read and cropped as the checkpoint's preprocessing says."""
     payload = read_checkpoint(checkpoint)
     placement = checkpoint_placement(payload, devices)
     model = model_from_checkpoint(payload, placement.layout, placement.devices)
@@ -43,7 +44,7 @@ def predict_files(checkpoint: str, images: Sequence[str], *, top: int = 5, ten_c
     names = readable_names(model.classes)
     results = []
     for path in images:
-        pixels = load_image(path).unsqueeze(0).to(device)  # (1, 3, 256, 256) uint8
+        pixels = load_image(path, resize=preprocess.config.resize).unsqueeze(0).to(device)  # (1, 3, 256, 256) uint8
         crops = preprocess.ten(pixels) if ten_crop else preprocess.centre(pixels).unsqueeze(1)
         probs = average_softmax(model, crops)[0]
         values, indices = probs.topk(min(top, probs.numel()))

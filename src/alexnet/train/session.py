@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data import default_workers, load_or_compute_stats, open_dataset, resolve_data_root
+from ..data.images import SHORTER_SIDE
 from ..data.preprocess import Preprocess
 from ..data.stats import DatasetStats
 from ..devices import Placement
@@ -201,6 +202,9 @@ def plan_run(config: TrainConfig, resume: Optional[str] = None, world: World = S
     precision, the replicas' share of the batch; with ``resume``, the run folder and its last
     checkpoint. Reads, checks, and writes nothing."""
     distributed.replica_batch(config.recipe.batch_size, world)  # the global batch divides among the replicas
+    if config.preprocess.resize != SHORTER_SIDE:  # the training set and its statistics are the paper's images
+        raise ConfigError(f"resize {config.preprocess.resize!r} is for evaluating imported Caffe nets; training "
+                          f"reads every image with the shorter side resized to 256 ({SHORTER_SIDE!r})")
     if config.data is not None:  # recorded absolute: evaluation and resume may run from elsewhere
         config = config.replace(data=str(Path(config.data).expanduser().absolute()))
     if world.local_size > 1 and config.runtime.workers is None:  # the node's cores shared between its processes

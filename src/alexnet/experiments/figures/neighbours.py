@@ -33,7 +33,8 @@ from ...errors import ConfigError
 from ...files import cache_entry, is_writable_dir, save_png, write_atomically
 from ...model.spec import CROP
 from ...progress import SILENT, Reporter
-from ...train.checkpoint import checkpoint_placement, model_from_checkpoint, preprocess_from_checkpoint, read_checkpoint
+from ...train.checkpoint import (checkpoint_placement, model_from_checkpoint, preprocess_from_checkpoint,
+                                 read_checkpoint, saved_preprocess)
 from ...train.run_folder import check_classes, trained_data
 from .filters import checkpoint_label
 from .output import check_output
@@ -227,7 +228,8 @@ def draw_neighbours(checkpoint_or_run: Union[str, Path], path: Union[str, Path],
         raise ConfigError(f"-k must be at least 1; got {k}")
     payload = read_checkpoint(checkpoint_or_run)
     root = resolve_data_root(trained_data(payload["config"]) if data is None else data, reporter)
-    train_set, val_set = open_dataset(root, "train"), open_dataset(root, "val")
+    resize = saved_preprocess(payload).resize  # the files read as the checkpoint's net reads them
+    train_set, val_set = open_dataset(root, "train", resize=resize), open_dataset(root, "val", resize=resize)
     classes = list(payload["classes"])
     for dataset in (train_set, val_set):
         check_classes(classes, dataset, payload["path"], root, hint="; give the run's data with --data")
