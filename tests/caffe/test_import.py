@@ -1,12 +1,19 @@
 """`alexnet import-caffe`: a generated caffemodel in, a checkpoint every command reads out, and
 the imported net computing what Caffe computes (tests/model/test_block_order.py's reference)."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from click.testing import CliRunner
 
 from alexnet import load_model
 from alexnet.cli import main
+from alexnet.data.imagenet import ILSVRC_NAMES
+from alexnet.errors import CheckpointError
+from alexnet.train.caffe_import import default_classes
+from alexnet.train.run_folder import check_classes
 from alexnet.train.checkpoint import read_checkpoint
 from caffemodel_writer import random_state, write_caffemodel
 
@@ -46,3 +53,43 @@ def test_a_file_that_is_not_alexnet_writes_nothing(tmp_path):
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1 and str(bad) in result.output
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_an_imported_ilsvrc_net_meets_imagenets_synset_folders():
+    """Caffe's 1000 classes are the sorted synsets: the imported names match ImageNet's folders
+    (n01440764, ...) sorted, and nothing else."""
+    class Data:
+        def __init__(self, classes):
+            self.classes = classes
+
+    names = default_classes(1000)
+    assert names[:2] == ["tench", "goldfish"] and len(names) == 1000 == len(ILSVRC_NAMES)
+    folders = [f"n{10_000_000 + 37 * i:08d}" for i in range(1000)]  # synset-shaped, sorted
+    check_classes(names, Data(folders), "net.pt", "val")
+    for bad in (folders[::-1], folders[:999] + ["cat"], folders[:999]):
+        with pytest.raises(CheckpointError, match="net.pt: trained on 1000 classes"):
+            check_classes(names, Data(bad), "net.pt", "val")
+
+
+@pytest.mark.parametrize("caffenet", [False, True], ids=["bvlc_alexnet", "caffenet"])
+def test_the_imported_net_computes_what_caffe_computes_on_both_layouts(tmp_path, caffenet):
+    """From the file to the logits: Caffe's computation written out in float64 (grouped convs,
+    its LRN with k = 1 across all maps, pooling rounded up, dropout the identity at test), within
+    1e-5 of the logits' scale, on a 227 crop as Caffe feeds it and in both layouts."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "model"))
+    from test_block_order import reference_forward  # noqa: PLC0415 (the reference lives with its tests)
+
+    g = torch.Generator().manual_seed(21)
+    state = {key: (torch.randn(value.shape, generator=g) * (2.0 / value[0].size) ** 0.5 if key.endswith("weight")
+                   else torch.randn(value.shape, generator=g)).numpy() for key, value in random_state(10).items()}
+    write_caffemodel(tmp_path / "net.caffemodel", state, caffenet=caffenet, num_classes=10)
+    assert _import(tmp_path / "net.caffemodel", tmp_path / "net.pt").exit_code == 0
+    x = torch.randn(3, 3, 227, 227, generator=g) * 50
+    expected, _ = reference_forward({k: torch.as_tensor(v) for k, v in state.items()}, x,
+                                    "caffenet" if caffenet else "caffe", pool_ceil=True, dropout_scale=1.0)
+    scale = expected.abs().max().item()
+    assert (expected.std(0) > 1e-3 * scale).all()  # the logits depend on the image
+    for layout, devices in (("grouped", None), ("towers", ["cpu", "cpu"])):
+        with torch.no_grad():
+            logits = load_model(tmp_path / "net.pt", layout=layout, devices=devices).eval()(x).double()
+        torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5 * scale)

@@ -22,10 +22,10 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torchvision.models import AlexNet_Weights
 
 from ..caffe import read_binaryproto, read_caffemodel, to_canonical
 from ..data.images import IMAGE_SIZE, WARP
+from ..data.imagenet import ILSVRC_NAMES
 from ..data.preprocess import PreprocessConfig
 from ..data.stats import DatasetStats
 from ..errors import CaffeModelError
@@ -115,6 +115,6 @@ def caffe_mean_image(path: Union[str, Path]) -> DatasetStats:
 def default_classes(num_classes: int) -> List[str]:
     """The 1000 ILSVRC-2012 class names in Caffe's synset order (torchvision's list, the same
     sorted-wnid order); otherwise class_0, class_1, ..."""
-    if num_classes == 1000:  # only the names: nothing is downloaded
-        return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+    if num_classes == len(ILSVRC_NAMES):
+        return list(ILSVRC_NAMES)
     return [f"class_{i}" for i in range(num_classes)]

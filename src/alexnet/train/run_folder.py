@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
+from ..data.imagenet import are_ilsvrc_synsets
 from ..errors import CheckpointError, ConfigError
 from ..files import PART, FolderLock, json_default, remove_stale_parts, storage_error, write_atomically, write_json
 from .config import migrate
@@ -252,7 +253,7 @@ def check_classes(trained: Sequence[str], dataset, where: Union[str, Path], root
     """A run trained on ``trained`` classes meets ``dataset`` at ``root``: the same class names
     in the same order, or one line saying how they differ (``hint``: what to do about it)."""
     trained, found = list(trained), list(dataset.classes)
-    if trained == found:
+    if trained == found or are_ilsvrc_synsets(trained, found):  # an imported net meets ImageNet's folders
         return
     if len(trained) != len(found):
         differ = f"{len(found)}"
