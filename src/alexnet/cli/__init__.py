@@ -45,4 +45,4 @@ def main():
     """
 
 
-from . import summary, data, train, evaluate, predict, bench, ablate, figures, caffe  # noqa: E402,F401  (each registers its commands)
+from . import summary, data, train, evaluate, predict, bench, ablate, figures, caffe, export  # noqa: E402,F401  (each registers its commands)

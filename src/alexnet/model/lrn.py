@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..ops.lrn import fast_lrn, no_autocast
+from ..ops.lrn import exported_lrn, fast_lrn, no_autocast
 from .spec import (LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, SPATIAL_NORM_K, SPATIAL_NORM_POW, SPATIAL_NORM_SCALE,
                    SPATIAL_NORM_SIZE)
 
@@ -53,7 +53,9 @@ class LocalResponseNorm(nn.Module):
         # activations overflows fp16 and loses most of its digits in bf16.
         with no_autocast(x.device.type):
             x = x.to(torch.promote_types(dtype, torch.float32))  # fp16/bf16 -> fp32; fp64 stays
-            if self.impl == "fast":
+            if torch.compiler.is_exporting():  # torch.onnx: one LRN operator per tower (alexnet.export)
+                y = exported_lrn(x, self.groups, self.size, self.alpha, self.beta, self.k)
+            elif self.impl == "fast":
                 y = fast_lrn(x, self.groups, self.size, self.alpha, self.beta, self.k)
             else:
                 y = stock_lrn(x, self.groups, self.size, self.alpha, self.beta, self.k)

@@ -346,3 +346,22 @@ class _ReluLRNMaxPool(torch.autograd.Function):
                 grad[part] = target
         return grad, None, None, None, None, None, None, None, None
 
+
+
+@torch.library.custom_op("alexnet::lrn", mutates_args=())
+def lrn_op(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """The LRN of one group of maps as one operator, for exporting the net: ONNX translates it
+    to its own LRN node (the same size/alpha/beta/bias convention: alpha divided by size)."""
+    return F.local_response_norm(x, size, alpha, beta, k)
+
+
+@lrn_op.register_fake
+def _lrn_shape(x, size, alpha, beta, k):
+    return torch.empty_like(x)
+
+
+def exported_lrn(x: torch.Tensor, groups: int, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """The LRN as an exported graph shows it: one ``alexnet::lrn`` per group (tower), joined."""
+    if groups == 1:
+        return lrn_op(x, size, alpha, beta, k)
+    return torch.cat([lrn_op(part, size, alpha, beta, k) for part in x.chunk(groups, dim=1)], dim=1)
