@@ -18,7 +18,7 @@ from ..errors import InputError
 from .dropout import dropout_layer
 from ..ops.lrn import fusable, relu_lrn_maxpool
 from .lrn import LocalResponseNorm, SpatialResponseNorm
-from .spec import CAFFE_LRN_K, CROP, HALO, INPUT_SIZES, PADDED_CROP, NetSpec, ResolvedLayer
+from .spec import CAFFE_LRN_K, CROP, HALO, INPUT_SIZES, PADDED_CROP, RELU_LRN_POOL, NetSpec, ResolvedLayer
 
 
 def prepare_input(x: torch.Tensor, channels_last: bool = False, spec: Optional[NetSpec] = None) -> torch.Tensor:
@@ -55,8 +55,8 @@ def prepare_input(x: torch.Tensor, channels_last: bool = False, spec: Optional[N
 
 #: The module after layer N that runs each block op but the ReLU: lrn1, cnorm2, pool5, drop6.
 MODULE_PREFIX = {"lrn": "lrn", "clrn": "lrn", "cnorm": "cnorm", "pool": "pool", "dropout": "drop"}
-#: The blocks ``relu_lrn_maxpool`` runs in one pass.
-FUSABLE = ("relu", "lrn", "pool")
+#: The blocks ``relu_lrn_maxpool`` runs in one pass: the paper's conv1 and conv2.
+FUSABLE = RELU_LRN_POOL
 
 
 def layer_number(layer: ResolvedLayer) -> str:

@@ -395,9 +395,9 @@ def _changes(config: TrainConfig) -> str:
     preset = PRESETS.get(config.recipe.name)
     if preset is None:
         return ""
-    changes = {k: v for part, saved in (("recipe", preset.recipe), ("model", preset.model),
-                                        ("preprocess", preset.preprocess))
-               for k, v in getattr(config, part).as_dict().items() if v != saved.as_dict()[k]}
+    parts = (("recipe", preset.recipe.as_dict()), ("model", preset.model.as_dict()),
+             ("preprocess", preset.preprocess.as_dict()))
+    changes = {k: v for part, saved in parts for k, v in getattr(config, part).as_dict().items() if v != saved[k]}
     return f"; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""
 
 
