@@ -32,15 +32,23 @@ class _NullBar:
 
 
 class Reporter:
-    """Progress bars (tqdm) and one-line messages, or nothing when disabled."""
+    """Progress bars (tqdm) and one-line messages, or nothing when disabled. Warnings are shown
+    whenever ``warnings`` is set, which it is unless given: quiet (``enabled=False``) hides
+    progress, not warnings. ``SILENT`` shows neither."""
 
-    def __init__(self, enabled: bool = True, stream=None):
+    def __init__(self, enabled: bool = True, stream=None, warnings: bool = True):
         self.enabled = enabled
+        self.warnings = warnings
         self.stream = stream or sys.stderr
 
     def line(self, message: str) -> None:
         if self.enabled:
             tqdm.write(message, file=self.stream)
+
+    def warn(self, message: str) -> None:
+        """A line the user must see (a run that is not learning): shown under --quiet too."""
+        if self.warnings:
+            tqdm.write(f"warning: {message}", file=self.stream)
 
     def bar(self, total: Optional[int], desc: str, initial: int = 0, unit: str = "batch"):
         if not self.enabled:
@@ -50,4 +58,4 @@ class Reporter:
                     dynamic_ncols=True, leave=False, mininterval=0.5)
 
 
-SILENT = Reporter(enabled=False)
+SILENT = Reporter(enabled=False, warnings=False)

@@ -84,7 +84,7 @@ def runtime_options(func):
 num_classes_option = click.option("--num-classes", type=click.IntRange(min=1), default=PAPER_NET.num_classes,
                                   show_default=True,
                                   help="Classes of fc8.")
-quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or progress lines; warnings (a run still at chance) are still shown.")
 
 
 def as_settings(options: Dict[str, object]) -> Dict[str, object]:

@@ -112,7 +112,7 @@ def train_command(data, out, resume, overwrite, preset, quiet, **options):
     --batch-size is the global batch; each process takes its share, and rank 0 writes the run.
     """
     main_process = World.from_env().is_main  # under torchrun, rank 0 speaks for all
-    reporter = Reporter(enabled=not quiet and main_process)
+    reporter = Reporter(enabled=not quiet and main_process, warnings=main_process)
     settings = as_settings(options)
     if resume:
         given = given_options(click.get_current_context())

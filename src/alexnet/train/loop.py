@@ -31,7 +31,7 @@ from ..progress import SILENT, Reporter
 from . import distributed
 from .config import Runtime, TrainConfig
 from .curves import plot_curves
-from .diagnostics import stall_warning
+from .diagnostics import stall_check
 from .optim import current_lr, group_rates, set_lr
 from .run_folder import quote
 from .session import Session, config_for_resume, set_up
@@ -222,6 +222,9 @@ def end_epoch(session: Session, epoch: int, trained: Dict, val: Dict, dropped: b
               "rates": group_rates(state.optimizer),  # the next epoch's, per group
               "skipped_images": trained["skipped_images"], "chance_loss": session.chance_loss,
               "conv1_colourfulness": tower_colourfulness(state.model)}  # per tower (alexnet.analysis.colourfulness)
+    record["stall"] = stall_check(record, len(session.data.classes), val["images"],
+                                  train_images=len(session.data.train_set), batch_size=config.recipe.batch_size,
+                                  init=config.model.init, lr=config.recipe.lr)
     session.log(record)
     session.save()
     if improved:
@@ -233,19 +236,21 @@ def end_epoch(session: Session, epoch: int, trained: Dict, val: Dict, dropped: b
                   f"err {100 * record['train_error']:.1f}% | val loss {val['loss']:.3f} "
                   f"top-1 {100 * val['top1_error']:.1f}% top-5 {100 * val['top5_error']:.1f}% | "
                   f"lr {record['lr']:.2g}{' (divided)' if dropped else ''}")
-    warning = stall_warning(record, len(session.data.classes), config.model.init, config.recipe.lr)
-    if warning:
-        reporter.line(warning)
+    if record["stall"]:
+        reporter.warn(record["stall"]["message"])  # shown under --quiet too
     return record
 
 
-def final_evaluation(session: Session, last_val: Optional[Dict], reporter: Reporter = SILENT) -> Dict:
+def final_evaluation(session: Session, last_val: Optional[Dict], reporter: Reporter = SILENT,
+                     last_epoch: Optional[Dict] = None) -> Dict:
     """The run's summary (``summary.json``), with the paper's ten-crop evaluation when the run
-    finished its epochs."""
+    finished its epochs; ``stall`` is the last epoch's (``last_epoch``, its record) when it
+    ended still at chance, else None."""
     progress, config = session.state.progress, session.config
     summary = {"run": str(session.run.path), "epochs": progress["epoch"], "steps": progress["step"],
                "images": progress["images"], "best": session.state.best,
-               "chance_top1_error": 1 - 1 / len(session.data.classes)}
+               "chance_top1_error": 1 - 1 / len(session.data.classes),
+               "stall": (last_epoch or {}).get("stall")}
     if last_val is not None:
         summary["final_centre_crop"] = last_val
     if config.runtime.ten_crop and progress["epoch"] == config.recipe.epochs:
@@ -307,7 +312,7 @@ def _epochs(session: Session, reporter: Reporter) -> Dict:
     """Every epoch left: train, validate (the same figures on every rank), the schedule, the
     epoch's records and checkpoints; then the final evaluation."""
     state, epochs = session.state, session.config.recipe.epochs
-    val = None
+    val = record = None
     with _StopSignal(reporter) as stop:
         for epoch in range(state.progress["epoch"], epochs):
             trained = train_one_epoch(session, epoch, stop, reporter)
@@ -315,7 +320,7 @@ def _epochs(session: Session, reporter: Reporter) -> Dict:
             dropped = state.schedule.after_epoch(epoch, val["top1_error"])
             # The scheduled rate, and the rates of layers the recipe sets on their own.
             set_lr(state.optimizer, state.schedule.lr, layer_mults=session.config.recipe.layer_lr_mults(epoch + 1))
-            end_epoch(session, epoch, trained, val, dropped, reporter)
+            record = end_epoch(session, epoch, trained, val, dropped, reporter)
             if _max_steps_reached(session) and epoch + 1 < epochs:
                 raise _interrupted(session, f"max_steps={session.config.runtime.max_steps}")
-    return final_evaluation(session, val, reporter)
+    return final_evaluation(session, val, reporter, last_epoch=record)
