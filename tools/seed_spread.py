@@ -33,13 +33,18 @@ from alexnet.files import write_json
 from alexnet.machine import cpu_model, software_versions
 from alexnet.progress import SILENT, Reporter
 from alexnet.train.config import TrainConfig
+from alexnet.train.run_folder import RunFolder
 
 #: Candidate recipes: the built-in preset with these settings changed. Until 2026-12-02 the
 #: built-in recipe was Caffe's initialization with inverted dropout ("caffe-init"); the
 #: trainability study's finding (docs/trainability.md) made it the authors' initialization with
-#: the paper's dropout, after the seeds below compared them.
+#: the paper's dropout, after the seeds below compared them. Later that day it became 5 epochs
+#: (÷10 after 3) on the dataset's version 2 (1,000 validation images); the figures of the
+#: candidates before that are in docs/figures/seed-spread-v1.json.
 ARMS = {
     "builtin": Arm("builtin", {}, "the built-in recipe, as alexnet train runs it without --data"),
+    "builtin-3-epochs": Arm("builtin-3-epochs", {"epochs": 3, "step_epochs": 2},
+                            "the built-in schedule before the 5-epoch one: 3 epochs, ÷10 after 2"),
     "caffe-init": Arm("caffe-init", {"init": "caffe", "dropout_style": "inverted"},
                       "the built-in recipe before 2026-12-02: Caffe's initialization, inverted dropout"),
     "caffe-init-paper-dropout": Arm("caffe-init-paper-dropout", {"init": "caffe", "dropout_style": "paper"},
@@ -59,9 +64,14 @@ def run_arm(arm: Arm, base: TrainConfig, seeds: int, runs: Path, keep_checkpoint
         if r["state"] != "finished":
             continue
         errors = r["errors"]
+        # The recipe and the data as the run recorded them, so the JSON says what it measured.
+        recorded = RunFolder(runs / arm.name / r["run"]).read_config()
         out.append({"arm": arm.name, "seed": r["seed"], "changes": dict(arm.changes), "seconds": r["wall_seconds"],
                     "centre_top1_error": errors["centre_top1"], "ten_crop_top1_error": errors["ten_top1"],
-                    "ten_crop_top5_error": errors["ten_top5"]})
+                    "ten_crop_top5_error": errors["ten_top5"],
+                    "recipe": {k: v for k, v in recorded["recipe"].items() if k != "seed"}, "model": recorded["model"],
+                    "data": Path(recorded["resolved"]["data_root"]).name,
+                    "val_images": recorded["resolved"]["val_images"]})
         if not keep_checkpoints:
             (runs / arm.name / r["run"] / "checkpoints" / "best.pt").unlink(missing_ok=True)
     return out

@@ -302,8 +302,13 @@ def test_differences_their_spread_and_the_verdict_come_from_the_runs(tmp_path):
     assert arms["baseline"]["params_1000_classes"] == PAPER_PARAMS
 
     text = (folder.path / "report.md").read_text()
-    assert "| no-lrn | +3.3 ± 2.5 | -2.9 to +9.6 | no | +0.0 ± 0.0 | +0.0 to +0.0 | no | +1.4 / +1.2 |" in text
-    assert "| no-overlap | +2.0 ± 0.2 | +1.5 to +2.5 | **yes** |" in text
+    # Seeds to tell at std 2.5166: 3.33 points need t(N-1)·2.5166/√N < 3.33, first at N = 5 (2.776 · 1.125 =
+    # 3.12; N = 4: 3.182 · 1.258 = 4.00); 3 points first at N = 6 (2.571 · 1.027 = 2.64). At std 0.2: N = 2.
+    assert (lrn["seeds_to_tell_mean"], lrn["seeds_to_tell_call"]) == (5, 6)
+    assert "| no-lrn | +3.3 ± 2.5 | -2.9 to +9.6 | no | 5 / 6 | +0.0 ± 0.0 | +0.0 to +0.0 | no | +1.4 / +1.2 |" in text
+    assert "| no-overlap | +2.0 ± 0.2 | +1.5 to +2.5 | **yes** | 2 / 2 |" in text
+    assert ("At the paired differences' measured spread (2.5 points, std over 3 seeds), a difference of this "
+            "size (+3.3) would need 5 seeds; one of 3 points, 6") in text
     assert "moves between seeds by 2.0 points (std; 30.0% to 34.0% over 3 seeds)" in text
     assert "not ImageNet" in text and "not a reproduction of the paper's numbers" in text
     assert "includes zero: within the seed noise" in text and "excludes zero: the arm is worse" in text
@@ -326,6 +331,20 @@ def test_an_unfinished_run_is_left_out_and_fewer_than_three_seeds_show_each_valu
     assert "| no-lrn | 2 of 3 | 33.0, 35.0 |" in text
     assert "1 run not finished (no-lrn-seed2)" in text and f"alexnet ablate --resume {folder.path}" in text
     assert "not ImageNet" not in text  # a dataset of one's own is not flagged as the built-in one
+
+
+@pytest.mark.parametrize("std,effect", [(2.0, 3.0), (1.0, 3.0), (5.6, 3.0), (2.5, 1.0), (0.5, 4.0), (3.0, -2.0)])
+def test_seeds_to_tell_is_the_fewest_whose_interval_would_exclude_zero(std, effect):
+    """Built from samples with exactly that mean and std: at the seeds it names, the interval
+    paired_difference computes excludes zero; one seed fewer, it does not."""
+    def sample(n):  # n paired differences (points) with mean ``effect`` and sample std ``std``
+        a = std * math.sqrt((n - 1) / 2)
+        values = [effect + a, effect - a] + [effect] * (n - 2)
+        return report_module.paired_difference({i: 0.0 for i in range(n)}, {i: v / 100 for i, v in enumerate(values)})
+    n = report_module.seeds_to_tell(std, effect)
+    assert sample(n)["std"] == pytest.approx(std) and sample(n)["beyond_noise"] is True
+    if n > 2:
+        assert sample(n - 1)["beyond_noise"] is False
 
 
 def _student_t_cdf(t: float, df: int, steps: int = 20000) -> float:

@@ -83,3 +83,33 @@ def test_trainability_reports_each_run_from_its_own_files(tiny, tmp_path, monkey
     assert paper["steps"] == [{"images": r["images"], "loss": r["loss"], "error": r["error"]}
                               for r in records if r["kind"] == "step"]
     assert paper["final_val_top1_error"] == summary(tmp_path / "runs" / "paper-seed0")["final_centre_crop"]["top1_error"]
+
+
+def test_the_readme_states_the_committed_seed_spread_of_the_recipe_the_main_job_runs():
+    """The README's main-job figures are docs/figures/seed-spread.json's, and that JSON measured
+    the built-in recipe, net and dataset version the main job runs now: a change to any of
+    them fails here until the seed spread is run again."""
+    from pathlib import Path
+
+    from alexnet.data import synthetic
+    from alexnet.train.recipe import get_preset
+
+    root = Path(__file__).resolve().parents[2]
+    spread = json.loads((root / "docs" / "figures" / "seed-spread.json").read_text())
+    runs = [r for r in spread["runs"] if r["arm"] == "builtin"]
+    assert sorted(r["seed"] for r in runs) == list(range(len(runs))) and len(runs) >= 5
+    preset = get_preset("builtin")
+    ignore = ("seed", "description")
+    for r in runs:
+        assert {k: v for k, v in r["recipe"].items() if k not in ignore} == {
+            k: v for k, v in json.loads(json.dumps(preset.recipe.as_dict())).items() if k not in ignore}
+        assert r["model"] == {**json.loads(json.dumps(preset.model.as_dict())), "num_classes": 10}
+        assert r["data"] == f"builtin-v{synthetic.VERSION}"
+        assert r["val_images"] == synthetic.VAL_PER_CLASS * len(synthetic.CLASSES)
+    accuracy = [100 * (1 - r["centre_top1_error"]) for r in runs]
+    mean = sum(accuracy) / len(accuracy)
+    std = (sum((a - mean) ** 2 for a in accuracy) / (len(accuracy) - 1)) ** 0.5
+    readme = " ".join((root / "README.md").read_text().split())
+    assert (f"**{mean:.1f}% on average, std {std:.1f} points, from {min(accuracy):.1f}% to "
+            f"{max(accuracy):.1f}%**") in readme
+    assert f"each run {min(r['seconds'] for r in runs):.0f} to {max(r['seconds'] for r in runs):.0f} s" in readme

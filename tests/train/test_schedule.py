@@ -161,7 +161,7 @@ def test_a_state_saved_before_the_new_keys_loads():
 
 
 def test_the_step_schedule_is_unchanged():
-    for name, expected in (("caffe", [20, 40, 60, 80]), ("builtin", [2])):
+    for name, expected in (("caffe", [20, 40, 60, 80]), ("builtin", [3])):
         recipe = get_recipe(name)
         drops, schedule = _drops(recipe, [0.5 - 0.001 * e for e in range(recipe.epochs)])
         assert drops == expected, name
@@ -175,7 +175,7 @@ def test_the_rule_in_one_line():
         "lr 0.01, divided by 10 when top-1 validation error has not beaten the best at the current rate "
         "by at least 0.1 points for 5 epochs, after at least 10 epochs at each rate; at most 3 times")
     assert schedule_rule(get_recipe("caffe")) == "lr 0.01, divided by 10 every 20 epochs, at most 4 times"
-    assert schedule_rule(get_recipe("builtin")) == "lr 0.01, divided by 10 every 2 epochs, at most once"
+    assert schedule_rule(get_recipe("builtin")) == "lr 0.01, divided by 10 every 3 epochs, at most once"
     assert "(a tie does not count) for 1 epoch, after at least 1 epoch" in schedule_rule(FIRST_RULE)
     assert schedule_rule(PAPER.replace(max_lr_drops=0)) == "lr 0.01, never divided"
     assert all("\n" not in schedule_rule(get_recipe(n)) for n in ("paper", "caffe", "builtin"))

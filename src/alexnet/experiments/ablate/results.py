@@ -54,6 +54,22 @@ def t95(df: int) -> float:
     return T95[df - 1] if df <= len(T95) else 1.96 + 2.4 / df
 
 
+#: The size of effect (points of top-1 error) an ablation should be able to call: the paper's
+#: LRN and one-GPU gains are 1.4-1.7 points on ImageNet; on the built-in data, about 3.
+CALL_EFFECT = 3.0
+#: seeds_to_tell stops looking here.
+MAX_SEEDS = 200
+
+
+def seeds_to_tell(std: Optional[float], effect: Optional[float]) -> Optional[int]:
+    """The fewest seeds whose 95% interval, mean ± t·std/√N at the measured ``std`` of the
+    paired differences, would exclude zero for a mean difference of ``effect`` points; None
+    when there is no spread to go by or no effect, or past MAX_SEEDS."""
+    if std is None or not effect:
+        return None
+    return next((n for n in range(2, MAX_SEEDS + 1) if t95(n - 1) * std / math.sqrt(n) < abs(effect)), None)
+
+
 # -- the runs -------------------------------------------------------------------------------------
 def training_images_per_second(records: Sequence[Dict]) -> Optional[float]:
     """Training images over training time, from the step records: each covers the images since
@@ -115,11 +131,14 @@ def paired_difference(baseline: Dict[int, float], arm: Dict[int, float]) -> Dict
     """arm minus baseline, seed by seed, in percentage points; its mean, std and 95% interval."""
     seeds = sorted(set(baseline) & set(arm))
     result = seed_spread([100 * (arm[s] - baseline[s]) for s in seeds])
-    result.update(seeds=seeds, interval=None, beyond_noise=None)
+    result.update(seeds=seeds, interval=None, beyond_noise=None, seeds_to_tell_mean=None, seeds_to_tell_call=None)
     if result["n"] >= 2:
         half = t95(result["n"] - 1) * result["std"] / math.sqrt(result["n"])
         low, high = result["mean"] - half, result["mean"] + half
-        result.update(interval=[low, high], beyond_noise=not low <= 0 <= high)
+        # With this spread: the seeds it would take to call this mean, and a CALL_EFFECT one.
+        result.update(interval=[low, high], beyond_noise=not low <= 0 <= high,
+                      seeds_to_tell_mean=seeds_to_tell(result["std"], result["mean"]),
+                      seeds_to_tell_call=seeds_to_tell(result["std"], CALL_EFFECT))
     return result
 
 
@@ -226,10 +245,11 @@ def _noise_findings(report: Dict, label: str, key1: str) -> List[str]:
     out, recipe = [], report["recipe"]
     if report["builtin"]:
         out.append(f"These runs use the built-in dataset (10 classes of generated shapes, textures and colours), "
-                   f"not ImageNet, with {recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''} per run: they show "
-                   f"that every arm trains and how far results move between seeds. They are not a reproduction of "
-                   f"the paper's numbers (ILSVRC, about 90 epochs); agreeing or disagreeing with the paper's column "
-                   f"means nothing here.")
+                   f"not ImageNet, with {recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''} per run: they measure "
+                   f"what each change is worth on ten generated classes in a short run, against how far results move "
+                   f"between seeds. They are not a reproduction of the paper's numbers (ILSVRC, 1000 classes, about "
+                   f"90 epochs): an effect here, or its absence, in either direction, says nothing certain about "
+                   f"ImageNet.")
     diffs, base = report["differences"], report["arms"][0]["errors"][key1]
     paired = max((d[key1]["n"] for d in diffs), default=0)
     if not diffs:
@@ -237,11 +257,9 @@ def _noise_findings(report: Dict, label: str, key1: str) -> List[str]:
     elif paired == 0:
         out.append("No arm has a finished run beside a finished baseline run of the same seed yet: nothing to compare.")
     elif paired == 1:
-        noise = (": on the built-in dataset that spread is several points of top-1 error, larger than every effect "
-                 "the paper reports" if report["builtin"] else "")
-        out.append(f"With one seed per arm there is no measure of how far a result moves from seed to seed, so no "
-                   f"difference below can be told apart from noise{noise}. Run with --seeds 3 or more (into a new "
-                   f"--out folder) to judge.")
+        out.append("With one seed per arm there is no measure of how far a result moves from seed to seed, so no "
+                   "difference below can be told apart from noise. Run the same command with --seeds 3 or more (it "
+                   "continues this folder, training the new seeds only) to judge.")
     elif base["n"] >= 2:
         out.append(f"The baseline's {label} top-1 error moves between seeds by {base['std']:.1f} points (std; "
                    f"{min(base['values']):.1f}% to {max(base['values']):.1f}% over {base['n']} seeds).")
@@ -260,7 +278,7 @@ def _verdict_sentence(d: Dict, arm: Dict, label: str, key1: str, key5: str) -> s
     elif not one["beyond_noise"]:
         low, high = one["interval"]
         text += (f"; the 95% interval of the top-1 difference, {low:+.1f} to {high:+.1f}, includes zero: within "
-                 f"the seed noise, so this ablation cannot tell whether the change matters here.")
+                 f"the seed noise, so this ablation cannot tell whether the change matters here. " + _what_it_takes(one))
     else:
         low, high = one["interval"]
         worse = one["mean"] > 0
@@ -272,6 +290,17 @@ def _verdict_sentence(d: Dict, arm: Dict, label: str, key1: str, key5: str) -> s
         low, high = five["interval"]
         text += f" Top-5: {'beyond' if five['beyond_noise'] else 'within'} the noise ({low:+.1f} to {high:+.1f})."
     return text
+
+
+def _what_it_takes(d: Dict) -> str:
+    """What would decide a difference still within the noise, from its measured spread."""
+    need_mean, need_call = d["seeds_to_tell_mean"], d["seeds_to_tell_call"]
+    mean = (f"a difference of this size ({d['mean']:+.1f}) would need {need_mean} seeds" if need_mean
+            else f"a difference of this size ({d['mean']:+.1f}) would need more than {MAX_SEEDS} seeds")
+    call = (f"one of {CALL_EFFECT:g} points, {need_call}" if need_call
+            else f"one of {CALL_EFFECT:g} points, more than {MAX_SEEDS}")
+    return (f"At the paired differences' measured spread ({d['std']:.1f} points, std over {d['n']} seeds), "
+            f"{mean}; {call} (continue with a larger --seeds; longer runs may also narrow the spread).")
 
 
 def _placement_findings(report: Dict) -> List[str]:
@@ -356,13 +385,21 @@ def _differences_section(report: Dict, label: str, keys) -> List[str]:
              f"over the seeds (each seed's value when fewer than three). Positive: the arm is worse, as the paper "
              f"found.", ""]
     lines += markdown_table(
-        ["arm", "Δ top-1", "95% interval", "beyond the seed noise?", "Δ top-5", "95% interval",
-         "beyond the seed noise?", "the paper: Δ top-1 / top-5"],
-        [[d["arm"], _cell(d[key1], True), _interval(d[key1]), _verdict(d[key1]), _cell(d[key5], True),
-          _interval(d[key5]), _verdict(d[key5]),
+        ["arm", "Δ top-1", "95% interval", "beyond the seed noise?", f"seeds to tell Δ top-1 / {CALL_EFFECT:g} points",
+         "Δ top-5", "95% interval", "beyond the seed noise?", "the paper: Δ top-1 / top-5"],
+        [[d["arm"], _cell(d[key1], True), _interval(d[key1]), _verdict(d[key1]), _seeds_cell(d[key1]),
+          _cell(d[key5], True), _interval(d[key5]), _verdict(d[key5]),
           "+{top1:.1f} / +{top5:.1f}".format(**d["paper_delta"]) if d["paper_delta"] else "—"]
          for d in report["differences"]])
-    return lines + ["", f"{report['rule'][0].upper()}{report['rule'][1:]}.", ""]
+    return lines + ["", f"{report['rule'][0].upper()}{report['rule'][1:]}. Seeds to tell: the fewest seeds whose "
+                        f"interval, at the measured std of the paired differences, would exclude zero for a mean "
+                        f"difference of the measured size, and of {CALL_EFFECT:g} points.", ""]
+
+
+def _seeds_cell(d: Dict) -> str:
+    if d["std"] is None:
+        return "—"
+    return " / ".join(str(n) if n else f"> {MAX_SEEDS}" for n in (d["seeds_to_tell_mean"], d["seeds_to_tell_call"]))
 
 
 def _errors_section(report: Dict) -> List[str]:
