@@ -54,6 +54,11 @@ def t95(df: int) -> float:
     return T95[df - 1] if df <= len(T95) else 1.96 + 2.4 / df
 
 
+def half_width(std: float, n: int) -> float:
+    """Half the 95% interval of a mean over ``n`` values of sample std ``std``: t·std/√n."""
+    return t95(n - 1) * std / math.sqrt(n)
+
+
 #: The size of effect (points of top-1 error) an ablation should be able to call: the paper's
 #: LRN and one-GPU gains are 1.4-1.7 points on ImageNet; on the built-in data, about 3.
 CALL_EFFECT = 3.0
@@ -67,7 +72,7 @@ def seeds_to_tell(std: Optional[float], effect: Optional[float]) -> Optional[int
     when there is no spread to go by or no effect, or past MAX_SEEDS."""
     if std is None or not effect:
         return None
-    return next((n for n in range(2, MAX_SEEDS + 1) if t95(n - 1) * std / math.sqrt(n) < abs(effect)), None)
+    return next((n for n in range(2, MAX_SEEDS + 1) if half_width(std, n) < abs(effect)), None)
 
 
 # -- the runs -------------------------------------------------------------------------------------
@@ -133,7 +138,7 @@ def paired_difference(baseline: Dict[int, float], arm: Dict[int, float]) -> Dict
     result = seed_spread([100 * (arm[s] - baseline[s]) for s in seeds])
     result.update(seeds=seeds, interval=None, beyond_noise=None, seeds_to_tell_mean=None, seeds_to_tell_call=None)
     if result["n"] >= 2:
-        half = t95(result["n"] - 1) * result["std"] / math.sqrt(result["n"])
+        half = half_width(result["std"], result["n"])
         low, high = result["mean"] - half, result["mean"] + half
         # With this spread: the seeds it would take to call this mean, and a CALL_EFFECT one.
         result.update(interval=[low, high], beyond_noise=not low <= 0 <= high,
