@@ -14,7 +14,7 @@ import sys
 import torch
 
 from alexnet.train import distributed
-from alexnet.train.distributed import World
+from alexnet.world import World
 from alexnet.train import loop
 from alexnet.train.loop import Interrupted, train_one_epoch
 from alexnet.train.config import TrainConfig

@@ -24,9 +24,10 @@ from alexnet.errors import ConfigError, DeviceError
 from alexnet.model.build import build_model
 from alexnet.progress import Reporter
 from alexnet.train import distributed
-from alexnet.train.distributed import World, rank_seed, replica_batch
-from alexnet.train.checkpoint import read_checkpoint
-from alexnet.train.loop import Runtime, config_for_resume, train
+from alexnet.train.distributed import rank_seed, replica_batch
+from alexnet.world import World
+from alexnet.checkpoint import read_checkpoint
+from alexnet.train.loop import TrainRuntime, resume_config, train
 from alexnet.train.recipe import get_preset
 
 HERE = Path(__file__).resolve().parent
@@ -221,8 +222,8 @@ def test_a_two_process_run_resumes_in_one_process_where_it_stopped(two_replicas,
     run = tmp_path / "run"
     shutil.copytree(tmp / "run", run)
     stream = io.StringIO()
-    runtime = Runtime(devices="cpu,cpu", workers=0, log_every=1, ten_crop=False)
-    train(config_for_resume(str(run), runtime), resume=str(run), reporter=Reporter(stream=stream))
+    runtime = TrainRuntime(devices="cpu,cpu", workers=0, log_every=1, ten_crop=False)
+    train(resume_config(str(run), runtime=runtime), resume=str(run), reporter=Reporter(stream=stream))
     assert "trained with 2 processes; continuing with 1" in stream.getvalue()
     resumed = read_checkpoint(run / "checkpoints" / "last.pt")
     assert resumed["progress"]["step"] == 5

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from alexnet import build_model
 from alexnet.cli import main
-from alexnet.train import export as export_module
-from alexnet.train.checkpoint import save_checkpoint
+from alexnet import export as export_module
+from alexnet.checkpoint import save_checkpoint
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

@@ -30,9 +30,10 @@ from alexnet.experiments.figures.filters import filter_grid
 from alexnet.experiments.figures.neighbours import cached_features, draw_neighbours, fc7_features, nearest_neighbours
 from alexnet.analysis.activations import relu_activations
 from alexnet.analysis.colourfulness import colourfulness, tower_colourfulness, tower_kernels
-from alexnet.train.checkpoint import read_checkpoint
+from alexnet.checkpoint import read_checkpoint
 from alexnet.train.curves import plot_curves
-from alexnet.train.evaluate import preprocess_from_checkpoint
+from alexnet.data.preprocess import Preprocess
+from alexnet.checkpoint import saved_preprocess, stats_from_checkpoint
 from alexnet.train.loop import TrainConfig, train
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -167,7 +168,7 @@ def test_fc7_after_the_relu_is_the_same_in_both_layouts_and_matches_the_layers_s
     with torch.no_grad():
         h = F.pad(x, (0, 3, 0, 3))  # 224 acts as 227 with zero padding (cuda-convnet)
         for layer in grouped.layers[:6]:  # conv1 ... fc6, each block whole (fc6's dropout included)
-            h = grouped.stage(layer, h)
+            h = grouped.block(layer, h)
         expected = F.relu(grouped.fc7(h))
         got_grouped = relu_activations(grouped, x)
         got_towers = relu_activations(towers, x)
@@ -197,7 +198,7 @@ def test_the_feature_cache_is_reused_and_recomputed_when_the_checkpoint_changes(
                                                                                 monkeypatch):
     payload = read_checkpoint(trained)
     model = load_model(trained, devices=["cpu"])  # the run's dropout style: it scales fc6 at test
-    preprocess = preprocess_from_checkpoint(payload, "cpu")
+    preprocess = Preprocess(stats_from_checkpoint(payload), saved_preprocess(payload))
     dataset = open_dataset(tiny, "train")
     checkpoint = tmp_path / "stand-in.pt"  # the key reads the file's path, size and mtime only
     checkpoint.write_bytes(b"weights, version 1")
@@ -234,7 +235,7 @@ def test_the_feature_cache_is_reused_and_recomputed_when_the_checkpoint_changes(
 def test_fc7_features_of_chosen_images_keep_their_order(trained, tiny):
     payload = read_checkpoint(trained)
     model = load_model(trained, devices=["cpu"])  # the run's dropout style: it scales fc6 at test
-    preprocess = preprocess_from_checkpoint(payload, "cpu")
+    preprocess = Preprocess(stats_from_checkpoint(payload), saved_preprocess(payload))
     dataset = open_dataset(tiny, "val")
     features, labels = fc7_features(model, dataset, preprocess, indices=[7, 2], workers=0)
     images = torch.stack([dataset[7][0], dataset[2][0]])
@@ -264,7 +265,7 @@ def test_neighbours_are_the_nearest_training_images_by_brute_force(trained, tiny
     result = draw_neighbours(trained, tmp_path / "n.png", images=[3, 8], k=4, workers=0, devices="cpu")
     payload = read_checkpoint(trained)
     model = load_model(trained, devices=["cpu"])  # the run's dropout style: it scales fc6 at test
-    preprocess = preprocess_from_checkpoint(payload, "cpu")
+    preprocess = Preprocess(stats_from_checkpoint(payload), saved_preprocess(payload))
     train_set, val_set = open_dataset(tiny, "train"), open_dataset(tiny, "val")
     with torch.no_grad():
         database = relu_activations(model, preprocess.centre(torch.stack([train_set[i][0] for i in range(20)])))

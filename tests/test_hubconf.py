@@ -8,7 +8,7 @@ import torch
 
 from alexnet import build_model, load_model
 from alexnet.errors import ConfigError
-from alexnet.train.checkpoint import save_checkpoint
+from alexnet.checkpoint import save_checkpoint
 
 REPO = str(Path(__file__).resolve().parent.parent)
 

@@ -33,7 +33,7 @@ STEPS = ("bytes", "read", "read+map", "import")
 def measure(path: str, step: str) -> dict:
     """Runs ``step`` once in this process: seconds, and the RSS before and at its peak (bytes)."""
     from alexnet.caffe import read_caffemodel, to_canonical  # noqa: F401 (imports before the baseline)
-    from alexnet.train.caffe_import import import_caffemodel
+    from alexnet.caffe.importer import import_caffemodel
     import torch  # noqa: F401
 
     before = _reset_peak_rss()

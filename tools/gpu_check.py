@@ -47,7 +47,7 @@ import bench_targets  # noqa: E402
 from alexnet.files import write_json  # noqa: E402
 from alexnet.machine import git_state  # noqa: E402
 from alexnet.tables import markdown_table  # noqa: E402
-from alexnet.train.run_folder import RunFolder  # noqa: E402
+from alexnet.run_folder import RunFolder  # noqa: E402
 
 LIMIT_S = 480  # issue 14: the whole check in under 8 minutes on one GPU
 #: A step is not started with less time than this left: it could not finish.

@@ -33,7 +33,7 @@ from alexnet.files import write_json
 from alexnet.machine import cpu_model, software_versions
 from alexnet.progress import SILENT, Reporter
 from alexnet.train.config import TrainConfig
-from alexnet.train.run_folder import RunFolder
+from alexnet.run_folder import RunFolder
 
 #: Candidate recipes: the built-in preset with these settings changed. Until 2026-12-02 the
 #: built-in recipe was Caffe's initialization with inverted dropout ("caffe-init"); the

@@ -34,8 +34,8 @@ from alexnet.experiments.ablate import Arm
 from alexnet.machine import cpu_model
 from alexnet.progress import SILENT, Reporter
 from alexnet.train.config import TrainConfig
-from alexnet.train.diagnostics import activation_stats, format_activation_stats
-from alexnet.train.run_folder import RunFolder
+from alexnet.analysis.activations import activation_stats, format_activation_stats
+from alexnet.run_folder import RunFolder
 
 # One change at a time from the paper's recipe (at the "builtin" preset's batch size and
 # learning rate; no learning-rate drop within the default two epochs): the baseline and four

@@ -7,7 +7,9 @@
 
 from .errors import AlexNetError
 from .model import INIT_PRESETS, LAYERS, ModelConfig, build_model, resolve
-from .train.checkpoint import load_model
+from .runtime import Runtime
+from .trained import TrainedNet, load_model, open_trained
 from .versions import __version__
 
-__all__ = ["AlexNetError", "INIT_PRESETS", "LAYERS", "ModelConfig", "build_model", "load_model", "resolve", "__version__"]
+__all__ = ["AlexNetError", "INIT_PRESETS", "LAYERS", "ModelConfig", "Runtime", "TrainedNet", "build_model", "load_model",
+           "open_trained", "resolve", "__version__"]

@@ -4,11 +4,10 @@ the autocast dtype each stands for, and where each can run.
     fp32   no autocast                   bf16   autocast to torch.bfloat16
     fp16   autocast to torch.float16 (on CUDA only, with loss scaling in training)
 
-``alexnet train`` and ``alexnet eval`` take ``--amp`` (one of ``AMP_CHOICES``: ``auto`` is bf16
-on GPUs that support it, fp32 elsewhere) and run mixed precision on GPUs only
-(:func:`resolve_amp`); ``alexnet bench`` measures any precision autocast supports on a device
-(:func:`autocast_unsupported`). The LRN computes in fp32 whatever the precision
-(``alexnet.model.lrn``).
+Every command that runs a net takes ``--amp`` (one of ``AMP_CHOICES``: ``auto`` is bf16 on GPUs
+that support it, fp32 elsewhere) and runs any precision autocast supports on its devices
+(:func:`resolve_amp`, :func:`autocast_unsupported`: fp16 on CUDA only), ``alexnet bench`` too.
+The LRN computes in fp32 whatever the precision (``alexnet.model.lrn``).
 """
 
 from __future__ import annotations
@@ -44,15 +43,18 @@ def precision_name(dtype: Optional[torch.dtype]) -> str:
 
 
 def resolve_amp(amp: str, placement: Placement) -> Optional[torch.dtype]:
-    """--amp -> the autocast dtype training and evaluation use on ``placement`` (None: fp32).
-    bf16 and fp16 need every device to be a GPU; auto picks bf16 where the GPUs support it."""
+    """--amp -> the autocast dtype a net runs in on ``placement`` (None: fp32), the same rule for
+    training, evaluation, prediction and the benchmark: auto is bf16 where every device is a GPU
+    that supports it, else fp32; bf16 runs wherever autocast supports it (GPUs and the CPU),
+    fp16 on GPUs only."""
     if amp not in AMP_CHOICES:
         raise ConfigError(f"--amp must be one of {', '.join(AMP_CHOICES)}; got {amp!r}")
     if amp == "auto":
         return torch.bfloat16 if placement.on_gpu and torch.cuda.is_bf16_supported() else None
-    if amp != "fp32" and not placement.on_gpu:
-        raise ConfigError(f"--amp {amp} needs every device to be a GPU; {placement.describe()} trains in fp32 "
-                          f"(use --amp fp32 or auto)")
+    why = autocast_unsupported(amp, placement.devices)
+    if why is not None:
+        raise ConfigError(f"--amp {amp}: {why}; {placement.describe()} runs in fp32 or bf16 (use --amp fp32, bf16 "
+                          f"or auto)")
     return autocast_dtype(amp)
 
 
@@ -60,7 +62,7 @@ def autocast_unsupported(precision: str, devices: Iterable[torch.device]) -> Opt
     """Why autocast in ``precision`` is not measured on ``devices``, or None when it is."""
     types = {torch.device(d).type for d in devices}
     if precision == "fp16" and types != {"cuda"}:
-        return "fp16 autocast is benchmarked on CUDA devices only"
+        return "fp16 autocast runs on CUDA devices only"
     if precision == "bf16" and "mps" in types:
         return "bf16 autocast is not supported on mps here"
     return None

@@ -20,8 +20,8 @@ from alexnet.data.roots import open_dataset
 from alexnet.errors import ConfigError, DataError
 from alexnet.model.spec import resolve
 from alexnet.model.state import canonical_shapes
-from alexnet.train.caffe_import import caffe_mean_image
-from alexnet.train.checkpoint import read_checkpoint, saved_preprocess
+from alexnet.caffe.importer import caffe_mean_image
+from alexnet.checkpoint import read_checkpoint, saved_preprocess
 from alexnet.train.config import TrainConfig
 from alexnet.train.session import plan_run
 from caffemodel_writer import write_binaryproto, write_caffemodel

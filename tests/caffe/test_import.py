@@ -12,9 +12,9 @@ from alexnet import load_model
 from alexnet.cli import main
 from alexnet.data.imagenet import ILSVRC_NAMES
 from alexnet.errors import CheckpointError
-from alexnet.train.caffe_import import default_classes
-from alexnet.train.run_folder import check_classes
-from alexnet.train.checkpoint import read_checkpoint
+from alexnet.caffe.importer import default_classes
+from alexnet.run_folder import check_classes
+from alexnet.checkpoint import read_checkpoint
 from caffemodel_writer import random_state, write_caffemodel
 
 

@@ -179,7 +179,7 @@ def test_the_preprocessing_s_227_crops_are_caffe_s_windows():
         assert torch.allclose(ten[:, k].double(), window, atol=1e-4), TEN_CROP_NAMES[k]
         assert torch.allclose(ten[:, 5 + k].double(), window.flip(-1), atol=1e-4), TEN_CROP_NAMES[5 + k]
     generator = torch.Generator().manual_seed(0)
-    assert caffe.train(images, generator).shape == (2, 3, 227, 227)
+    assert caffe.augment(images, generator).shape == (2, 3, 227, 227)
     paper = Preprocess(stats, PreprocessConfig())  # the default: the paper's 224
     assert torch.allclose(paper.centre(images).double(), centred[:, :, 16:240, 16:240], atol=1e-4)
     assert paper.ten(images).shape == (2, 10, 3, 224, 224)

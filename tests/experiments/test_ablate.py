@@ -25,7 +25,7 @@ from alexnet.experiments.ablate.folder import AblationFolder
 from alexnet.model.build import build_model
 from alexnet.model.config import ModelConfig
 from alexnet.model.lrn import LocalResponseNorm
-from alexnet.train.checkpoint import read_checkpoint
+from alexnet.checkpoint import read_checkpoint
 from alexnet.train.loop import Interrupted, TrainConfig
 from alexnet.train.recipe import get_recipe
 
@@ -194,7 +194,7 @@ def test_the_report_says_where_the_one_gpu_comparison_ran(tmp_path):
     towers = {"baseline": {"layout": "towers", "devices": ["cuda:0", "cuda:1"]},
               "one-gpu": {"layout": "grouped", "devices": ["cuda:0"]}}
     folder = fake_ablation(tmp_path / "ab", ["one-gpu"], top1, top1, placements=towers)
-    text = ablate.format_report(ablate.report(str(folder.path)))
+    text = ablate.format_ablation_report(ablate.report(str(folder.path)))
     assert ("The one-gpu arm ran grouped on cuda:0, fp32; the baseline ran its two towers on two GPUs "
             "(towers on cuda:0, cuda:1, fp32): the paper's comparison") in text
     assert "| one-gpu | +2.0 | — | one seed: cannot tell |" in text
@@ -411,7 +411,7 @@ def test_the_command_passes_train_options_through(tiny, tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(ablate, "run", lambda config, **kwargs: seen.update(config=config, **kwargs) or REPORT)
     monkeypatch.setattr(ablate, "resume", lambda out, **kwargs: seen.update(resume=out, **kwargs) or REPORT)
-    monkeypatch.setattr(ablate, "format_report", lambda report: "the report")
+    monkeypatch.setattr(ablate, "format_ablation_report", lambda report: "the report")
     result = run_cli("--no-lrn", "--seeds", "2", "--data", tiny, "--epochs", "1", "-b", "10", "--seed", "5",
                      "--no-ten-crop", "--devices", "cpu,cpu", "-j", "0", "-o", tmp_path / "ab")
     assert result.exit_code == 0 and result.output == "the report\n", result.output

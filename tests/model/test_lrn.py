@@ -5,7 +5,7 @@ import torch
 
 from alexnet.model.lrn import LocalResponseNorm, stock_lrn
 from alexnet.model.spec import LRN_SIZE
-from alexnet.ops.lrn import fusable, relu_lrn_maxpool, window_sum
+from alexnet.ops.fast_lrn import fusable, relu_lrn_maxpool
 
 
 def direct_lrn(a, groups, n=5, alpha=1e-4, beta=0.75, k=2.0):
@@ -89,7 +89,7 @@ def test_fast_gradient_is_exact_in_float64():
 
 def test_fast_works_through_the_batch_in_chunks(monkeypatch):
     """A tiny chunk size exercises the chunked CPU path; the result must not depend on it."""
-    import alexnet.ops.lrn as lrn_module
+    import alexnet.ops.fast_lrn as lrn_module
 
     x = activations((7, 16, 5, 5), dtype=torch.float32).requires_grad_(True)
     lrn = LocalResponseNorm(16, groups=2, impl="fast")
@@ -100,13 +100,6 @@ def test_fast_works_through_the_batch_in_chunks(monkeypatch):
     (g_chunked,) = torch.autograd.grad(y_chunked.sum(), x)
     torch.testing.assert_close(y_chunked, y_whole, rtol=0, atol=0)
     torch.testing.assert_close(g_chunked, g_whole, rtol=0, atol=0)
-
-
-def test_window_sum_is_a_sum_over_neighbours():
-    t = torch.arange(1.0, 9.0).view(1, 8, 1, 1)  # maps 1..8, two towers of 4
-    got = window_sum(t, groups=2, size=LRN_SIZE).flatten().tolist()
-    # tower 0: [1,2,3,4] -> 1+2+3, 1+2+3+4, 1+2+3+4, 2+3+4; tower 1 likewise on [5..8]
-    assert got == [6, 10, 10, 9, 18, 26, 26, 21]
 
 
 @pytest.mark.parametrize("impl", ["fast", "stock"])
@@ -136,7 +129,7 @@ def _unfused(z, groups, pool):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 30])  # one sample per chunk; the whole batch at once
 def test_relu_lrn_maxpool_matches_the_three_modules(monkeypatch, shape, groups, pool, channels_last, chunk_bytes):
-    import alexnet.ops.lrn as lrn_module
+    import alexnet.ops.fast_lrn as lrn_module
 
     monkeypatch.setattr(lrn_module, "CPU_CHUNK_BYTES", chunk_bytes)
     z = torch.randn(shape, generator=torch.Generator().manual_seed(4)) * 80  # about half the maps < 0

@@ -119,7 +119,7 @@ def test_crops_and_flips_are_drawn_per_chunk_and_replicas_see_the_same_draws():
     # and the run's preprocessing passes its crop_chunk on
     from alexnet.data.preprocess import Preprocess, PreprocessConfig
     run = Preprocess(Stats, PreprocessConfig(mean="none", pca="none", crop_chunk=4))
-    torch.testing.assert_close(run.train(images, torch.Generator().manual_seed(3)), chunked)
+    torch.testing.assert_close(run.augment(images, torch.Generator().manual_seed(3)), chunked)
 
 
 @pytest.mark.parametrize("changes,message", [
@@ -147,7 +147,7 @@ def test_a_short_authors_run_trains_with_their_schedule_scaled(tiny, tmp_path, m
     schedule at 3/91 of it (drops after 1, 2, 3; conv1 frozen and the colour noise off after 2)."""
     from alexnet.data.preprocess import Preprocess
     from alexnet.train.loop import train
-    from alexnet.train.run_folder import RunFolder
+    from alexnet.run_folder import RunFolder
 
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
     colour = []

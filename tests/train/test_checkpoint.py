@@ -8,8 +8,8 @@ import torch
 import alexnet
 from alexnet import build_model
 from alexnet.errors import CheckpointError
-from alexnet.train.checkpoint import (load_model, load_momentum_buffers, momentum_buffers, read_checkpoint,
-                                      save_checkpoint)
+from alexnet.trained import load_model
+from alexnet.checkpoint import VERSION, load_momentum_buffers, momentum_buffers, read_checkpoint, save_checkpoint
 from alexnet.train.optim import paper_sgd
 
 CLASSES = [f"class{i}" for i in range(10)]
@@ -90,7 +90,7 @@ def test_a_run_folder_without_a_checkpoint_is_named(tmp_path):
 
 
 def test_a_run_folder_means_its_last_checkpoint_else_its_best(tmp_path):
-    from alexnet.train.checkpoint import resolve_checkpoint_path
+    from alexnet.checkpoint import resolve_checkpoint_path
 
     (tmp_path / "checkpoints").mkdir()
     best, last = tmp_path / "checkpoints" / "best.pt", tmp_path / "checkpoints" / "last.pt"
@@ -101,7 +101,7 @@ def test_a_run_folder_means_its_last_checkpoint_else_its_best(tmp_path):
 
 
 def test_a_checkpoint_of_another_class_count_or_variant_is_refused(tmp_path):
-    from alexnet.train.checkpoint import load_weights
+    from alexnet.checkpoint import load_weights
 
     path = save_checkpoint(tmp_path / "c.pt", model=_small(), classes=CLASSES)
     payload = read_checkpoint(path)
@@ -155,7 +155,7 @@ def test_a_checkpoint_written_before_the_style_was_recorded_rebuilds_with_invert
     torch.save(payload, path)
     model = load_model(path)
     assert model.spec.config.dropout_style == "inverted" and type(model.drop6) is torch.nn.Dropout
-    assert read_checkpoint(path)["version"] == 2 and read_checkpoint(path)["preprocess"] == {}
+    assert read_checkpoint(path)["version"] == VERSION and read_checkpoint(path)["preprocess"] == {}
     trained.eval()
     x = torch.rand(2, 3, 224, 224) * 255 - 120
     with torch.no_grad():

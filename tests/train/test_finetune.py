@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from alexnet.cli import main
 from alexnet.model.init import canonical_init
 from alexnet.model.spec import resolve
-from alexnet.train.caffe_import import import_caffemodel
+from alexnet.caffe.importer import import_caffemodel
 from alexnet.train.config import TrainConfig
 from alexnet.train.session import set_up
 

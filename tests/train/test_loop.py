@@ -14,10 +14,10 @@ from alexnet.errors import ConfigError, TrainingError
 from alexnet.train import loop as loop_module
 from alexnet import load_model
 from alexnet.data.images import load_image
-from alexnet.train.checkpoint import read_checkpoint, stats_from_checkpoint
+from alexnet.checkpoint import read_checkpoint, stats_from_checkpoint
 from alexnet.data.preprocess import Preprocess
-from alexnet.train.evaluate import evaluate
-from alexnet.train.loop import Interrupted, Runtime, TrainConfig, config_for_resume, train
+from alexnet.inference import evaluate
+from alexnet.train.loop import Interrupted, TrainConfig, TrainRuntime, resume_config, train
 from alexnet.train.optim import paper_sgd
 from alexnet.train.step import train_step
 
@@ -48,7 +48,7 @@ def _copy(run, tmp_path):
 
 def _runtime(**changes):
     """A resumed session's own runtime: the tests' usual one, with ``changes``."""
-    return Runtime(**{**RUNTIME, **changes})
+    return TrainRuntime(**{**RUNTIME, **changes})
 
 
 def _weights(run):
@@ -70,7 +70,7 @@ def test_steps_lower_the_loss_on_a_fixed_batch_and_layouts_stay_equal(tiny):
     losses = {}
     for layout, model in models.items():
         optimizer = paper_sgd(model, lr=0.001)
-        losses[layout] = [train_step(model, x, labels, optimizer).item() for _ in range(6)]
+        losses[layout] = [train_step(model, x, labels, optimizer).loss.item() for _ in range(6)]
     for layout, curve in losses.items():
         assert curve[-1] < curve[0], (layout, curve)
     assert losses["towers"] == pytest.approx(losses["grouped"], rel=1e-3)
@@ -111,7 +111,7 @@ def test_resume_after_an_interruption_reproduces_the_run_exactly(tiny, tmp_path)
     with pytest.raises(Interrupted, match="--resume"):
         train(_config(tiny, tmp_path / "cut", max_steps=7))  # mid-way through epoch 2
     assert read_checkpoint(tmp_path / "cut")["progress"] == {"epoch": 1, "batch": 2, "step": 7, "images": 28}
-    train(config_for_resume(str(tmp_path / "cut"), _runtime()), resume=str(tmp_path / "cut"))
+    train(resume_config(str(tmp_path / "cut"), runtime=_runtime()), resume=str(tmp_path / "cut"))
     whole, cut = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     for key in whole:
         assert torch.equal(whole[key], cut[key]), key
@@ -125,7 +125,7 @@ def test_resume_on_another_layout_continues_closely(tiny, tmp_path):
     train(_config(tiny, tmp_path / "whole", **no_dropout))
     with pytest.raises(Interrupted):
         train(_config(tiny, tmp_path / "cut", max_steps=7, **no_dropout))
-    train(config_for_resume(str(tmp_path / "cut"), _runtime(devices="cpu,cpu")), resume=str(tmp_path / "cut"))
+    train(resume_config(str(tmp_path / "cut"), runtime=_runtime(devices="cpu,cpu")), resume=str(tmp_path / "cut"))
     assert json.loads((tmp_path / "cut" / "config.json").read_text())["resolved"]["placement"]["layout"] == "towers"
     whole, cut = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     for key in whole:
@@ -144,7 +144,7 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, one_epoch, tm
 
     monkeypatch.setattr(loop_module, "train_step", poisoned)
     with pytest.raises(TrainingError, match=r"the loss became nan by step 6 \(epoch 2\); stopped without saving"):
-        train(config_for_resume(str(tmp_path / "run"), _runtime(), epochs=2), resume=str(tmp_path / "run"))
+        train(resume_config(str(tmp_path / "run"), runtime=_runtime(), epochs=2), resume=str(tmp_path / "run"))
     assert last.read_bytes() == before
 
 

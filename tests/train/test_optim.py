@@ -7,7 +7,7 @@ from torch import nn
 from alexnet.errors import ConfigError
 from alexnet.train.optim import current_lr, paper_sgd, set_lr
 from alexnet.train.config import TrainConfig
-from alexnet.train.recipe import PRESETS, LRSchedule, get_recipe
+from alexnet.train.recipe import PRESETS, LRSchedule, get_preset
 
 
 class Tiny(nn.Module):
@@ -62,16 +62,16 @@ def test_weight_decay_skips_biases_and_caffe_doubles_their_rate():
 
 def test_plateau_schedule_divides_by_ten_when_validation_stops_improving_three_times_at_most():
     # A flat error: no improvement ever, so each rate lasts the minimum of 10 epochs.
-    schedule = LRSchedule(get_recipe("paper"))
+    schedule = LRSchedule(get_preset("paper").recipe)
     assert [e + 1 for e in range(90) if schedule.after_epoch(e, 0.6)] == [10, 20, 30]
     assert schedule.lr == pytest.approx(1e-5) and schedule.drops == 3
 
 
 def test_step_schedule_and_state_round_trip():
-    schedule = LRSchedule(get_recipe("caffe"))
+    schedule = LRSchedule(get_preset("caffe").recipe)
     drops = [schedule.after_epoch(e, 0.5) for e in range(90)]
     assert [e + 1 for e, d in enumerate(drops) if d] == [20, 40, 60, 80]
-    other = LRSchedule(get_recipe("caffe"))
+    other = LRSchedule(get_preset("caffe").recipe)
     other.load_state_dict(schedule.state_dict())
     assert other.state_dict() == schedule.state_dict()
 
@@ -109,6 +109,6 @@ def test_impossible_values_are_named(field, value, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         TrainConfig.from_preset("paper").replace(**{field: value})
     with pytest.raises(ConfigError, match="unknown recipe field 'learning_rate'"):
-        get_recipe("paper").replace(learning_rate=0.1)
+        get_preset("paper").recipe.replace(learning_rate=0.1)
     with pytest.raises(ConfigError, match="unknown setting 'learning_rate'"):
         TrainConfig.from_preset("paper").replace(learning_rate=0.1)

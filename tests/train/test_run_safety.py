@@ -24,10 +24,10 @@ from alexnet.data import generate_builtin
 from alexnet.errors import BusyError, CheckpointError, ConfigError, StorageError
 from alexnet.files import FolderLock
 from alexnet.train import session as session_module
-from alexnet.train.checkpoint import read_checkpoint
+from alexnet.checkpoint import read_checkpoint
 from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
-from alexnet.train.run_folder import RunFolder
+from alexnet.run_folder import RunFolder
 
 pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 #: A new run's options for the tiny set (with --data the preset is the paper's: give --epochs).
@@ -199,7 +199,7 @@ def test_each_refusal_names_the_path_and_what_to_do(tmp_path, code, advice):
 def test_eval_shows_its_figures_before_a_folder_refuses_them(run, monkeypatch):
     def refused(path, data):
         raise StorageError(f"{path}: writing failed: the file system is read-only: write elsewhere")
-    monkeypatch.setattr("alexnet.train.evaluate.write_json", refused)
+    monkeypatch.setattr("alexnet.inference.write_json", refused)
     result = run_cli("eval", run, "--devices", "cpu", "-j", "0", "--no-ten-crop", "-q")
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
@@ -278,7 +278,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_with_its_own_code(tiny, tmp_path):
 
 
 def test_a_resume_hint_is_pasted_as_it_is_printed(tmp_path):
-    from alexnet.train.run_folder import quote
+    from alexnet.run_folder import quote
     assert quote(tmp_path / "-dash run") == f"'{tmp_path / '-dash run'}'"
 
 

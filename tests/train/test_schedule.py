@@ -10,9 +10,9 @@ import torch
 
 from alexnet.errors import ConfigError
 from alexnet.train.config import TrainConfig
-from alexnet.train.recipe import LRSchedule, Recipe, get_recipe, schedule_rule
+from alexnet.train.recipe import LRSchedule, Recipe, get_preset, schedule_rule
 
-PAPER = get_recipe("paper")
+PAPER = get_preset("paper").recipe
 # The rule before this one: any strict improvement resets, one epoch without one divides.
 FIRST_RULE = PAPER.replace(plateau_patience=1, plateau_min_improvement=0.0, min_epochs_per_lr=1)
 
@@ -162,7 +162,7 @@ def test_a_state_saved_before_the_new_keys_loads():
 
 def test_the_step_schedule_is_unchanged():
     for name, expected in (("caffe", [20, 40, 60, 80]), ("builtin", [3])):
-        recipe = get_recipe(name)
+        recipe = get_preset(name).recipe
         drops, schedule = _drops(recipe, [0.5 - 0.001 * e for e in range(recipe.epochs)])
         assert drops == expected, name
         other = LRSchedule(recipe)
@@ -174,11 +174,11 @@ def test_the_rule_in_one_line():
     assert schedule_rule(PAPER) == (
         "lr 0.01, divided by 10 when top-1 validation error has not beaten the best at the current rate "
         "by at least 0.1 points for 5 epochs, after at least 10 epochs at each rate; at most 3 times")
-    assert schedule_rule(get_recipe("caffe")) == "lr 0.01, divided by 10 every 20 epochs, at most 4 times"
-    assert schedule_rule(get_recipe("builtin")) == "lr 0.01, divided by 10 every 3 epochs, at most once"
+    assert schedule_rule(get_preset("caffe").recipe) == "lr 0.01, divided by 10 every 20 epochs, at most 4 times"
+    assert schedule_rule(get_preset("builtin").recipe) == "lr 0.01, divided by 10 every 3 epochs, at most once"
     assert "(a tie does not count) for 1 epoch, after at least 1 epoch" in schedule_rule(FIRST_RULE)
     assert schedule_rule(PAPER.replace(max_lr_drops=0)) == "lr 0.01, never divided"
-    assert all("\n" not in schedule_rule(get_recipe(n)) for n in ("paper", "caffe", "builtin"))
+    assert all("\n" not in schedule_rule(get_preset(n).recipe) for n in ("paper", "caffe", "builtin"))
 
 
 def test_the_paper_preset_uses_the_rule():

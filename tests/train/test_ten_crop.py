@@ -12,7 +12,7 @@ from torch import nn
 
 from alexnet.data import load_or_compute_stats, open_dataset
 from alexnet.data.preprocess import Preprocess
-from alexnet.train.evaluate import evaluate
+from alexnet.inference import evaluate
 
 pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 

@@ -4,45 +4,7 @@ Each command module registers its commands on ``main``; library errors (a missin
 a bad file, an impossible value) print as one ``Error:`` line and exit with status 2.
 """
 
-from __future__ import annotations
+from .group import main
+from . import ablate, bench, caffe, data, evaluate, export, figures, predict, summary, train  # noqa: F401,E402  (each registers its commands)
 
-import click
-
-from ..errors import AlexNetError
-from ..files import storage_error
-
-
-class _Group(click.Group):
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except AlexNetError as error:
-            raise _OneLine(str(error)) from None
-        except OSError as error:  # the machine refused (a full disk, a read-only folder, ...): where and what to do
-            raise _OneLine(str(storage_error(error, doing=None))) from None
-        except click.UsageError as error:
-            # click's usage errors span four lines; one is enough, with where to look.
-            where = f" (see {error.ctx.command_path} --help)" if error.ctx is not None else ""
-            raise _OneLine(error.format_message() + where) from None
-
-
-class _OneLine(click.ClickException):
-    exit_code = 2
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="alexnet")
-def main():
-    """AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) as the paper describes it:
-    two towers on two devices, LRN, overlapping pooling, the paper's data pipeline and
-    training recipe.
-
-    \b
-    --devices picks where a command runs, and the layout follows:
-      auto      towers on cuda:0,cuda:1 with two GPUs, else grouped on one device
-      0,1       towers on two GPUs          cpu,cpu   towers, both on the CPU
-      0 | cpu   grouped (groups=2) on one   0,cpu     towers on a GPU and the CPU
-    """
-
-
-from . import summary, data, train, evaluate, predict, bench, ablate, figures, caffe, export  # noqa: E402,F401  (each registers its commands)
+__all__ = ["main"]

@@ -8,11 +8,11 @@ from ..experiments import ablate
 from ..experiments.ablate import PAPER_ARMS
 from ..experiments.ablate.arms import PAPER_NET_SETTINGS
 from ..progress import Reporter
-from ..train.config import Runtime, TrainConfig
+from ..train.config import TrainConfig
 from ..train.loop import Interrupted
 from ..train.recipe import default_preset
-from . import main
-from .options import (as_settings, devices_options, given_options, option_names, quiet_option, runtime_options,
+from .group import main
+from .options import (devices_options, given_options, given_settings, option_names, quiet_option, runtime_options,
                       setting_of)
 from .train import train_command
 
@@ -69,25 +69,23 @@ def ablate_command(seeds, out, resume, report_dir, quiet, data, preset, **option
         extra = [p for p in given if p.name not in ("report_dir", "quiet")]
         if extra:
             raise click.UsageError(f"--report only reads DIR; drop {option_names(extra)}")
-        click.echo(ablate.format_report(ablate.report(report_dir)))
+        click.echo(ablate.format_ablation_report(ablate.report(report_dir)))
         return
-    settings = as_settings(options)
+    settings = given_settings(click.get_current_context(), options)
     try:
         if resume:
-            extra = [p for p in given if p.name not in ("resume", "quiet") and setting_of(p) not in Runtime.names()]
+            extra = [p for p in given if p.name in ("out", "seeds", "preset", "data", *map(_flag, PAPER_ARMS))]
             if extra:
                 raise click.UsageError(f"--resume continues the ablation's own settings ({resume}/ablation.json); "
-                                       f"drop {option_names(extra)} (only how the runs run may change: --devices, "
-                                       f"--amp, --workers, ...)")
-            changed = {setting_of(p) for p in given}
-            result = ablate.resume(resume, reporter=reporter, **{k: v for k, v in settings.items() if k in changed})
+                                       f"drop {option_names(extra)}")
+            result = ablate.resume(resume, reporter=reporter, **settings)
         else:
             config = TrainConfig.from_preset(preset or default_preset(data), data=data, **settings)
             result = ablate.run(config, arms=arms or ablate.ARM_NAMES, seeds=seeds, out=out, reporter=reporter)
     except Interrupted as stopped:
         click.echo(str(stopped), err=True)
         raise SystemExit(stopped.exit_code or 130)  # an ablation stopped at --max-steps is not finished
-    click.echo(ablate.format_report(result))
+    click.echo(ablate.format_ablation_report(result))
 
 
 def _share_train_options(command: click.Command) -> None:

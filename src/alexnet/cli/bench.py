@@ -8,7 +8,7 @@ from ..devices import DeviceRequest
 from ..experiments.bench import CHOICES, MODELS, MODES, PRECISIONS, BenchSettings, command_line, run_benchmark, save
 from ..experiments.bench.tables import format_report
 from ..model.lrn import LRN_IMPLS
-from . import main
+from .group import main
 
 
 class _CommaList(click.ParamType):

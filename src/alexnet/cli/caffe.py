@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..train.caffe_import import import_caffemodel
-from . import main
+from ..caffe import import_caffemodel
+from .group import main
 
 
 @main.command("import-caffe")

@@ -10,7 +10,7 @@ from ..data import packed
 from ..data.roots import open_dataset, resolve_data_root, save_stats_for
 from ..data.stats import compute_stats
 from ..progress import Reporter
-from . import main
+from .group import main
 
 WORKERS_HELP = "Reader processes (0: read in this process). Default: {}."
 SKIP_BAD_HELP = "Skip unreadable images (corrupt, truncated, empty, not images) and count them, instead of stopping at the first."

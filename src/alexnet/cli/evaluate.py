@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from ..progress import Reporter
-from ..train.evaluate import evaluate_checkpoint, format_results, save_evaluation
-from . import main
-from .options import devices_options, quiet_option, runtime_options
+from ..inference import evaluate_checkpoint, format_results, save_evaluation
+from .group import main
+from .options import quiet_option, runtime_value
 
 
 @main.command("eval")
@@ -20,19 +20,16 @@ from .options import devices_options, quiet_option, runtime_options
               help="Also evaluate with the paper's ten patches (softmax averaged).")
 @click.option("--json-out", type=click.Path(), default=None,
               help="Where to save the results (default: eval.json in the run folder, or CHECKPOINT.eval.json).")
-@devices_options
-@runtime_options
+@runtime_value
 @quiet_option
-def eval_command(checkpoint, data, split, batch_size, ten_crop, json_out, devices, amp, channels_last,
-                 workers, lrn_impl, quiet):
-    """Top-1 and top-5 error of CHECKPOINT (a checkpoint file, or a run folder: its last
-    checkpoint) with the centre crop and the paper's ten-crop protocol, beside the paper's
+def eval_command(checkpoint, data, split, batch_size, ten_crop, json_out, runtime, quiet):
+    """Top-1 and top-5 error of CHECKPOINT (a checkpoint file, a run folder: its last checkpoint,
+    or a Caffe .caffemodel, imported as import-caffe does) with the centre crop and the paper's ten-crop protocol, beside the paper's
     figures. The images are read as the checkpoint's preprocessing says: an imported Caffe net's
     (import-caffe) warps each to 256x256 and takes 227 crops, so --data must then be a folder
     dataset (a packed one holds the paper's shorter-side images)."""
     results = evaluate_checkpoint(checkpoint, data=data, split=split, batch_size=batch_size, ten_crop=ten_crop,
-                                  devices=devices, amp=amp, channels_last=channels_last,
-                                  workers=workers, lrn_impl=lrn_impl, out=json_out, save=False,
+                                  runtime=runtime, out=json_out, save=False,
                                   reporter=Reporter(enabled=not quiet))
     progress = results["progress"]
     click.echo(f"checkpoint {results['checkpoint']} (epoch {progress.get('epoch', '?')}, "

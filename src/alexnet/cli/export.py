@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..train.export import export_onnx
-from . import main
+from ..export import export_onnx
+from .group import main
 
 
 @main.command("export")

@@ -9,8 +9,8 @@ from ..experiments.figures.filters import SCALE
 from ..experiments.figures.plot import DEFAULT_PANELS
 from ..progress import Reporter
 from ..train.curves import EPOCH_METRICS, PANELS
-from . import main
-from .options import devices_options, quiet_option
+from .group import main
+from .options import quiet_option, runtime_value
 
 OUT_HELP = "The PNG to write (its folder must exist)."
 
@@ -67,11 +67,9 @@ def filters_command(checkpoint, out, scale):
               help="Nearest training images per query.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the choice of validation images.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--workers", "-j", type=click.IntRange(min=0), default=None,
-              help="Data-loading processes (default: one per core, up to 8).")
-@devices_options
+@runtime_value
 @quiet_option
-def neighbors_command(checkpoint, out, data, images, count, k, seed, batch_size, workers, devices, quiet):
+def neighbors_command(checkpoint, out, data, images, count, k, seed, batch_size, runtime, quiet):
     """The paper's Figure 4 for CHECKPOINT (a checkpoint file, or a run folder: its last
     checkpoint): validation images, each followed by the K training images nearest to it by
     Euclidean distance of their fc7 activations (after the ReLU, centre crop), nearest first,
@@ -81,7 +79,7 @@ def neighbors_command(checkpoint, out, data, images, count, k, seed, batch_size,
     checkpoint (float16, keyed by the checkpoint's path, size and modification time and by
     the data); the search is exact, in blocks, with bounded memory. See docs/figures.md."""
     result = draw_neighbours(checkpoint, out, data=data, images=images, count=count, k=k, seed=seed,
-                             batch_size=batch_size, devices=devices, workers=workers,
+                             batch_size=batch_size, runtime=runtime,
                              reporter=Reporter(enabled=not quiet))
     classes = result["classes"]
     click.echo(f"checkpoint {result['checkpoint']}, data {result['data']}")

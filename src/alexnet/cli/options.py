@@ -1,5 +1,6 @@
 """Options shared by the commands that build a network. ``--devices`` and ``--layout`` are
-parsed here, at the edge, into one ``alexnet.devices.DeviceRequest``."""
+parsed here, at the edge, into one ``alexnet.devices.DeviceRequest``; the commands that run a
+trained net get every runtime option as one ``alexnet.runtime.Runtime`` (``runtime_value``)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from ..devices import LAYOUTS, DeviceRequest
 from ..model.config import BLOCKS, FORMS, VARIANTS, ModelConfig
 from ..model.lrn import LRN_IMPLS
 from ..precision import AMP_CHOICES
+from ..runtime import Runtime
+from ..train.config import OPTION_NAMES
 
 #: The paper's net: where the model options' defaults come from.
 PAPER_NET = ModelConfig()
 
-#: Options spelled otherwise than the settings they set (torchvision's --wd; the plateau rule's
-#: two); every other option of train and ablate is named after its field.
-RENAMED = {"wd": "weight_decay", "patience": "plateau_patience", "min_improvement": "plateau_min_improvement"}
+#: Options spelled otherwise than the settings they set (``alexnet.train.config.OPTION_NAMES``);
+#: every other option of train and ablate is named after its field.
+RENAMED = {option: setting for setting, option in OPTION_NAMES.items()}
 
 DEVICES_HELP = ("Where to run: auto (default), 0,1 (towers on two GPUs), 0 or cpu (grouped on one "
                 "device), cpu,cpu (towers on the CPU), 0,cpu (towers on a GPU and the CPU). Under torchrun, "
@@ -68,8 +71,8 @@ def model_options(func):
 
 
 def runtime_options(func):
-    """How to run, whatever the recipe: precision, memory format, workers, LRN implementation
-    (a part of the runtime settings, ``alexnet.train.config.Runtime``)."""
+    """How to run, whatever the recipe: precision, memory format, workers, LRN implementation,
+    compilation (``alexnet.runtime.Runtime``; with --devices and --layout, all of it)."""
     return _apply(func, [
         click.option("--amp", type=click.Choice(AMP_CHOICES), default="auto", show_default=True,
                      help="Precision: auto is bf16 on GPUs that support it (LRN stays fp32), fp32 on the CPU."),
@@ -78,7 +81,22 @@ def runtime_options(func):
                      help="Data-loading processes (default: one per core, up to 8)."),
         click.option("--lrn-impl", type=click.Choice(LRN_IMPLS), default="fast", show_default=True,
                      help="LRN implementation: both compute the same values."),
+        click.option("--compile", is_flag=True, help="Run the net through torch.compile (slow to start)."),
     ])
+
+
+def runtime_value(func):
+    """Every runtime option (--devices, --layout, --amp, --channels-last, --workers, --lrn-impl,
+    --compile), handed to the command as one ``Runtime`` named ``runtime``: the commands that run
+    a trained net take the same options, and each means the same in all of them."""
+    names = Runtime.names()
+
+    @functools.wraps(func)
+    def build(*args, **kwargs):
+        settings = {name: kwargs.pop(name) for name in names if name in kwargs}
+        return func(*args, runtime=Runtime(**settings), **kwargs)
+
+    return devices_options(runtime_options(build))
 
 
 num_classes_option = click.option("--num-classes", type=click.IntRange(min=1), default=PAPER_NET.num_classes,
@@ -91,6 +109,13 @@ def as_settings(options: Dict[str, object]) -> Dict[str, object]:
     """The command's options as settings by field name (``RENAMED``), those not given (None)
     left out: ready for ``TrainConfig.replace``."""
     return {RENAMED.get(name, name): value for name, value in options.items() if value is not None}
+
+
+def given_settings(ctx: click.Context, options: Dict[str, object]) -> Dict[str, object]:
+    """The settings the user set (``as_settings`` of the options given), for the library to
+    apply on top of a preset or a run's own configuration, and to refuse where they may not."""
+    given = {setting_of(p) for p in given_options(ctx)}
+    return {name: value for name, value in as_settings(options).items() if name in given}
 
 
 def given_options(ctx: click.Context) -> List[click.Parameter]:

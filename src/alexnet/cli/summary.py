@@ -9,7 +9,7 @@ import click
 from ..model.spec import resolve
 from ..model.summary import format_summary, summarize
 from ..train.recipe import PRESETS, get_preset
-from . import main
+from .group import main
 from .options import devices_options, model_options, num_classes_option
 
 

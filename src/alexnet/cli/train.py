@@ -8,17 +8,18 @@ from ..data.transforms import MEANS, PCA_CONVENTIONS
 from ..model.dropout import DROPOUT_STYLES
 from ..model.init import INIT_PRESETS
 from ..progress import Reporter
-from ..train.config import PARTS, Runtime, TrainConfig
-from ..train.distributed import DEFAULT_TIMEOUT, World
-from ..train.loop import Interrupted, config_for_resume, train
-from ..train.session import NET_FIELDS
+from ..train.config import TrainConfig
+from ..train.distributed import DEFAULT_TIMEOUT
+from ..train.loop import Interrupted, resume_config, train
 from ..train.recipe import PRESETS, SCHEDULES, default_preset
-from . import main
-from .options import (as_settings, devices_options, given_options, model_options, option_names, quiet_option,
-                      runtime_options, setting_of)
+from ..world import World
+from .group import main
+from .options import (devices_options, given_options, given_settings, model_options, option_names, quiet_option,
+                      runtime_options)
 
-#: What a run is, as opposed to how a session of it runs: fixed once it has started.
-RUN_SETTINGS = {name for part, kind in PARTS.items() if part != "runtime" for name in kind.names()}
+
+def _presets_with(dropout_style: str) -> str:
+    return ", ".join(name for name, preset in PRESETS.items() if preset.model.dropout_style == dropout_style)
 
 
 @main.command("train")
@@ -47,7 +48,8 @@ RUN_SETTINGS = {name for part, kind in PARTS.items() if part != "runtime" for na
 @click.option("--dropout", type=float, default=None, help="Dropout in fc6 and fc7 (paper: 0.5).")
 @click.option("--dropout-style", type=click.Choice(DROPOUT_STYLES), default=None,
               help="paper: zero fc6/fc7 units with probability --dropout while training, multiply by 1-p at test "
-                   "(§4.2; paper preset); inverted: nn.Dropout, kept units x1/(1-p) while training (caffe, builtin).")
+                   f"(§4.2; the {_presets_with('paper')} presets); inverted: nn.Dropout, kept units x1/(1-p) while "
+                   f"training (the {_presets_with('inverted')} presets).")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
               help="plateau: divide the LR by 10 when validation error stops improving (paper); step: every "
                    "--step-epochs; epochs: after each of --lr-drop-epochs (authors).")
@@ -113,22 +115,15 @@ def train_command(data, out, resume, overwrite, preset, quiet, **options):
     """
     main_process = World.from_env().is_main  # under torchrun, rank 0 speaks for all
     reporter = Reporter(enabled=not quiet and main_process, warnings=main_process)
-    settings = as_settings(options)
+    ctx = click.get_current_context()
+    settings = given_settings(ctx, options)  # what the user set; the preset (or the run) decides the rest
     if resume:
-        given = given_options(click.get_current_context())
-        fixed = [p for p in given if setting_of(p) in RUN_SETTINGS and setting_of(p) != "epochs"]
-        if fixed:
-            raise click.UsageError(f"--resume continues the run's own recipe and net; drop {option_names(fixed)} "
-                                   f"(only --epochs, --data for a dataset that moved, and how it runs may change)")
-        # The run's own runtime, with what this command says otherwise (--devices, --workers, ...).
-        changed = {setting_of(p) for p in given}
-        config = config_for_resume(resume, epochs=settings.get("epochs"), data=data)
-        config = config.replace(**{k: v for k, v in settings.items() if k in Runtime.names() and k in changed})
+        extra = [p for p in given_options(ctx) if p.name in ("out", "overwrite", "preset")]
+        if extra:
+            raise click.UsageError(f"--resume continues the run in its own folder with its own recipe; drop "
+                                   f"{option_names(extra)}")
+        config = resume_config(resume, **settings, **({"data": data} if data is not None else {}))
     else:
-        if settings.get("init_from"):
-            given = [p for p in given_options(click.get_current_context()) if setting_of(p) in NET_FIELDS]
-            if given:
-                raise click.UsageError(f"--init-from trains the checkpoint's own net; drop {option_names(given)}")
         config = TrainConfig.from_preset(preset or default_preset(data), data=data, out=out,
                                          overwrite=overwrite, **settings)
     try:

@@ -195,11 +195,6 @@ def _decode(data: bytes, path: Union[str, Path], size: Optional[int], resize: st
             raise DataError(f"{path}: truncated or corrupt {kind} ({reason})") from None
 
 
-def decode_pil(data: bytes, path: Union[str, Path]) -> Image.Image:
-    """The file's bytes as an RGB PIL image, fully decoded, at its own size."""
-    return _decode(data, path, None)[0]
-
-
 def load_image_array(path: Union[str, Path], size: int = IMAGE_SIZE, resize: str = SHORTER_SIDE) -> np.ndarray:
     """The preprocessed image as a uint8 array (3, size, size), with PIL's bilinear resize:
     the shorter side to ``size`` and the centre window, or (``resize="warp"``) the whole image."""

@@ -92,13 +92,12 @@ class Loader:
     """
 
     def __init__(self, dataset: Dataset, batches: List[List[int]], *, workers: int, pin_memory: bool,
-                 skip_bad: bool, first_batch: int, epoch_batches: int):
+                 skip_bad: bool, epoch_batches: int):
         self.dataset = dataset
         self.batches = batches
         self.workers = workers
         self.pin_memory = pin_memory
         self.skip_bad = skip_bad
-        self.first_batch = first_batch  # the batch of the epoch this loader starts at
         self.epoch_batches = epoch_batches  # batches in the whole epoch
         self.skipped = 0
         self.skipped_files: List[str] = []
@@ -165,5 +164,5 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int =
     if not 0 <= skip_batches <= len(batches):
         raise ConfigError(f"skip_batches must be between 0 and {len(batches)} (batches in the epoch); got {skip_batches}")
     return Loader(dataset, batches[skip_batches:], workers=workers, pin_memory=pin_memory,
-                  skip_bad=bool(getattr(dataset, "skip_bad", False)), first_batch=skip_batches,
+                  skip_bad=bool(getattr(dataset, "skip_bad", False)),
                   epoch_batches=len(batches))

@@ -1,6 +1,6 @@
 """The network's input from a loader's batch: the one step between the loader and the model.
 
-    loader -> uint8 (B, 3, 256, 256) -> Preprocess.train / .centre / .ten -> crops -> the model
+    loader -> uint8 (B, 3, 256, 256) -> Preprocess.augment / .centre / .ten -> crops -> the model
 
 ``PreprocessConfig`` is what a run decides about its input (the mean subtracted, the colour
 noise, dividing by the pixel std, the crop size, how a file becomes the 256×256 image); a run
@@ -84,7 +84,7 @@ class Preprocess:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def train(self, images: torch.Tensor, generator: torch.Generator,
+    def augment(self, images: torch.Tensor, generator: torch.Generator,
               slice_of: Optional[Tuple[int, int]] = None, colour: bool = True) -> torch.Tensor:
         """Random crops, flips and colour noise: float (B, 3, crop, crop). ``slice_of``: the
         images are one replica's share of a global batch (``transforms.train_crops``);

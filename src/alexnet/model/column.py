@@ -16,9 +16,10 @@ from torch import nn
 
 from ..errors import InputError
 from .dropout import dropout_layer
-from ..ops.lrn import fusable, relu_lrn_maxpool
+from ..ops.fast_lrn import fusable, relu_lrn_maxpool
 from .lrn import LocalResponseNorm, SpatialResponseNorm
-from .spec import CAFFE_LRN_K, CROP, HALO, INPUT_SIZES, PADDED_CROP, RELU_LRN_POOL, NetSpec, ResolvedLayer
+from .spec import (CAFFE_LRN_K, CROP, HALO, INPUT_SIZES, PADDED_CROP, RELU_LRN_POOL, NetSpec, ResolvedLayer,
+                   op_module)
 
 
 def prepare_input(x: torch.Tensor, channels_last: bool = False, spec: Optional[NetSpec] = None) -> torch.Tensor:
@@ -28,7 +29,7 @@ def prepare_input(x: torch.Tensor, channels_last: bool = False, spec: Optional[N
     pixels past the right and bottom edges as zero, so a 224 crop acts exactly as a 227
     input with 3 zero columns and rows (after mean subtraction). A 227 crop passes as is.
     ``channels_last``: return the batch in that memory format (the CPU path, see
-    ``Column.stage``), padding straight into it instead of padding and then converting.
+    ``Column.block``), padding straight into it instead of padding and then converting.
     ``spec``: the net; Caffe's nets also take any other square size that their ceil-rounded
     pooling brings to 6x6 at pool5 (``NetSpec.accepts``), as Caffe would.
     """
@@ -53,15 +54,8 @@ def prepare_input(x: torch.Tensor, channels_last: bool = False, spec: Optional[N
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-#: The module after layer N that runs each block op but the ReLU: lrn1, cnorm2, pool5, drop6.
-MODULE_PREFIX = {"lrn": "lrn", "clrn": "lrn", "cnorm": "cnorm", "pool": "pool", "dropout": "drop"}
 #: The blocks ``relu_lrn_maxpool`` runs in one pass: the paper's conv1 and conv2.
 FUSABLE = RELU_LRN_POOL
-
-
-def layer_number(layer: ResolvedLayer) -> str:
-    """'conv1' -> '1', 'fc6' -> '6': names the LRN, pooling and dropout after the layer."""
-    return layer.name.lstrip("convfc")
 
 
 class Column(nn.Module):
@@ -73,7 +67,7 @@ class Column(nn.Module):
     cnorm2 in their form of the blocks).
 
     ``fuse_relu_lrn_pool``: with the fast LRN on the CPU, blocks 1 and 2 run ReLU, LRN and
-    max-pooling as one function (``alexnet.ops.lrn.relu_lrn_maxpool``: the same values, a
+    max-pooling as one function (``alexnet.ops.fast_lrn.relu_lrn_maxpool``: the same values, a
     fraction of the memory), so the lrn and pool modules' own forward (and hooks on them) are
     not called there; False calls every module, one after the other.
     """
@@ -88,7 +82,6 @@ class Column(nn.Module):
         pool_kernel, pool_stride = spec.pool
         for layer in self.layers:
             row = layer.layer
-            n = layer_number(layer)
             # A split layer keeps `share` of its towers' halves here; fc8 is never split.
             out_channels = layer.out_channels * share // spec.towers if row.split else layer.out_channels
             if row.reads == "own":
@@ -105,28 +98,27 @@ class Column(nn.Module):
             self.add_module(layer.name, module)
             for op in layer.ops:
                 if op == "lrn":
-                    self.add_module("lrn" + n, LocalResponseNorm(out_channels, groups=share, impl=lrn_impl))
+                    self.add_module(op_module(layer.name, op), LocalResponseNorm(out_channels, groups=share, impl=lrn_impl))
                 elif op == "clrn":
                     # Caffe's: across every map of the layer; one tower of two reads HALO more maps of
                     # its neighbour's (TowersAlexNet's lrn exchange), the grouped net has them all.
                     halo = HALO if share < spec.towers else 0
-                    self.add_module("lrn" + n, LocalResponseNorm(out_channels + halo, groups=1, k=CAFFE_LRN_K,
+                    self.add_module(op_module(layer.name, op), LocalResponseNorm(out_channels + halo, groups=1, k=CAFFE_LRN_K,
                                                                  impl=lrn_impl))
                 elif op == "cnorm":
-                    self.add_module("cnorm" + n, SpatialResponseNorm())
+                    self.add_module(op_module(layer.name, op), SpatialResponseNorm())
                 elif op == "pool":
-                    self.add_module("pool" + n, nn.MaxPool2d(pool_kernel, pool_stride, ceil_mode=spec.pool_ceil))
+                    self.add_module(op_module(layer.name, op), nn.MaxPool2d(pool_kernel, pool_stride, ceil_mode=spec.pool_ceil))
                 elif op == "dropout":
                     # §4.2's form (PaperDropout) or nn.Dropout's inverted one, as the spec says.
-                    self.add_module("drop" + n, dropout_layer(spec.config.dropout, spec.config.dropout_style))
+                    self.add_module(op_module(layer.name, op), dropout_layer(spec.config.dropout, spec.config.dropout_style))
 
-    def stage(self, layer: ResolvedLayer, x: torch.Tensor) -> torch.Tensor:
+    def block(self, layer: ResolvedLayer, x: torch.Tensor) -> torch.Tensor:
         """One block: the layer, then its ops in the table's order (§3.5: ReLU -> LRN -> max-pool
         -> dropout; the authors' and Caffe's forms: see ``spec.Layer``)."""
-        n = layer_number(layer)
         x = self.apply_layer(layer, x)
         if self.fuse_relu_lrn_pool and layer.ops == FUSABLE:
-            lrn_module, pool = getattr(self, "lrn" + n), getattr(self, "pool" + n)
+            lrn_module, pool = getattr(self, op_module(layer.name, "lrn")), getattr(self, op_module(layer.name, "pool"))
             if fusable(x, lrn_module, pool):
                 # ReLU -> LRN -> max-pool as one pass over the batch, in the cache (lrn.py).
                 return relu_lrn_maxpool(x, lrn_module, pool)
@@ -134,12 +126,11 @@ class Column(nn.Module):
 
     def apply_ops(self, layer: ResolvedLayer, x: torch.Tensor, ops) -> torch.Tensor:
         """``ops`` of the layer's block (a part of ``layer.ops``), in order."""
-        n = layer_number(layer)
         for op in ops:
             if op == "relu":
                 x = F.relu(x, inplace=True)  # the conv/fc output is not needed for its backward
             else:
-                x = getattr(self, MODULE_PREFIX[op] + n)(x)
+                x = getattr(self, op_module(layer.name, op))(x)
         return x
 
     def apply_layer(self, layer: ResolvedLayer, x: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ class GroupedAlexNet(Column):
         for layer in self.layers:
             # conv1 (N,96,27,27) conv2 (N,256,13,13) conv3/4 (N,384,13,13) conv5 (N,256,6,6)
             # fc6/fc7 (N,4096) fc8 (N,num_classes)
-            x = self.stage(layer, x)
+            x = self.block(layer, x)
         return x
 
     # The grouped net's own names are the canonical ones.

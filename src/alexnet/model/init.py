@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, Optional
+from typing import Dict, Optional
 
 import torch
 
 from ..errors import ConfigError
-if TYPE_CHECKING:  # the layer table imports the presets' names to check a ModelConfig
-    from .spec import NetSpec
 
 
 @dataclass(frozen=True)
@@ -79,8 +77,10 @@ def get_init_preset(name: str) -> InitPreset:
         ) from None
 
 
-def canonical_init(spec: "NetSpec", init: str = "paper", seed: Optional[int] = None):
-    """The initial canonical state dict for ``spec``, on the CPU, in fp32.
+def canonical_init(spec, init: str = "paper", seed: Optional[int] = None):
+    """The initial canonical state dict for ``spec`` (an ``alexnet.model.spec.NetSpec``; not
+    imported here: the layer table's ModelConfig imports this module's preset names), on the
+    CPU, in fp32.
 
     Layers are drawn in table order from one generator seeded with ``seed`` (a seed drawn
     from torch's global generator when None, so ``torch.manual_seed`` also fixes it).

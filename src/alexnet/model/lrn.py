@@ -12,10 +12,10 @@ Two implementations compute the same values, chosen by ``impl`` (``lrn_impl`` ev
 - ``"stock"``: ``torch.nn.functional.local_response_norm`` on each tower's half. It is built
   from generic operations (square, pad, a 3-d average pool, pow, divide) and keeps several
   activation-sized intermediates for the backward pass.
-- ``"fast"``: ``alexnet.ops.lrn.fast_lrn``, the same values with less time and memory (a
+- ``"fast"``: ``alexnet.ops.fast_lrn.fast_lrn``, the same values with less time and memory (a
   window sum without bounds checks, cache-sized chunks on the CPU, a backward that recomputes
   instead of storing). On the CPU the net also fuses ReLU, this LRN and the max-pooling after
-  it into one pass (``alexnet.ops.lrn.relu_lrn_maxpool``; see ``Column``).
+  it into one pass (``alexnet.ops.fast_lrn.relu_lrn_maxpool``; see ``Column``).
 
 Both run in fp32 under autocast and return the input's dtype.
 """
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..ops.lrn import exported_lrn, fast_lrn, no_autocast
+from ..ops.fast_lrn import exported_lrn, fast_lrn, no_autocast
 from .spec import (LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, SPATIAL_NORM_K, SPATIAL_NORM_POW, SPATIAL_NORM_SCALE,
                    SPATIAL_NORM_SIZE)
 

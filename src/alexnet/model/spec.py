@@ -101,6 +101,15 @@ class Layer:
 
 RELU_LRN_POOL = ("relu", "lrn", "pool")
 
+#: The module after layer N that runs each block op but the ReLU: lrn1, cnorm2, pool5, drop6.
+MODULE_PREFIX = {"lrn": "lrn", "clrn": "lrn", "cnorm": "cnorm", "pool": "pool", "dropout": "drop"}
+
+
+def op_module(layer: str, op: str) -> str:
+    """The name of the module that runs ``op`` (``BLOCK_OPS`` but the ReLU) after ``layer``, the
+    paper's way: ``op_module("conv1", "lrn")`` is "lrn1", ``op_module("fc6", "dropout")`` "drop6"."""
+    return MODULE_PREFIX[op] + layer.lstrip("convfc")
+
 #: Figure 2 of the paper, over both towers. `reads="both"` marks the four points where data
 #: crosses between the towers (conv3, fc6, fc7, fc8).
 LAYERS: Tuple[Layer, ...] = (
@@ -186,10 +195,7 @@ class NetSpec:
 
     @property
     def pool_ceil(self) -> bool:
-        """Whether pooling rounds its output size up: the authors' net 147, where cuda-convnet's
-        ceil rounding gives 55 -> 28 with 2x2/2 windows (the last one half outside the map), and
-        Caffe's nets, whose pooling always rounds up (the same sizes as floor at 227)."""
-        return authors_non_overlap(self.config) or self.config.blocks in CAFFE_BLOCKS
+        return pool_ceil(self.config)
 
     @property
     def params(self) -> int:
@@ -237,7 +243,7 @@ class NetSpec:
             if "clrn" in layer.ops:
                 before_pool = "pool" not in layer.ops or layer.ops.index("clrn") < layer.ops.index("pool")
                 size = layer.out_size if before_pool else layer.pooled_size
-                points.append({"layer": "lrn" + layer.name[len("conv"):], "reads": f"{layer.name} edge",
+                points.append({"layer": op_module(layer.name, "clrn"), "reads": f"{layer.name} edge",
                                "values_per_direction": HALO * size * size, "directions": ("0->1", "1->0"),
                                "halo": HALO})
             if layer.layer.reads == "both" and previous is not None:
@@ -262,7 +268,7 @@ class NetSpec:
 
 def _block_output_name(layer: ResolvedLayer) -> str:
     if layer.layer.pool:
-        return "pool" + layer.name[len("conv"):]
+        return op_module(layer.name, "pool")
     return layer.name
 
 
@@ -273,6 +279,13 @@ def conv_out(size: int, kernel: int, stride: int, pad: int, ceil: bool = False) 
 
 #: The blocks forms of Caffe's ports (``Layer.caffe``, ``Layer.caffenet``).
 CAFFE_BLOCKS = ("caffe", "caffenet")
+
+
+def pool_ceil(config: ModelConfig) -> bool:
+    """Whether pooling rounds its output size up: the authors' net 147, where cuda-convnet's
+    ceil rounding gives 55 -> 28 with 2x2/2 windows (the last one half outside the map), and
+    Caffe's nets, whose pooling always rounds up (the same sizes as floor at 227)."""
+    return authors_non_overlap(config) or config.blocks in CAFFE_BLOCKS
 
 
 def authors_non_overlap(config: ModelConfig) -> bool:
@@ -313,7 +326,7 @@ def _resolve_layer(layer: Layer, config: ModelConfig, towers: int, channels: int
     if layer.kind == "conv":
         pool_k, pool_s = POOL_OVERLAP if config.overlap else POOL_NON_OVERLAP
         out_size = conv_out(size, layer.kernel, layer.stride, pad)
-        pooled = conv_out(out_size, pool_k, pool_s, 0, ceil=authors_non_overlap(config)) if layer.pool else out_size
+        pooled = conv_out(out_size, pool_k, pool_s, 0, ceil=pool_ceil(config)) if layer.pool else out_size
         in_channels = channels
     else:
         out_size = pooled = 1

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .column import Column, prepare_input
-from .spec import NetSpec
+from .spec import NetSpec, op_module
 from .state import canonical_shapes, merge_towers, split_towers
 from ..ops.tracing import compiling
 
@@ -145,7 +145,7 @@ class TowersAlexNet(nn.Module):
         return tuple(tower.device for tower in self.towers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (N, 3, 227, 227); channels-last when every tower is on the CPU (see Column.stage)
+        # (N, 3, 227, 227); channels-last when every tower is on the CPU (see Column.block)
         x = prepare_input(x, channels_last=x.device.type == "cpu" and all(d.type == "cpu" for d in self.devices),
                           spec=self.spec)
         h = [self.handoff.send(x, tower.device) for tower in self.towers]  # the image, on each tower
@@ -157,7 +157,7 @@ class TowersAlexNet(nn.Module):
             if "clrn" in layer.ops:  # Caffe's LRN: the towers swap their edge maps for it
                 h = self._across(layer, h)
             else:
-                h = [tower.stage(layer, hk) for tower, hk in zip(self.towers, h)]
+                h = [tower.block(layer, hk) for tower, hk in zip(self.towers, h)]
             # per tower: conv1 (N,48,27,27) conv2 (N,128,13,13) conv3/4 (N,192,13,13)
             # conv5 (N,128,6,6) fc6/fc7 (N,2048)
         (x,) = self.exchange["fc8"](h)  # tower 1's fc7 half joins tower 0's: (N, 4096) on devices[0]
@@ -167,7 +167,7 @@ class TowersAlexNet(nn.Module):
         """A block whose LRN crosses the towers: the ops before it on each tower, the edge maps
         exchanged, the LRN, each tower's own maps again, the ops after it."""
         at = layer.ops.index("clrn")
-        halo = self.exchange["lrn" + layer.name[len("conv"):]]
+        halo = self.exchange[op_module(layer.name, "clrn")]
         h = [tower.apply_ops(layer, tower.apply_layer(layer, hk), layer.ops[:at]) for tower, hk in zip(self.towers, h)]
         h = halo.trim([tower.apply_ops(layer, hk, ("clrn",)) for tower, hk in zip(self.towers, halo.extend(h))])
         return [tower.apply_ops(layer, hk, layer.ops[at + 1:]) for tower, hk in zip(self.towers, h)]

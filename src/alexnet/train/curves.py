@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..files import save_png
-from .run_folder import RunFolder
+from ..run_folder import RunFolder
 
 PathLike = Union[str, Path]
 #: A run: its folder, or the records of its metrics.jsonl.

@@ -1,61 +1,13 @@
-"""Per-layer activation statistics: why a net trains or stalls at initialization.
-
-For each conv and FC layer (before its ReLU) over one batch:
-
-- ``mean`` and ``rms`` of the pre-activations;
-- ``active``: the fraction of ReLUs that pass a signal (pre-activation > 0);
-- ``signal``: how much of the pre-activation depends on the image. It is the std across the
-  batch of each unit (averaged over units) divided by the rms. Near 0, every image gives the
-  same output: the gradient then carries almost no information about the label, which is
-  how a net sits at loss ln(classes).
+"""A run that is not learning, said as soon as it shows: ``stall_check`` decides from an epoch's
+record whether the net is still at chance (the binomial tail of its validation count and its
+training loss against ln(classes)). Why a net stalls at initialization is measured by
+``alexnet.analysis.activations.activation_stats`` (docs/trainability.md).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional
-
-import torch
-from torch import nn
-
-
-@torch.no_grad()
-def activation_stats(model: nn.Module, images: torch.Tensor) -> List[Dict]:
-    """Statistics of every conv/fc layer's output for ``images`` (a preprocessed batch)."""
-    names = [layer.name for layer in model.spec.layers]
-    outputs: Dict[str, List[torch.Tensor]] = {name: [] for name in names}
-    hooks = []
-    for module_name, module in model.named_modules():
-        short = module_name.split(".")[-1]
-        if short in outputs and isinstance(module, (nn.Conv2d, nn.Linear)):
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, short=short: outputs[short].append(o.detach().float().cpu())))
-    was_training = model.training
-    model.eval()
-    try:
-        model(images)
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    rows = []
-    for name in names:
-        # Towers: each tower's half of the layer; join them along the channels.
-        x = torch.cat(outputs[name], dim=1)
-        rms = x.pow(2).mean().sqrt().item()
-        per_unit_std = x.std(dim=0, unbiased=False).mean().item() if x.shape[0] > 1 else float("nan")
-        rows.append({"layer": name, "mean": x.mean().item(), "rms": rms, "active": (x > 0).float().mean().item(),
-                     "signal": per_unit_std / rms if rms > 0 else 0.0})
-    return rows
-
-
-def format_activation_stats(rows: List[Dict]) -> str:
-    lines = [f"{'layer':<6} {'mean':>10} {'rms':>10} {'active':>8} {'signal':>8}"]
-    for r in rows:
-        lines.append(f"{r['layer']:<6} {r['mean']:>10.3g} {r['rms']:>10.3g} {100 * r['active']:>7.1f}% "
-                     f"{r['signal']:>8.3f}")
-    return "\n".join(lines)
-
+from typing import Dict, Optional
 
 #: "At chance" means a validation top-1 count at least this likely under guessing: the
 #: one-sided binomial tail P(X >= correct), X ~ Binomial(validation images, 1/classes), above

@@ -1,8 +1,8 @@
 """The training loop: the paper's recipe on one device or two, in a run folder that survives
 interruption.
 
-    train(TrainConfig(recipe=get_recipe("paper"), data="/data/imagenet",
-                      devices=DeviceRequest.parse("0,1")))
+    train(TrainConfig.from_preset("paper", data="/data/imagenet", devices="0,1"))
+    train(resume="runs/paper-...")              # its next session, exactly where it stopped
 
 ``train`` reads top to bottom: ``set_up`` (devices, data, run folder, model, optimizer: see
 ``alexnet.train.session``), then for each epoch ``train_one_epoch`` (shuffled batches in a
@@ -26,18 +26,19 @@ import torch
 
 from ..analysis.colourfulness import tower_colourfulness
 from ..data import make_loader
-from ..errors import TrainingError
+from ..errors import ConfigError, TrainingError
 from ..progress import SILENT, Reporter
+from ..world import World, all_sum, any_rank
 from . import distributed
-from .config import Runtime, TrainConfig
+from ..run_folder import quote
+from .config import TrainConfig, TrainRuntime
 from .curves import plot_curves
 from .diagnostics import stall_check
 from .optim import current_lr, group_rates, set_lr
-from .run_folder import quote
-from .session import Session, config_for_resume, set_up
+from .session import Session, resume_config, set_up
 from .step import train_step
 
-__all__ = ["Interrupted", "Runtime", "Session", "TrainConfig", "config_for_resume", "end_epoch", "final_evaluation",
+__all__ = ["Interrupted", "Session", "TrainConfig", "TrainRuntime", "end_epoch", "final_evaluation", "resume_config",
            "set_up", "train", "train_one_epoch"]
 
 
@@ -93,25 +94,26 @@ def train_one_epoch(session: Session, epoch: int, stop: _StopSignal, reporter: R
     primary, world = plan.placement.primary, plan.world
     # Every replica cuts the same global batches from the same order and trains on its slice.
     loader = make_loader(session.data.train_set, recipe.batch_size, shuffle=True, seed=recipe.seed, epoch=epoch,
-                         skip_batches=state.progress["batch"], workers=session.config.runtime.workers,
+                         skip_batches=state.progress.batch, workers=session.config.runtime.workers,
                          drop_last=True, pin_memory=primary.type == "cuda", shard=(world.rank, world.size))
     state.model.train()
-    log = _StepLog(session, epoch)
+    log = _StepLog(session, epoch)  # the epoch's sums so far: a resumed epoch reports its whole
     batches_left = len(loader)  # after the batches a resumed run already trained on
-    with reporter.bar(loader.epoch_batches, f"epoch {epoch + 1}/{recipe.epochs}", initial=state.progress["batch"]) as bar:
+    with reporter.bar(loader.epoch_batches, f"epoch {epoch + 1}/{recipe.epochs}", initial=state.progress.batch) as bar:
         for i, (images, labels) in enumerate(loader):
             loss, logits, labels = _step(session, images, labels)
             log.add(loss, logits, labels)
             bar.update(1)
             last = i == batches_left - 1
             # --max-steps at an epoch's last batch lets the epoch end (validation, checkpoint).
-            stopping = distributed.any_rank(stop.requested is not None, world, primary) or (
+            stopping = any_rank(stop.requested is not None, world, primary) or (
                 _max_steps_reached(session) and not last)
-            if state.progress["step"] % session.config.runtime.log_every == 0 or last or stopping:
+            if state.progress.step % session.config.runtime.log_every == 0 or last or stopping:
                 record = log.write()
                 bar.set_postfix_str(f"loss {record['loss']:.3f} err {100 * record['error']:.1f}% "
                                     f"{record['images_per_second']:.0f} img/s")
             if stopping:
+                state.progress.epoch_sums = tuple(log.epoch_sums.tolist())
                 session.save()
                 raise _why_stopped(session, stop)
     return {**log.epoch(), "skipped_images": getattr(loader, "skipped", 0)}
@@ -124,15 +126,14 @@ def _step(session: Session, images: torch.Tensor, labels: torch.Tensor):
     images = images.to(plan.placement.primary, non_blocking=True)
     labels = labels.to(plan.placement.primary, non_blocking=True)
     # The augmentation is drawn for the global batch; this replica uses its slice.
-    colour = session.config.recipe.colour_noise(state.progress["epoch"])  # the authors' turns it off late
-    x = session.preprocess.train(images, state.generator, slice_of=(world.rank * plan.replica_batch, batch),
+    colour = session.config.recipe.colour_noise(state.progress.epoch)  # the authors' turns it off late
+    x = session.preprocess.augment(images, state.generator, slice_of=(world.rank * plan.replica_batch, batch),
                                  colour=colour)  # (B, 3, 224, 224)
-    loss, logits = train_step(session.replica, x, labels, state.optimizer, plan.amp_dtype, state.scaler,
-                              with_logits=True)
+    loss, logits = train_step(session.replica, x, labels, state.optimizer, plan.amp_dtype, state.scaler)
     progress = state.progress
-    progress["batch"] += 1
-    progress["step"] += 1
-    progress["images"] += labels.shape[0] * world.size  # every replica trained on as many
+    progress.batch += 1
+    progress.step += 1
+    progress.images += labels.shape[0] * world.size  # every replica trained on as many
     return loss, logits, labels
 
 
@@ -144,7 +145,7 @@ class _StepLog:
         self.session, self.epoch_number = session, epoch
         device = session.plan.placement.primary
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # images, loss·n, misses (since last log)
-        self.epoch_sums = torch.zeros(3, dtype=torch.float64, device=device)
+        self.epoch_sums = torch.tensor(session.state.progress.epoch_sums, dtype=torch.float64, device=device)
         self.tick, self.tick_images = time.perf_counter(), 0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -170,7 +171,7 @@ class _StepLog:
 
 def _max_steps_reached(session: Session) -> bool:
     max_steps = session.config.runtime.max_steps
-    return bool(max_steps and session.state.progress["step"] >= max_steps)
+    return bool(max_steps and session.state.progress.step >= max_steps)
 
 
 def _why_stopped(session: Session, stop: _StopSignal) -> Interrupted:
@@ -185,7 +186,7 @@ def _why_stopped(session: Session, stop: _StopSignal) -> Interrupted:
 def _interrupted(session: Session, reason: str, signal_name: Optional[str] = None) -> Interrupted:
     """What stopping early says; the checkpoint is saved before."""
     p = session.state.progress
-    return Interrupted(f"stopped ({reason}) at step {p['step']}, epoch {p['epoch'] + 1} batch {p['batch']}; "
+    return Interrupted(f"stopped ({reason}) at step {p.step}, epoch {p.epoch + 1} batch {p.batch}; "
                        f"checkpoint saved. Continue with: alexnet train --resume {quote(session.run.path)}",
                        signal_name)
 
@@ -193,14 +194,14 @@ def _interrupted(session: Session, reason: str, signal_name: Optional[str] = Non
 def _log_record(session: Session, epoch: int, sums: torch.Tensor, images_per_second: float) -> Dict:
     """The steps since the last record (summed over the replicas) as one metrics line; the one
     host synchronisation."""
-    count, loss_sum, miss_sum = distributed.all_sum(sums, session.plan.world).tolist()
+    count, loss_sum, miss_sum = all_sum(sums, session.plan.world).tolist()
     progress = session.state.progress
     if not math.isfinite(loss_sum):
         last = session.run.last_checkpoint
-        raise TrainingError(f"the loss became {loss_sum / max(count, 1)} by step {progress['step']} "
+        raise TrainingError(f"the loss became {loss_sum / max(count, 1)} by step {progress.step} "
                             f"(epoch {epoch + 1}); stopped without saving. The last good checkpoint is "
                             f"{last if last.exists() else 'none (first epoch)'}; try a lower --lr")
-    record = {"kind": "step", "epoch": epoch + 1, "step": progress["step"], "images": progress["images"],
+    record = {"kind": "step", "epoch": epoch + 1, "step": progress.step, "images": progress.images,
               "loss": loss_sum / count, "error": miss_sum / count, "lr": current_lr(session.state.optimizer),
               "images_per_second": images_per_second, "chance_loss": session.chance_loss}
     session.log(record)
@@ -211,12 +212,12 @@ def end_epoch(session: Session, epoch: int, trained: Dict, val: Dict, dropped: b
               reporter: Reporter = SILENT) -> Dict:
     """Record the epoch, save ``last.pt`` (and ``best.pt`` on a new best), redraw the curves."""
     state, run, config = session.state, session.run, session.config
-    state.progress.update(epoch=epoch + 1, batch=0)
+    state.progress.epoch, state.progress.batch, state.progress.epoch_sums = epoch + 1, 0, (0.0, 0.0, 0.0)
     improved = val["top1_error"] < state.best["val_top1_error"]
     if improved:
         state.best = {"val_top1_error": val["top1_error"], "val_top5_error": val["top5_error"], "epoch": epoch + 1}
-    record = {"kind": "epoch", "epoch": epoch + 1, "step": state.progress["step"],
-              "images": state.progress["images"], "train_loss": trained["train_loss"],
+    record = {"kind": "epoch", "epoch": epoch + 1, "step": state.progress.step,
+              "images": state.progress.images, "train_loss": trained["train_loss"],
               "train_error": trained["train_error"], "val_loss": val["loss"], "val_top1_error": val["top1_error"],
               "val_top5_error": val["top5_error"], "lr": current_lr(state.optimizer), "lr_dropped": dropped,
               "rates": group_rates(state.optimizer),  # the next epoch's, per group
@@ -247,16 +248,16 @@ def final_evaluation(session: Session, last_val: Optional[Dict], reporter: Repor
     finished its epochs; ``stall`` is the last epoch's (``last_epoch``, its record) when it
     ended still at chance, else None."""
     progress, config = session.state.progress, session.config
-    summary = {"run": str(session.run.path), "epochs": progress["epoch"], "steps": progress["step"],
-               "images": progress["images"], "best": session.state.best,
+    summary = {"run": str(session.run.path), "epochs": progress.epoch, "steps": progress.step,
+               "images": progress.images, "best": session.state.best,
                "chance_top1_error": 1 - 1 / len(session.data.classes),
                "stall": (last_epoch or {}).get("stall")}
     if last_val is not None:
         summary["final_centre_crop"] = last_val
-    if config.runtime.ten_crop and progress["epoch"] == config.recipe.epochs:
+    if config.runtime.ten_crop and progress.epoch == config.recipe.epochs:
         ten = session.evaluate("val ten-crop", reporter, ten_crop=True)
         summary["final_ten_crop"] = ten
-        session.log({"kind": "final", "step": progress["step"], "images": progress["images"],
+        session.log({"kind": "final", "step": progress.step, "images": progress.images,
                      "ten_crop_top1_error": ten["top1_error"], "ten_crop_top5_error": ten["top5_error"],
                      "ten_crop_loss": ten["loss"]})
     summary["disk_bytes"] = session.run.disk_bytes()
@@ -281,8 +282,12 @@ def _global_state() -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda)
 
 
-def train(config: TrainConfig, *, resume: Optional[str] = None, reporter: Reporter = SILENT) -> Dict:
+def train(config: Optional[TrainConfig] = None, *, resume: Optional[str] = None, reporter: Reporter = SILENT) -> Dict:
     """Train (or, with ``resume``, continue) a run. Returns the run's summary.
+
+    ``resume`` alone continues the run with its own configuration; ``config`` with it must be
+    that run's (``resume_config(resume, epochs=..., devices=...)`` makes one), or it is one line
+    naming the setting that differs.
 
     Raises ``Interrupted`` after saving when stopped by a signal or ``max_steps``, and
     ``TrainingError`` when the loss stops being finite. Leaves torch's global state (random
@@ -291,7 +296,11 @@ def train(config: TrainConfig, *, resume: Optional[str] = None, reporter: Report
     Started by torchrun (``WORLD_SIZE`` in the environment), this process is one of several
     data-parallel replicas (``alexnet.train.distributed``); rank 0 reports and writes.
     """
-    world = distributed.World.from_env()
+    if config is None:
+        if resume is None:
+            raise ConfigError("train() needs a configuration, or a run folder to resume")
+        config = resume_config(resume)
+    world = World.from_env()
     with _global_state():
         session = set_up(config, resume, reporter if world.is_main else SILENT, world)
         if any(d.type == "cuda" for d in session.plan.placement.devices):
@@ -299,7 +308,7 @@ def train(config: TrainConfig, *, resume: Optional[str] = None, reporter: Report
         try:
             return _epochs(session, reporter if session.writes else SILENT)
         except RuntimeError as error:  # torch.distributed's errors are RuntimeErrors
-            failed = distributed.replica_failed(error, world, session.state.progress)
+            failed = distributed.replica_failed(error, world, session.state.progress.step)
             if failed is None:
                 raise
             raise failed from error
@@ -314,7 +323,7 @@ def _epochs(session: Session, reporter: Reporter) -> Dict:
     state, epochs = session.state, session.config.recipe.epochs
     val = record = None
     with _StopSignal(reporter) as stop:
-        for epoch in range(state.progress["epoch"], epochs):
+        for epoch in range(state.progress.epoch, epochs):
             trained = train_one_epoch(session, epoch, stop, reporter)
             val = session.evaluate(f"val {epoch + 1}", reporter)
             dropped = state.schedule.after_epoch(epoch, val["top1_error"])

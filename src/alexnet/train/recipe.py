@@ -252,10 +252,6 @@ def get_preset(name: str) -> Preset:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}; got {name!r}") from None
 
 
-def get_recipe(name: str) -> Recipe:
-    """The recipe of preset ``name``."""
-    return get_preset(name).recipe
-
 
 def schedule_rule(recipe: Recipe) -> str:
     """The learning-rate rule of ``recipe`` in one line of words, for the run's config and the

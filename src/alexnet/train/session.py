@@ -26,27 +26,26 @@ from typing import Dict, List, Optional
 import torch
 from torch.utils.data import Dataset
 
+from ..checkpoint import (load_momentum_buffers, load_start_weights, load_weights, read_checkpoint, save_checkpoint,
+                          saved_model, stats_for_checkpoint)
 from ..data import default_workers, load_or_compute_stats, open_dataset, resolve_data_root
 from ..data.images import SHORTER_SIDE
 from ..data.preprocess import Preprocess
 from ..data.stats import DatasetStats
 from ..devices import Placement
 from ..errors import ConfigError
+from ..inference import evaluate
 from ..machine import software_versions
 from ..model.build import build_model
 from ..model.spec import resolve
-from ..precision import precision_name, resolve_amp
+from ..precision import precision_name
 from ..progress import SILENT, Reporter
+from ..run_folder import RunFolder, check_classes, check_same_data
+from ..world import SINGLE, World, gather, main_first
 from . import distributed
-from .checkpoint import (load_momentum_buffers, load_start_weights, load_weights, read_checkpoint, save_checkpoint,
-                         saved_model, stats_for_checkpoint)
-from ..model.config import ModelConfig
-from .config import Runtime, TrainConfig
-from .distributed import SINGLE, World
-from .evaluate import evaluate
+from .config import NET_FROM_CHECKPOINT, RESUME_MAY_CHANGE, TrainConfig, options
 from .optim import paper_sgd, set_lr
 from .recipe import PRESETS, LRSchedule, schedule_rule
-from .run_folder import RunFolder, check_classes, check_same_data
 
 
 @dataclass(frozen=True)
@@ -79,6 +78,29 @@ class RunData:
 
 
 @dataclass
+class Progress:
+    """Where training stands: epochs finished, batches into the current epoch, steps and images
+    in all, and the current epoch's training sums so far (images, loss x images, misses), so an
+    epoch resumed in its middle still reports its whole."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    images: int = 0
+    epoch_sums: tuple = (0.0, 0.0, 0.0)
+
+    def as_dict(self) -> Dict[str, object]:
+        return {**dataclasses.asdict(self), "epoch_sums": list(self.epoch_sums)}
+
+    @classmethod
+    def from_dict(cls, saved: Dict) -> "Progress":
+        """A checkpoint's progress (one written before the epoch's sums were kept has none)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in saved.items() if k in known}
+        return cls(**{**values, "epoch_sums": tuple(float(v) for v in values.get("epoch_sums", cls.epoch_sums))})
+
+
+@dataclass
 class TrainState:
     """What a checkpoint holds to continue exactly: the net, its optimizer and schedule, the
     augmentation's random stream, the loss scaler, where training stands and its best epoch."""
@@ -88,7 +110,7 @@ class TrainState:
     schedule: LRSchedule
     generator: torch.Generator  # the augmentation's random stream, on the training device
     scaler: Optional["torch.amp.GradScaler"]
-    progress: Dict = field(default_factory=lambda: {"epoch": 0, "batch": 0, "step": 0, "images": 0})
+    progress: Progress = field(default_factory=Progress)
     best: Dict = field(default_factory=lambda: {"val_top1_error": math.inf})
 
 
@@ -134,7 +156,7 @@ class Session:
         save_checkpoint(path or self.run.last_checkpoint, model=state.model, classes=self.data.classes,
                         preprocess=self.config.preprocess, stats=stats_for_checkpoint(self.data.stats),
                         config=self.record, optimizer=state.optimizer if resumable else None,
-                        schedule=state.schedule.state_dict(), progress=state.progress,
+                        schedule=state.schedule.state_dict(), progress=state.progress.as_dict(),
                         rng=_rng_state(state.generator, self.plan.placement),
                         metrics={"best": state.best, **(metrics or {})})
 
@@ -189,7 +211,8 @@ def _start(plan: RunPlan, data: RunData, run: RunFolder, started: bool, reporter
         restore(session, plan.payload, reporter)
     else:
         start_fresh(session)
-    session.replica = distributed.replicate(session.state.model, plan.world)
+    replica = distributed.replicate(session.state.model, plan.world)
+    session.replica = torch.compile(replica) if plan.config.runtime.compile else replica
     session.record = record_config(session)
     if session.writes:
         session.run.write_config(session.record)
@@ -212,19 +235,26 @@ def plan_run(config: TrainConfig, resume: Optional[str] = None, world: World = S
     towers = resolve(config.model).towers
     request = config.runtime.devices.for_local_rank(world.local_rank, world.local_size, towers)
     placement = request.resolve(towers)
-    amp_dtype = resolve_amp(config.runtime.amp, placement)
+    amp_dtype = config.runtime.amp_dtype(placement)
     run = payload = start_from = None
     if resume is not None:
         run = RunFolder.open(resume)
+        check_resumable(config, run)
         payload = read_checkpoint(run.last_checkpoint)
     elif config.recipe.init_from is not None:
         config, start_from = with_start(config)
     return RunPlan(config, world, placement, amp_dtype, run, payload, start_from)
 
 
-#: What a fine-tuned run takes from its --init-from checkpoint: the net, all but its class
-#: count (the data's) and its initialization (which draws a new fc8).
-NET_FIELDS = tuple(name for name in ModelConfig.names() if name not in ("num_classes", "init"))
+def check_resumable(config: TrainConfig, run: RunFolder) -> None:
+    """A resumed run is the run it was: ``config`` differs from the run's own configuration in
+    its runtime, its epochs and where its data is, or it is one line naming the setting."""
+    saved = TrainConfig.from_dict(run.read_config(), str(run.config_path))
+    changed = config.differences(saved, ignore=RESUME_MAY_CHANGE)
+    if changed:
+        name, (given, own) = next(iter(changed.items()))
+        raise ConfigError(f"--resume {run.path}: the run has {name}={own!r}, this configuration {given!r}; a resumed "
+                          f"run keeps its own recipe and net (start from resume_config(), or drop {options(changed)})")
 
 
 def with_start(config: TrainConfig):
@@ -232,8 +262,8 @@ def with_start(config: TrainConfig):
     config.json), the path recorded absolute; and the checkpoint read."""
     start_from = read_checkpoint(config.recipe.init_from)
     source = saved_model(start_from)
-    config = config.replace(init_from=str(Path(start_from["path"]).absolute()),
-                            **{name: getattr(source, name) for name in NET_FIELDS})
+    config = config._replace(init_from=str(Path(start_from["path"]).absolute()),
+                             **{name: getattr(source, name) for name in NET_FROM_CHECKPOINT})
     return config, start_from
 
 
@@ -241,7 +271,7 @@ def open_data(plan: RunPlan, reporter: Reporter = SILENT) -> RunData:
     """The run's datasets and training statistics; a resumed run's classes must be the data's.
     Rank 0 goes first: it may generate the built-in dataset and compute the statistics."""
     runtime = plan.config.runtime
-    with distributed.main_first(plan.world):
+    with main_first(plan.world):
         root = resolve_data_root(plan.config.data, reporter)
         train_set = open_dataset(root, "train", skip_bad=runtime.skip_bad)
         val_set = open_dataset(root, "val", skip_bad=runtime.skip_bad)
@@ -258,7 +288,7 @@ def open_data(plan: RunPlan, reporter: Reporter = SILENT) -> RunData:
 
 def _with_classes(plan: RunPlan, data: RunData) -> RunPlan:
     """fc8 has as many outputs as the data has classes."""
-    return dataclasses.replace(plan, config=plan.config.replace(num_classes=len(data.classes)))
+    return dataclasses.replace(plan, config=plan.config._replace(num_classes=len(data.classes)))
 
 
 def open_run(plan: RunPlan, data: RunData, reporter: Reporter = SILENT) -> RunFolder:
@@ -273,7 +303,7 @@ def open_run(plan: RunPlan, data: RunData, reporter: Reporter = SILENT) -> RunFo
         if run.restarted and not config.overwrite:
             reporter.line(f"{run.path}: the run started there before saved no checkpoint; starting it again")
         path = str(run.path)
-    shared = distributed.gather(path, plan.world)[0]
+    shared = gather(path, plan.world)[0]
     return run if plan.world.is_main else RunFolder(shared)
 
 
@@ -323,16 +353,16 @@ def restore(session: Session, payload: Dict, reporter: Reporter = SILENT) -> Non
     state.schedule.load_state_dict(payload["schedule"])
     set_lr(state.optimizer, state.schedule.lr, keep_velocity=False,
            layer_mults=session.config.recipe.layer_lr_mults(int(payload["progress"]["epoch"])))
-    state.progress.update(payload["progress"])
+    state.progress = Progress.from_dict(payload["progress"])
     state.best.update(payload.get("metrics", {}).get("best", {}))
     _set_rng_state(payload.get("rng", {}), state.generator)
     p = state.progress
     if world.rank:  # the checkpoint holds rank 0's dropout stream; the others start their own here
-        torch.manual_seed(distributed.rank_seed(session.config.recipe.seed + p["step"], world.rank))
+        torch.manual_seed(distributed.rank_seed(session.config.recipe.seed + p.step, world.rank))
     if session.writes:
-        session.run.truncate_metrics_after(p["step"])
-    reporter.line(f"resuming {session.run.path} at epoch {p['epoch'] + 1}, batch {p['batch']} "
-                  f"(step {p['step']}) on {session.plan.placement.describe()}")
+        session.run.truncate_metrics_after(p.step)
+    reporter.line(f"resuming {session.run.path} at epoch {p.epoch + 1}, batch {p.batch} "
+                  f"(step {p.step}) on {session.plan.placement.describe()}")
     before = payload["config"].get("resolved", {}).get("distributed", {}).get("world_size", 1)
     if before != world.size:
         reporter.line(f"the run was trained with {before} process{'es' if before > 1 else ''}; continuing with "
@@ -343,7 +373,7 @@ def restore(session: Session, payload: Dict, reporter: Reporter = SILENT) -> Non
 def record_config(session: Session) -> Dict:
     """config.json: the configuration, and under "resolved" what set-up worked out from it."""
     plan, data = session.plan, session.data
-    ranks = distributed.gather(plan.placement.describe(), plan.world)
+    ranks = gather(plan.placement.describe(), plan.world)
     resolved = {"data_root": str(data.root), "placement": plan.placement.as_dict(),
                 "amp_dtype": precision_name(plan.amp_dtype), "lr_rule": schedule_rule(plan.config.recipe),
                 "classes": len(data.classes), "train_images": len(data.train_set), "val_images": len(data.val_set),
@@ -375,19 +405,12 @@ def announce(session: Session, reporter: Reporter) -> None:
                          f"{len(plan.start_from['classes'])})" if fresh else ""))
 
 
-def config_for_resume(run_dir: str, runtime: Optional[Runtime] = None, epochs: Optional[int] = None,
-                      data: Optional[str] = None) -> TrainConfig:
-    """The configuration a run was started with, for its next session: ``runtime`` replaces
-    the run's own as a whole (default: the run's own, but for its --max-steps, which stopped
-    that session only), optionally more ``epochs``, and ``data`` where the dataset moved (set-up
-    checks that it is the same one)."""
+def resume_config(run_dir, **changes) -> TrainConfig:
+    """The configuration run ``run_dir`` was started with, for its next session, with
+    ``changes`` (``TrainConfig.resumed``: its runtime, more epochs, its data where it moved)."""
     run = RunFolder.open(run_dir)
     config = TrainConfig.from_dict(run.read_config(), str(run.config_path))
-    runtime = config.runtime.replace(max_steps=None) if runtime is None else runtime
-    config = config.replace(out=str(run.path), overwrite=False, runtime=runtime)
-    if data is not None:
-        config = config.replace(data=data)
-    return config if epochs is None else config.replace(epochs=epochs)
+    return config.replace(out=str(run.path)).resumed(**changes)
 
 
 def _changes(config: TrainConfig) -> str:

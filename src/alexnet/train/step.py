@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -11,12 +11,18 @@ from torch import nn
 from ..precision import autocast_context
 
 
+class Step(NamedTuple):
+    """What a training step computed, detached, on the logits' device (no host synchronisation:
+    call ``.item()`` when you need a number)."""
+
+    loss: torch.Tensor  # the batch's mean softmax cross-entropy, fp32
+    logits: torch.Tensor  # (N, classes)
+
+
 def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                optimizer: torch.optim.Optimizer, amp_dtype: Optional[torch.dtype] = None,
-               scaler: Optional["torch.amp.GradScaler"] = None, with_logits: bool = False):
-    """Forward, softmax cross-entropy, backward, SGD update. Returns the loss as a tensor on
-    the logits' device (no host synchronisation: call ``.item()`` when you need the number),
-    and with ``with_logits`` also the detached logits, as ``(loss, logits)``.
+               scaler: Optional["torch.amp.GradScaler"] = None) -> Step:
+    """Forward, softmax cross-entropy, backward, SGD update.
     ``images`` are preprocessed crops (N, 3, 224, 224); ``labels`` int64 (N,), on any device.
     """
     # ``model`` may be the net inside DistributedDataParallel (``.module``).
@@ -32,6 +38,4 @@ def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     else:
         loss.backward()
         optimizer.step()
-    if with_logits:
-        return loss.detach(), logits.detach()
-    return loss.detach()
+    return Step(loss.detach(), logits.detach())

@@ -30,17 +30,16 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ...data import open_dataset, resolve_data_root
 from ...errors import ConfigError, TrainingError
-from ...precision import resolve_amp
 from ...progress import SILENT, Reporter
 from ...files import FolderLock
-from ...train.loop import Interrupted, TrainConfig, config_for_resume, train
-from ...train.run_folder import quote
+from ...train.loop import Interrupted, TrainConfig, resume_config, train
+from ...run_folder import quote
 from .arms import (ARM_NAMES, BASELINE, PAPER_ARMS, Arm, arm_config, arm_spec, check_paper_baseline, for_template,
                    get_arms, run_folder_name)
 from .folder import AblationFolder, runtime_of
-from .results import build_report, duration, format_report, write_report
+from .results import build_report, duration, format_ablation_report, write_report
 
-__all__ = ["ARM_NAMES", "BASELINE", "PAPER_ARMS", "AblationFolder", "Arm", "build_report", "format_report",
+__all__ = ["ARM_NAMES", "BASELINE", "PAPER_ARMS", "AblationFolder", "Arm", "build_report", "format_ablation_report",
            "get_arms", "report", "resume", "run"]
 
 #: What a finished run keeps besides 4 bytes per parameter: the dataset statistics (the mean image,
@@ -81,7 +80,7 @@ def run(config: Optional[TrainConfig] = None, arms: Sequence[Union[str, Arm]] = 
 
 def resume(out: str, reporter: Reporter = SILENT, **runtime) -> Dict:
     """Continue the ablation in ``out`` with its own settings; ``runtime`` (devices, amp,
-    workers, ...: runtime settings, ``alexnet.train.config.Runtime``) may change how the
+    workers, ...: runtime settings, ``alexnet.train.config.TrainRuntime``) may change how the
     remaining runs run."""
     folder = AblationFolder.open(out)
     template = folder.template(**runtime)
@@ -99,7 +98,7 @@ def _check_before_writing(folder: AblationFolder, template: TrainConfig, reporte
     """The devices of every arm and the data, before anything is written; the training set."""
     for arm in folder.arms:
         config = arm_config(template, arm, folder.seeds[0], folder.path)
-        resolve_amp(config.runtime.amp, config.runtime.devices.resolve(towers=arm_spec(template, arm).towers))
+        config.runtime.amp_dtype(config.runtime.placement(arm_spec(template, arm).towers))
     root = resolve_data_root(template.data, reporter)
     return open_dataset(root, "train", skip_bad=template.runtime.skip_bad)
 
@@ -111,40 +110,40 @@ def _train_all(folder: AblationFolder, template: TrainConfig, reporter: Reporter
     with FolderLock(folder.path, "ablation"):  # one process runs an ablation; each run has its own lock too
         folder.settings.update(classes=len(train_set.classes), train_images=len(train_set))
         folder.save()
-        return _train_plan(folder, template, reporter, max_steps, len(train_set))
+        return _train_runs(folder, template, reporter, max_steps, len(train_set))
 
 
-def _train_plan(folder: AblationFolder, template: TrainConfig, reporter: Reporter, max_steps: Optional[int],
+def _train_runs(folder: AblationFolder, template: TrainConfig, reporter: Reporter, max_steps: Optional[int],
                 train_images: int) -> Dict:
-    plan = folder.plan()
-    for line in _plan_lines(folder, template, plan, train_images):
+    runs = folder.runs_in_order()
+    for line in _run_lines(folder, template, runs, train_images):
         reporter.line(line)
-    for i in range(1, len(plan) + 1):
-        _train_one(folder, template, plan, i, reporter, max_steps)
+    for i in range(1, len(runs) + 1):
+        _train_one(folder, template, runs, i, reporter, max_steps)
     result = write_report(folder)
     reporter.line(f"report: {folder.path / 'report.md'}, {folder.path / 'report.json'}"
                   + (f", {folder.path / result['curves']}" if result.get("curves") else ""))
     return result
 
 
-def _train_one(folder: AblationFolder, template: TrainConfig, plan: List[Tuple[Arm, int]], i: int,
+def _train_one(folder: AblationFolder, template: TrainConfig, runs: List[Tuple[Arm, int]], i: int,
                reporter: Reporter, max_steps: Optional[int]) -> None:
-    """The i-th run of the plan: kept when finished, resumed when interrupted, else trained."""
-    arm, seed = plan[i - 1]
+    """The i-th run of the runs: kept when finished, resumed when interrupted, else trained."""
+    arm, seed = runs[i - 1]
     name, run = run_folder_name(arm, seed), folder.run(arm, seed)
     state = folder.state(arm, seed)
     if state == "finished":
         run.last_checkpoint.unlink(missing_ok=True)  # a kill may have come before the cleanup
-        reporter.line(f"[{i}/{len(plan)}] {name}: finished before, kept")
+        reporter.line(f"[{i}/{len(runs)}] {name}: finished before, kept")
         return
     config = arm_config(template, arm, seed, run.path).replace(max_steps=max_steps)
     resume_from = None
     if state == "interrupted":
         resume_from = str(run.path)
-        config = config_for_resume(resume_from, config.runtime)
+        config = resume_config(resume_from, runtime=config.runtime)
     elif state == "started":  # stopped before its first checkpoint: nothing to keep
         config = config.replace(overwrite=True)
-    reporter.line(f"[{i}/{len(plan)}] {name}: {'resuming' if resume_from else 'training'} {arm.description}")
+    reporter.line(f"[{i}/{len(runs)}] {name}: {'resuming' if resume_from else 'training'} {arm.description}")
     started = folder.session_started(name)
     try:
         summary = train(config, resume=resume_from, reporter=reporter)
@@ -156,7 +155,7 @@ def _train_one(folder: AblationFolder, template: TrainConfig, plan: List[Tuple[A
         seconds = folder.session_ended(name, started)
     # best.pt (weights only) stays for evaluation; last.pt (momentum too) was only for resuming.
     run.last_checkpoint.unlink(missing_ok=True)
-    reporter.line(_done_line(folder, plan, i, name, seconds, summary))
+    reporter.line(_done_line(folder, runs, i, name, seconds, summary))
 
 
 def _stopped(folder: AblationFolder, name: str, stop: Interrupted) -> str:
@@ -167,24 +166,24 @@ def _stopped(folder: AblationFolder, name: str, stop: Interrupted) -> str:
 
 
 # -- what it will cost, in words ------------------------------------------------------------------
-def _plan_lines(folder: AblationFolder, template: TrainConfig, plan: List[Tuple[Arm, int]], train_images: int):
+def _run_lines(folder: AblationFolder, template: TrainConfig, runs: List[Tuple[Arm, int]], train_images: int):
     recipe, classes = template.recipe, folder.settings["classes"]
-    states = [folder.state(arm, seed) for arm, seed in plan]
+    states = [folder.state(arm, seed) for arm, seed in runs]
     arms = " and ".join(a.name for a in folder.arms) if len(folder.arms) == 2 else \
         ", ".join(a.name for a in folder.arms)
     seeds = ", ".join(str(s) for s in folder.seeds)
     steps = recipe.epochs * (train_images // recipe.batch_size)
     data = "the built-in dataset" if folder.builtin else str(template.data)
-    yield (f"ablation {folder.path}: {arms}; seed{'s' if len(folder.seeds) > 1 else ''} {seeds}: {len(plan)} runs "
+    yield (f"ablation {folder.path}: {arms}; seed{'s' if len(folder.seeds) > 1 else ''} {seeds}: {len(runs)} runs "
            f"({states.count('finished')} finished, {states.count('interrupted')} to resume, "
-           f"{len(plan) - states.count('finished') - states.count('interrupted')} to train)")
+           f"{len(runs) - states.count('finished') - states.count('interrupted')} to train)")
     yield (f"each run: {data} ({train_images:,} training images, {classes} classes), recipe {recipe.name}, "
            f"{recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''} of {train_images // recipe.batch_size:,} "
            f"steps of {recipe.batch_size} images ({steps:,} steps)")
     params = {arm.name: arm_spec(template, arm, classes).params for arm in folder.arms}
     records = RECORDS_BYTES + METRICS_LINE_BYTES * steps / template.runtime.log_every
-    done = sum(FP32 * params[arm.name] + records for arm, _ in plan)
-    todo = [(arm, seed) for (arm, seed), state in zip(plan, states) if state != "finished"]
+    done = sum(FP32 * params[arm.name] + records for arm, _ in runs)
+    todo = [(arm, seed) for (arm, seed), state in zip(runs, states) if state != "finished"]
     peak = 4 * FP32 * max(params[arm.name] for arm, _ in todo) if todo else 0
     yield (f"disk: about {_size(done)} in all when done (each run keeps best.pt, 4 bytes per parameter, and its "
            f"records)" + (f"; while a run trains, up to {_size(peak)} more (last.pt with the momentum buffers, and "
@@ -203,7 +202,7 @@ def _time_left(folder: AblationFolder, todo: Sequence[Tuple[Arm, int]]) -> Optio
     """The runs left, each at its arm's mean time so far (else the mean over all arms); None
     before any run has finished."""
     timed: Dict[str, List[float]] = {}
-    for arm, seed in folder.plan():
+    for arm, seed in folder.runs_in_order():
         seconds = folder.seconds(run_folder_name(arm, seed))
         if seconds is not None and folder.state(arm, seed) == "finished":
             timed.setdefault(arm.name, []).append(seconds)
@@ -213,15 +212,15 @@ def _time_left(folder: AblationFolder, todo: Sequence[Tuple[Arm, int]]) -> Optio
     return sum(statistics.fmean(timed[arm.name]) if arm.name in timed else overall for arm, _ in todo)
 
 
-def _done_line(folder: AblationFolder, plan, i: int, name: str, seconds: float, summary: Dict) -> str:
+def _done_line(folder: AblationFolder, runs, i: int, name: str, seconds: float, summary: Dict) -> str:
     final = summary.get("final_ten_crop") or summary.get("final_centre_crop") or {}
     protocol = "ten-crop" if "final_ten_crop" in summary else "centre-crop"
     result = f" ({protocol} top-1 error {100 * final['top1_error']:.1f}%)" if "top1_error" in final else ""
-    todo = [(arm, seed) for arm, seed in plan[i:] if folder.state(arm, seed) != "finished"]
+    todo = [(arm, seed) for arm, seed in runs[i:] if folder.state(arm, seed) != "finished"]
     left = _time_left(folder, todo)
     rest = (f"; {len(todo)} run{'s' if len(todo) != 1 else ''} left, about {duration(left)}" if todo and left
             else "")
-    return f"[{i}/{len(plan)}] {name} finished, {duration(seconds)} of training sessions in all{result}{rest}"
+    return f"[{i}/{len(runs)}] {name} finished, {duration(seconds)} of training sessions in all{result}{rest}"
 
 
 def _size(n: float) -> str:

@@ -25,7 +25,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 from ...errors import ConfigError
 from ...model.config import ModelConfig
 from ...model.spec import NetSpec, resolve
-from ...train.config import Runtime, TrainConfig
+from ...train.config import RUN_SETTINGS, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,11 @@ class Arm:
     section: str = ""
 
     def __post_init__(self):
-        bad = sorted(set(self.changes) & (set(Runtime.names()) | {"seed", "data", "out", "overwrite"}))
+        TrainConfig().replace(**self.changes)  # an unknown or impossible setting: one line, now
+        bad = sorted(name for name in self.changes if name not in RUN_SETTINGS or name == "seed")
         if bad:
             raise ConfigError(f"arm {self.name!r} changes {bad[0]!r}: an arm changes what a run is (the net, the "
                               f"preprocessing, the recipe), not its data, seed, folder or how it runs")
-        TrainConfig().replace(**self.changes)  # an unknown or impossible setting: one line, now
 
     def as_dict(self) -> Dict[str, object]:
         return {"name": self.name, "changes": dict(self.changes), "description": self.description,

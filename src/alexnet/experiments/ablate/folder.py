@@ -18,22 +18,20 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from ...errors import CheckpointError, ConfigError
 from ...files import FolderLock, write_json
-from ...train.config import PARTS, Runtime, TrainConfig, migrate
-from ...train.run_folder import RunFolder, quote
+from ...run_folder import RunFolder, migrate, quote
+from ...train.config import RUN_PARTS, TrainConfig, TrainRuntime, options
 from .arms import BASELINE, Arm, get_arms, run_folder_name
 
 SETTINGS = "ablation.json"
 FORMAT = "alexnet-ablation"
 VERSION = 2
-#: The parts of a run's configuration that define the experiment (the runtime may change).
-EXPERIMENT_PARTS = tuple(part for part in PARTS if part != "runtime")
 
 
 def experiment_of(config: TrainConfig) -> Dict:
     """The experiment part of a template configuration, as ablation.json stores it (the data
     as an absolute path, so the folder can be continued from elsewhere)."""
     data = None if config.data is None else str(Path(config.data).expanduser().resolve())
-    return {"data": data, **{part: getattr(config, part).as_dict() for part in EXPERIMENT_PARTS}}
+    return {"data": data, **{part: getattr(config, part).as_dict() for part in RUN_PARTS}}
 
 
 def runtime_of(config: TrainConfig) -> Dict:
@@ -148,13 +146,14 @@ class AblationFolder:
     def template(self, **runtime) -> TrainConfig:
         """The baseline's configuration: the experiment with the stored runtime, ``runtime``
         (devices, workers, ...: runtime settings only) replacing parts of it."""
-        not_runtime = sorted(set(runtime) - set(Runtime.names()))
+        not_runtime = sorted(set(runtime) - set(TrainRuntime.names()))
         if not_runtime:
-            raise ConfigError(f"continuing an ablation keeps its own {', '.join(not_runtime)}; only how the runs "
-                              f"run may change ({', '.join(Runtime.names())})")
+            raise ConfigError(f"--resume continues the ablation's own settings ({self.settings_path}); drop "
+                              f"{options(not_runtime)} (only how the runs run may change: --devices, --amp, "
+                              f"--workers, ...)")
         return self.template_of(self.settings).replace(**runtime)
 
-    def plan(self) -> List[tuple]:
+    def runs_in_order(self) -> List[tuple]:
         """(arm, seed) in the order they run: every arm of seed 0, then of seed 1, ...; so an
         ablation stopped early has whole seeds to compare."""
         return [(arm, seed) for seed in self.seeds for arm in self.arms]
@@ -203,6 +202,6 @@ def _migrate_v1(settings: Dict, where: str) -> Dict:
     flat = migrate({**runtime, "recipe": experiment["recipe"], "ten_crop": experiment.get("ten_crop", True)}, where)
     v2 = {**settings, "version": VERSION, "baseline": BASELINE.as_dict(),
           "arms": [arm.as_dict() for arm in get_arms(settings["arms"])],
-          "experiment": {"data": experiment["data"], **{part: flat[part] for part in EXPERIMENT_PARTS}},
+          "experiment": {"data": experiment["data"], **{part: flat[part] for part in RUN_PARTS}},
           "runtime": flat["runtime"]}
     return v2

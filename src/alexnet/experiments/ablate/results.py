@@ -22,7 +22,7 @@ from ...model.config import ModelConfig
 from ...model.spec import resolve
 from ...tables import markdown_table
 from ...train.curves import epoch_curve, plot_runs
-from ...train.run_folder import quote
+from ...run_folder import quote
 from .arms import Arm, arm_spec
 from .folder import AblationFolder
 
@@ -349,7 +349,7 @@ def _verdict(d: Dict) -> str:
     return "**yes**" if d["beyond_noise"] else "no"
 
 
-def format_report(report: Dict) -> str:
+def format_ablation_report(report: Dict) -> str:
     """report.md: the findings in words, then the tables they come from."""
     label = _protocol_label(report)
     keys = f"{report['protocol']}_top1", f"{report['protocol']}_top5"
@@ -449,7 +449,7 @@ def write_report(folder: AblationFolder) -> Dict:
     else:
         report["curves"] = None
     write_json(folder.path / "report.json", report)
-    text = format_report(report)
+    text = format_ablation_report(report)
 
     def write(tmp):
         Path(tmp).write_text(text)

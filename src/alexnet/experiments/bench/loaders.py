@@ -222,14 +222,14 @@ def run_end_to_end(settings: BenchSettings, rows: List[Dict[str, object]], log) 
                 start = time.perf_counter()
             if i == steps:
                 break
-            step(preprocess.train(images.to(device, non_blocking=True), generator), labels.to(device))
+            step(preprocess.augment(images.to(device, non_blocking=True), generator), labels.to(device))
         measure.synchronize([device])
         return (steps - settings.warmup) * batch / (time.perf_counter() - start)
 
     model = build(setup, settings.seed)
     optimizer = paper_sgd(model)
     model.train()
-    training = timed(lambda x, y: train_step(model, x, y, optimizer, amp_dtype=amp))
+    training = timed(lambda x, y: train_step(model, x, y, optimizer, amp_dtype=amp).loss)
     del model, optimizer
     loading = timed(lambda x, y: x.sum())  # the same batches and augmentation, no model
     synthetic = find_row(rows, model="grouped", devices=[str(device)], mode="train", batch_size=batch,

@@ -79,7 +79,7 @@ class Runner:
                 scaler = self.scalers.setdefault("fp16", torch.amp.GradScaler("cuda"))
 
             def train():
-                return train_step(model, images, labels, self.optimizer, amp_dtype=amp, scaler=scaler)
+                return train_step(model, images, labels, self.optimizer, amp_dtype=amp, scaler=scaler).loss
             return train
 
         def infer():
@@ -354,7 +354,7 @@ def run_profile(settings: BenchSettings, cases: List[Case], rows: List[Dict[str,
     scaler = runner.scalers.get("fp16")
 
     def step():
-        return train_step(runner.model, images, labels, runner.optimizer, amp_dtype=amp, scaler=scaler)
+        return train_step(runner.model, images, labels, runner.optimizer, amp_dtype=amp, scaler=scaler).loss
 
     result = profile_layers(runner.model, step, case.setup.devices, steps=settings.profile_steps)
     return {"status": "ok", **case.as_dict(), "compile": False, **result}

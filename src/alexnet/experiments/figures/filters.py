@@ -22,8 +22,9 @@ import torch
 
 from ...files import save_png
 from ...analysis.colourfulness import colourfulness, tower_kernels
-from ...train.checkpoint import read_checkpoint, saved_model
-from ...train.run_folder import RunFolder
+from ...checkpoint import saved_model
+from ...run_folder import RunFolder
+from ...trained import read_trained
 from .output import check_output
 
 COLUMNS = 16
@@ -137,7 +138,7 @@ def draw_filters(checkpoint_or_run: Union[str, Path], path: Union[str, Path], *,
     each tower's colourfulness. Returns what it drew: the scores per tower and per kernel,
     the checkpoint, its progress, and where the PNG went."""
     out = check_output(path)
-    payload = read_checkpoint(checkpoint_or_run)
+    payload = read_trained(checkpoint_or_run)
     towers = tower_kernels(payload)
     per_kernel = [colourfulness(kernels) for kernels in towers]
     scores = [float(s.mean()) for s in per_kernel]

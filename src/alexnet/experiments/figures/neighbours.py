@@ -25,17 +25,17 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ...data import make_loader, open_dataset, resolve_data_root
-from ...data.preprocess import Preprocess
-from ...devices import AUTO
 from ...analysis.activations import relu_activations
+from ...data import make_loader, resolve_data_root
+from ...data.preprocess import Preprocess
 from ...errors import ConfigError
 from ...files import cache_entry, is_writable_dir, save_png, write_atomically
+from ...inference import open_split
 from ...model.spec import CROP
 from ...progress import SILENT, Reporter
-from ...train.checkpoint import (checkpoint_placement, model_from_checkpoint, preprocess_from_checkpoint,
-                                 read_checkpoint, saved_preprocess)
-from ...train.run_folder import check_classes, trained_data
+from ...run_folder import trained_data
+from ...runtime import Runtime
+from ...trained import open_trained
 from .filters import checkpoint_label
 from .output import check_output
 
@@ -217,39 +217,34 @@ def write_neighbours_png(rows: List[Dict], val_set, train_set, classes: Sequence
 
 def draw_neighbours(checkpoint_or_run: Union[str, Path], path: Union[str, Path], *, data=None,
                     images: Optional[Sequence[int]] = None, count: int = 5, k: int = 6, seed: int = 0,
-                    batch_size: int = 64, devices=AUTO, workers: Optional[int] = None, chunk: int = CHUNK,
+                    batch_size: int = 64, runtime: Runtime = Runtime(), chunk: int = CHUNK,
                     reporter: Reporter = SILENT) -> Dict:
-    """Figure 4 for a checkpoint (or a run folder's last one): for validation images
+    """Figure 4 for a trained net (``open_trained``'s sources): for validation images
     (``images``, or ``count`` drawn with ``seed``), the ``k`` training images nearest by
     Euclidean distance of fc7 after the ReLU, as a PNG at ``path``. ``data``: the dataset
     (default: the one the run trained on). Returns the rows drawn and where things went."""
     out = check_output(path)
     if k < 1:
         raise ConfigError(f"-k must be at least 1; got {k}")
-    payload = read_checkpoint(checkpoint_or_run)
-    root = resolve_data_root(trained_data(payload["config"]) if data is None else data, reporter)
-    resize = saved_preprocess(payload).resize  # the files read as the checkpoint's net reads them
-    train_set, val_set = open_dataset(root, "train", resize=resize), open_dataset(root, "val", resize=resize)
-    classes = list(payload["classes"])
-    for dataset in (train_set, val_set):
-        check_classes(classes, dataset, payload["path"], root, hint="; give the run's data with --data")
+    net = open_trained(checkpoint_or_run, runtime)
+    root = resolve_data_root(trained_data(net.checkpoint["config"]) if data is None else data, reporter)
+    hint = "; give the run's data with --data"
+    train_set, val_set = open_split(net, root, "train", hint), open_split(net, root, "val", hint)
     queries = choose_queries(images, count, seed, len(val_set))
-    placement = checkpoint_placement(payload, devices)
-    model = model_from_checkpoint(payload, placement.layout, placement.devices)
-    preprocess = preprocess_from_checkpoint(payload, placement.primary)
-    database = cached_features(model, payload["path"], train_set, root, "train", preprocess,
-                               batch_size=batch_size, workers=workers, reporter=reporter)
-    query_features, query_labels = fc7_features(model, val_set, preprocess, batch_size=batch_size, indices=queries,
-                                                workers=workers, desc="fc7 features (queries)")
+    database = cached_features(net.model, net.path, train_set, root, "train", net.preprocess,
+                               batch_size=batch_size, workers=runtime.workers, reporter=reporter)
+    query_features, query_labels = fc7_features(net.model, val_set, net.preprocess, batch_size=batch_size,
+                                                indices=queries, workers=runtime.workers,
+                                                desc="fc7 features (queries)")
     distances, indices = nearest_neighbours(query_features, database["features"], k, chunk)
     labels = database["labels"]
     rows = [{"query": q, "label": int(query_labels[r]),
              "neighbours": [{"index": int(i), "label": int(labels[i]), "distance": float(d)}
                             for d, i in zip(distances[r].tolist(), indices[r].tolist())]}
             for r, q in enumerate(queries)]
-    progress = payload.get("progress") or {}
+    progress = net.checkpoint.get("progress") or {}
     epoch = f", after epoch {progress['epoch']}" if progress.get("epoch") is not None else ""
-    write_neighbours_png(rows, val_set, train_set, classes, out,
-                         title=f"{checkpoint_label(payload['path'])}{epoch}: nearest training images by fc7 distance")
-    return {"checkpoint": payload["path"], "data": str(root), "rows": rows, "classes": classes,
+    write_neighbours_png(rows, val_set, train_set, net.classes, out,
+                         title=f"{checkpoint_label(net.path)}{epoch}: nearest training images by fc7 distance")
+    return {"checkpoint": net.path, "data": str(root), "rows": rows, "classes": net.classes,
             "features": str(database["path"]), "features_reused": database["reused"], "saved_to": str(out)}

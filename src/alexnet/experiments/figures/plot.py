@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from ...errors import CheckpointError, ConfigError
 from ...train.curves import epoch_curve, panels_of, plot_runs
-from ...train.run_folder import METRICS, RunFolder
+from ...run_folder import METRICS, RunFolder
 from .output import check_output
 
 DEFAULT_PANELS = ("loss", "error")

@@ -3,14 +3,16 @@
 A checkpoint holds the canonical state dict (the grouped net's names and shapes, whatever
 layout trained it), the net's ``ModelConfig`` and the ``PreprocessConfig`` it was trained
 with, the optimizer's momentum buffers under the same canonical names, the schedule, the
-position in training, every random state, the run's configuration, the class names and the
-dataset statistics, all as tensors, numbers, strings, lists and dicts, so
+position in training, every random state, the rest of the run's configuration, the class
+names and the dataset statistics, all as tensors, numbers, strings, lists and dicts, so
 ``torch.load(weights_only=True)`` reads it. It is written to a temporary file and renamed.
 
-Everything that reads a checkpoint rebuilds the net from its ModelConfig and the input from
-its PreprocessConfig and statistics (``model_from_checkpoint``, ``preprocess_from_checkpoint``).
-Version 1 checkpoints (before both were stored whole) are brought to this shape when read, by
-``_migrate_v1`` alone.
+Each setting is stored once: the net and its preprocessing at the top level, the run's other
+settings in ``config``. ``read_checkpoint`` checks the contents as a whole (the class names
+against fc8, the statistics' shapes, every weight finite) and returns every version in this
+version's shape, the run's configuration whole (``config["model"]`` and ``config["preprocess"]``
+filled in from the top level); ``_migrate_v1`` and ``_migrate_v2`` are the only code that knows
+older versions. ``alexnet.trained.open_trained`` turns a checkpoint into a net that runs.
 """
 
 from __future__ import annotations
@@ -25,21 +27,24 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..data.preprocess import Preprocess, PreprocessConfig
-from ..data.stats import DatasetStats
-from ..devices import AUTO, DeviceRequest, Placement
-from ..errors import CheckpointError
-from ..files import write_atomically
-from ..model.build import build_model
-from ..model.config import ModelConfig
-from ..model.spec import resolve
-from .config import V1_BEFORE, migrate
-from .run_folder import RunFolder
+from .data.images import IMAGE_SIZE
+from .data.preprocess import PreprocessConfig
+from .data.stats import DatasetStats
+from .errors import CheckpointError, ConfigError
+from .files import write_atomically
+from .model.config import ModelConfig
+from .run_folder import V1_BEFORE, RunFolder, migrate
 
 FORMAT = "alexnet-checkpoint"
-VERSION = 2
+#: 3 since each setting is stored once (2 kept the net and the preprocessing in ``config`` too).
+VERSION = 3
 #: What every checkpoint holds, whatever its version, and of what type.
 REQUIRED = {"model_config": dict, "model": dict, "classes": list}
+#: The parts of the run's configuration stored at the top level, not in ``config``.
+TOP_LEVEL = {"model": "model_config", "preprocess": "preprocess"}
+#: The dataset statistics a checkpoint holds, and their shapes.
+STATS_SHAPES = {"mean_image": (3, IMAGE_SIZE, IMAGE_SIZE), "channel_mean": (3,), "covariance": (3, 3),
+                "eigenvalues": (3,), "eigenvectors": (3, 3)}
 
 
 def momentum_buffers(model: nn.Module, optimizer: torch.optim.Optimizer) -> Dict[str, torch.Tensor]:
@@ -66,14 +71,15 @@ def load_momentum_buffers(model: nn.Module, optimizer: torch.optim.Optimizer,
         optimizer.state[param]["momentum_buffer"] = value.to(param.device, param.dtype).clone()
 
 
-def save_checkpoint(path: Union[str, Path], *, model: nn.Module, classes: Sequence[str],
-                    preprocess: PreprocessConfig = PreprocessConfig(), stats: Optional[Dict[str, torch.Tensor]] = None,
-                    config: Optional[Dict] = None, optimizer: Optional[torch.optim.Optimizer] = None,
-                    schedule: Optional[Dict] = None, progress: Optional[Dict] = None, rng: Optional[Dict] = None,
-                    metrics: Optional[Dict] = None) -> Path:
-    """``model``'s weights and ModelConfig with everything else named; ``config`` is the run's
-    config.json, ``optimizer`` None leaves out the momentum buffers (weights only)."""
-    payload = {
+def checkpoint_payload(*, model: nn.Module, classes: Sequence[str], preprocess: PreprocessConfig = PreprocessConfig(),
+                       stats: Optional[Dict[str, torch.Tensor]] = None, config: Optional[Dict] = None,
+                       optimizer: Optional[torch.optim.Optimizer] = None, schedule: Optional[Dict] = None,
+                       progress: Optional[Dict] = None, rng: Optional[Dict] = None,
+                       metrics: Optional[Dict] = None) -> Dict:
+    """What a checkpoint file holds: ``model``'s weights and ModelConfig with everything else
+    named; ``config`` is the run's config.json (stored without its net and preprocessing, which
+    the top level holds), ``optimizer`` None leaves out the momentum buffers (weights only)."""
+    return {
         "format": FORMAT,
         "version": VERSION,
         "model_config": model.spec.config.as_dict(),
@@ -81,13 +87,18 @@ def save_checkpoint(path: Union[str, Path], *, model: nn.Module, classes: Sequen
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "classes": list(classes),
         "stats": stats or {},
-        "config": json.dumps(config or {}),
+        "config": json.dumps({k: v for k, v in (config or {}).items() if k not in TOP_LEVEL}),
         "optimizer": None if optimizer is None else {"momentum": momentum_buffers(model, optimizer)},
         "schedule": schedule or {},
         "progress": progress or {},
         "rng": rng or {},
         "metrics": metrics or {},
     }
+
+
+def save_checkpoint(path: Union[str, Path], **parts) -> Path:
+    """``checkpoint_payload(**parts)`` written to ``path`` atomically."""
+    payload = checkpoint_payload(**parts)
     return write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -129,11 +140,38 @@ def read_checkpoint(path: Union[str, Path]) -> Dict:
     if missing:
         raise CheckpointError(f"{path}: damaged alexnet checkpoint ({missing[0]!r} is missing or not a "
                               f"{REQUIRED[missing[0]].__name__})")
+    return as_read(payload, path)
+
+
+def as_read(payload: Dict, path: Union[str, Path]) -> Dict:
+    """A checkpoint's contents (read from ``path``, or made in memory: an imported Caffe net)
+    in this version's shape, checked as a whole."""
+    path = Path(path)
+    version = payload.get("version", 1)
     payload["path"] = str(path)
-    payload["config"] = migrate(json.loads(payload.get("config") or "{}"), f"{path}: its config")
+    payload["config"] = _config(payload, path)
     if version < 2:
         _migrate_v1(payload)
+    if version < 3:
+        _migrate_v2(payload)
+    payload["config"].update({part: payload[key] for part, key in TOP_LEVEL.items()})
+    check_contents(payload)
     return payload
+
+
+def _config(payload: Dict, path: Path) -> Dict:
+    """The run's configuration the checkpoint holds, in this version's shape."""
+    try:
+        config = json.loads(payload.get("config") or "{}")
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: damaged alexnet checkpoint (its config is not JSON: "
+                              f"{_first_line(error)})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: damaged alexnet checkpoint (its config is not a JSON object)")
+    try:
+        return migrate(config, f"{path}: its config")
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from None
 
 
 def _migrate_v1(payload: Dict) -> None:
@@ -142,8 +180,47 @@ def _migrate_v1(payload: Dict) -> None:
     initialization and the preprocessing to the run's recipe."""
     config = payload["config"]
     model = {**{k: v for k, v in V1_BEFORE.items() if k in ModelConfig.names()},
-             "init": config["model"].get("init", ModelConfig().init), **payload["model_config"]}
-    payload.update(version=VERSION, model_config=model, preprocess=config["preprocess"])
+             "init": config.get("model", {}).get("init", ModelConfig().init), **payload["model_config"]}
+    payload.update(version=2, model_config=model, preprocess=config.get("preprocess", {}))
+
+
+def _migrate_v2(payload: Dict) -> None:
+    """Version 2 stored the net and the preprocessing twice, at the top level and in ``config``;
+    the top level is what every reader used."""
+    for part in TOP_LEVEL:
+        payload["config"].pop(part, None)
+    payload["version"] = VERSION
+
+
+def check_contents(payload: Dict) -> None:
+    """The checkpoint's parts agree with each other, or one line naming what is wrong: its net
+    and preprocessing are settings this version knows, the weights are finite tensors, the
+    class names are strings and as many as fc8's outputs, the statistics have their shapes."""
+    path = payload["path"]
+    saved_model(payload)
+    saved_preprocess(payload)
+    for name, value in payload["model"].items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: damaged alexnet checkpoint ({name} is not a tensor)")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: {name} holds values that are not finite (NaN or infinity): the net "
+                                  f"diverged or the file is damaged; not loaded")
+    classes = payload["classes"]
+    if not all(isinstance(name, str) for name in classes):
+        raise CheckpointError(f"{path}: damaged alexnet checkpoint (its class names are not all strings)")
+    fc8 = payload["model"].get("fc8.weight")
+    if fc8 is not None and fc8.dim() == 2 and fc8.shape[0] != len(classes):
+        raise CheckpointError(f"{path}: fc8 has {fc8.shape[0]} outputs but the checkpoint names {len(classes)} "
+                              f"classes; the file is damaged")
+    stats = payload.get("stats") or {}
+    if not isinstance(stats, dict):
+        raise CheckpointError(f"{path}: damaged alexnet checkpoint (its statistics are not a dict)")
+    for name, shape in STATS_SHAPES.items():
+        value = stats.get(name)
+        if stats and (not isinstance(value, torch.Tensor) or tuple(value.shape) != shape):
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"{path}: damaged alexnet checkpoint (its statistics' {name} is {got}, not "
+                                  f"{shape})")
 
 
 def _first_line(error: Exception) -> str:
@@ -152,13 +229,24 @@ def _first_line(error: Exception) -> str:
 
 
 def saved_model(payload: Dict) -> ModelConfig:
-    """The net a checkpoint holds; a setting this version does not know is one line naming it."""
-    return ModelConfig.from_dict(payload["model_config"], payload["path"])
+    """The net a checkpoint holds; a setting this version does not know, or a value its rules
+    refuse, is one line naming the file (not an option the user never gave)."""
+    return _saved(ModelConfig, payload["model_config"], payload["path"], "net")
 
 
 def saved_preprocess(payload: Dict) -> PreprocessConfig:
     """The preprocessing the checkpoint's net was trained with."""
-    return PreprocessConfig.from_dict(payload.get("preprocess") or {}, payload["path"])
+    return _saved(PreprocessConfig, payload.get("preprocess") or {}, payload["path"], "preprocessing")
+
+
+def _saved(kind, values, path, what: str):
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path}: damaged alexnet checkpoint (its {what} is not a dict)")
+    try:
+        return kind.from_dict(values, path)
+    except (ConfigError, TypeError) as error:
+        reason = str(error).replace(f"{path}: ", "").replace("--", "")  # the file is at fault, not an option
+        raise CheckpointError(f"{path}: damaged alexnet checkpoint (its {what}: {reason})") from None
 
 
 def check_compatible(payload: Dict, model: nn.Module, what: str = "the model") -> None:
@@ -181,40 +269,19 @@ def load_weights(model: nn.Module, payload: Dict) -> None:
 
 
 def load_start_weights(model: nn.Module, payload: Dict) -> None:
-    """Fine-tuning: ``payload``'s weights into ``model`` (the same net), but fc8 where the class
-    counts differ, which keeps the model's own (freshly drawn) one."""
+    """Fine-tuning: ``payload``'s weights into ``model`` (the same net), every layer of it; fc8
+    may have another class count, and then the model keeps its own (freshly drawn) one. A
+    layer the checkpoint lacks is one line: nothing trains from random weights unannounced."""
     state = model.state_dict()
-    weights = {key: value for key, value in payload["model"].items()
-               if not (key.startswith("fc8.") and key in state and tuple(value.shape) != tuple(state[key].shape))}
+    fresh = {key for key, value in payload["model"].items()
+             if key.startswith("fc8.") and key in state and tuple(value.shape) != tuple(state[key].shape)}
+    missing = sorted(set(state) - set(payload["model"]))
+    if missing:
+        raise CheckpointError(f"{payload['path']}: holds no {missing[0]}; --init-from needs every layer of the net "
+                              f"(fc8 may have another class count)")
+    weights = {key: value for key, value in payload["model"].items() if key not in fresh}
     same_classes = {**payload["model_config"], "num_classes": model.spec.config.num_classes}
     load_weights(model, {**payload, "model_config": same_classes, "model": {**state, **weights}})
-
-
-def load_model(checkpoint_or_run_dir: Union[str, Path], layout: str = "grouped",
-               devices: Optional[Sequence] = None, lrn_impl: str = "fast") -> nn.Module:
-    """A trained model, in eval mode, on any layout and devices.
-
-    The returned module also carries ``.classes`` (the class names, in label order) and
-    ``.checkpoint`` (the checkpoint's metadata: configuration, statistics, progress, metrics).
-    """
-    return model_from_checkpoint(read_checkpoint(checkpoint_or_run_dir), layout, devices, lrn_impl)
-
-
-def model_from_checkpoint(payload: Dict, layout: str = "grouped", devices: Optional[Sequence] = None,
-                          lrn_impl: str = "fast") -> nn.Module:
-    """``load_model`` for a checkpoint already read with ``read_checkpoint``."""
-    model = build_model(saved_model(payload), layout=layout, devices=devices, initialize=False, lrn_impl=lrn_impl)
-    load_weights(model, payload)
-    model.eval()
-    model.classes = list(payload["classes"])
-    model.checkpoint = {k: v for k, v in payload.items() if k not in ("model", "optimizer")}
-    return model
-
-
-def checkpoint_placement(payload: Dict, devices=AUTO) -> Placement:
-    """Where to run a checkpoint's net: ``devices`` (a DeviceRequest, a --devices string or a
-    device list) resolved for the checkpoint's variant."""
-    return DeviceRequest.of(devices).resolve(towers=resolve(saved_model(payload)).towers)
 
 
 def stats_for_checkpoint(stats: DatasetStats) -> Dict:
@@ -235,9 +302,3 @@ def stats_from_checkpoint(payload: Dict) -> DatasetStats:
     if not payload.get("stats"):
         raise CheckpointError(f"{payload['path']}: holds no dataset statistics (mean image) to preprocess with")
     return DatasetStats(**payload["stats"])
-
-
-def preprocess_from_checkpoint(payload: Dict, device, channels_last: bool = False) -> Preprocess:
-    """The input as the checkpoint's run trained with it: its statistics on ``device`` and its
-    PreprocessConfig."""
-    return Preprocess(stats_from_checkpoint(payload).to(device), saved_preprocess(payload), channels_last)

@@ -1,27 +1,36 @@
-"""Top-1 and top-5 error: the centre crop, and the paper's ten-crop protocol (§4.1: four
-corner and centre patches and their mirrors; the network's softmax outputs averaged)."""
+"""Running a trained net: top-1 and top-5 error with the centre crop and the paper's ten-crop
+protocol (§4.1: four corner and centre patches and their mirrors; the network's softmax
+outputs averaged), and the top classes of image files.
+
+    evaluate_checkpoint("runs/x", runtime=Runtime(devices="cpu"))     # alexnet eval
+    predict_files("runs/x", ["cat.jpg"], runtime=Runtime(amp="bf16"))  # alexnet predict
+
+Both open the net with ``alexnet.trained.open_trained``; ``evaluate`` is the loop training's
+validation runs too.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import make_loader, open_dataset, resolve_data_root
-from ..data.preprocess import Preprocess
-from ..devices import AUTO
-from ..errors import ConfigError
-from ..files import write_json
-from ..precision import autocast_context, resolve_amp
-from ..progress import SILENT, Reporter
-from .checkpoint import (checkpoint_placement, model_from_checkpoint, preprocess_from_checkpoint, read_checkpoint,
-                         saved_preprocess)
-from .distributed import SINGLE, World, all_sum
+from .data import make_loader, open_dataset, resolve_data_root
+from .data.images import load_image
+from .data.preprocess import Preprocess
+from .errors import ConfigError
+from .files import write_json
+from .precision import autocast_context
+from .progress import SILENT, Reporter
 from .run_folder import RunFolder, check_classes, trained_data
+from .runtime import Runtime
+from .trained import TrainedNet, open_trained
+from .world import SINGLE, World, all_sum
 
 # FACTS §7: the paper's single-model results and two well-known ports, for comparison tables.
 PAPER_RESULTS = [
@@ -35,7 +44,8 @@ PAPER_RESULTS = [
 
 def average_softmax(model: nn.Module, crops: torch.Tensor, amp_dtype=None,
                     channels_last: bool = False) -> torch.Tensor:
-    """(B, K, 3, H, W) crops -> (B, classes): the mean of the K crops' softmax probabilities."""
+    """(B, K, 3, H, W) crops -> (B, classes): the mean of the K crops' softmax probabilities
+    (``TrainedNet.probabilities`` for a net being trained, which is no TrainedNet yet)."""
     b, k = crops.shape[:2]
     flat = crops.flatten(0, 1)
     if channels_last:
@@ -111,37 +121,85 @@ def evaluation_path(checkpoint: Union[str, Path], out=None) -> Path:
 
 
 def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size: int = 64, ten_crop: bool = True,
-                        devices=AUTO, amp: str = "auto", channels_last: bool = False, workers=None,
-                        lrn_impl: str = "fast", out=None, save: bool = True, reporter: Reporter = SILENT) -> Dict:
-    """Centre-crop (and ten-crop) errors of a checkpoint on a dataset split, saved as JSON at
-    ``saved_to`` (``save_evaluation``; ``save=False`` leaves that to the caller, who may show
-    the figures first). ``checkpoint`` is a file or a run folder (its last checkpoint). The
-    images are read and cropped as the checkpoint's preprocessing says (an imported Caffe
-    net's: warped to 256x256, 227 crops)."""
-    payload = read_checkpoint(checkpoint)
-    out = evaluation_path(payload["path"], out)
-    placement = checkpoint_placement(payload, devices)
-    amp_dtype = resolve_amp(amp, placement)
-    root = resolve_data_root(trained_data(payload["config"]) if data is None else data, reporter)
-    dataset = open_dataset(root, split, resize=saved_preprocess(payload).resize)
-    check_classes(payload["classes"], dataset, payload["path"], f"{root} ({split})")
-    model = model_from_checkpoint(payload, placement.layout, placement.devices, lrn_impl)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    preprocess = preprocess_from_checkpoint(payload, placement.primary, channels_last)
-    kwargs = dict(batch_size=batch_size, amp_dtype=amp_dtype, workers=workers, reporter=reporter)
-    results = [evaluate(model, dataset, preprocess, desc="centre crop", **kwargs)]
+                        runtime: Runtime = Runtime(), out=None, save: bool = True,
+                        reporter: Reporter = SILENT) -> Dict:
+    """Centre-crop (and ten-crop) errors of a trained net (``open_trained``'s sources: a
+    checkpoint file, a run folder's last checkpoint, a Caffe file) on a dataset split, on
+    ``runtime``, saved as JSON at ``saved_to`` (``save_evaluation``; ``save=False`` leaves that
+    to the caller, who may show the figures first). The images are read and cropped as the
+    net's preprocessing says (an imported Caffe net's: warped to 256x256, 227 crops)."""
+    net = open_trained(checkpoint, runtime)
+    out = evaluation_path(net.path, out)
+    root = resolve_data_root(trained_data(net.checkpoint["config"]) if data is None else data, reporter)
+    dataset = open_split(net, root, split)
+    kwargs = dict(batch_size=batch_size, amp_dtype=net.amp_dtype, workers=runtime.workers, reporter=reporter)
+    results = [evaluate(net.model, dataset, net.preprocess, desc="centre crop", **kwargs)]
     if ten_crop:
-        results.append(evaluate(model, dataset, preprocess, ten_crop=True, desc="ten crops", **kwargs))
-    summary = {"checkpoint": payload["path"], "dataset": str(root), "split": split, "classes": list(dataset.classes),
-               "placement": placement.as_dict(), "progress": payload.get("progress", {}),
+        results.append(evaluate(net.model, dataset, net.preprocess, ten_crop=True, desc="ten crops", **kwargs))
+    summary = {"checkpoint": net.path, "dataset": str(root), "split": split, "classes": list(dataset.classes),
+               "placement": net.placement.as_dict(), "progress": net.checkpoint.get("progress", {}),
                "results": results, "paper": PAPER_RESULTS, "saved_to": str(out)}
     if save:
         save_evaluation(summary)
     return summary
 
 
+def open_split(net: TrainedNet, root, split: str, hint: str = ""):
+    """A split of the dataset at ``root``, its files read as ``net`` was trained to read them,
+    with the classes the net was trained on (one line where they differ)."""
+    dataset = open_dataset(root, split, resize=net.preprocess.config.resize)
+    check_classes(net.classes, dataset, net.path, f"{root} ({split})", hint=hint)
+    return dataset
+
+
 def save_evaluation(summary: Dict) -> Path:
     """``evaluate_checkpoint``'s figures at their ``saved_to`` (a ``StorageError`` line when the
     folder refuses them)."""
     return write_json(summary["saved_to"], {k: v for k, v in summary.items() if k != "saved_to"})
+
+
+_WNID = re.compile(r"^n\d{8}$")
+
+
+def readable_names(classes: Sequence[str]) -> List[str]:
+    """Human-readable names for ImageNet's 1000 classes (folder names n01440764...), in the
+    standard sorted-synset order that torchvision's category list follows; other class names
+    are returned as they are."""
+    if len(classes) == 1000 and all(_WNID.match(c) for c in classes) and list(classes) == sorted(classes):
+        try:
+            from torchvision.models import AlexNet_Weights
+
+            return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+        except Exception:  # an older torchvision without the metadata: keep the synset ids
+            return list(classes)
+    return list(classes)
+
+
+@torch.no_grad()
+def predict_files(checkpoint, images: Sequence[str], *, top: int = 5, ten_crop: bool = False,
+                  runtime: Runtime = Runtime()) -> List[Dict]:
+    """The ``top`` classes with probabilities for each image file, from a trained net
+    (``open_trained``'s sources) on ``runtime``; each file read and cropped as the net's
+    preprocessing says."""
+    net = open_trained(checkpoint, runtime)
+    names = readable_names(net.classes)
+    results = []
+    for path in images:
+        pixels = load_image(path, resize=net.preprocess.config.resize).unsqueeze(0).to(net.device)  # (1, 3, 256, 256)
+        crops = net.preprocess.ten(pixels) if ten_crop else net.preprocess.centre(pixels).unsqueeze(1)
+        probs = net.probabilities(crops)[0]
+        values, indices = probs.topk(min(top, probs.numel()))
+        results.append({"image": str(Path(path)), "predictions": [
+            {"class": net.classes[i], "name": names[i], "probability": float(p)}
+            for p, i in zip(values.tolist(), indices.tolist())]})
+    return results
+
+
+def format_predictions(results: List[Dict]) -> str:
+    lines = []
+    for r in results:
+        lines.append(r["image"])
+        for p in r["predictions"]:
+            label = p["name"] if p["name"] == p["class"] else f"{p['name']} ({p['class']})"
+            lines.append(f"  {100 * p['probability']:6.2f}%  {label}")
+    return "\n".join(lines)

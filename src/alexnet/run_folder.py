@@ -2,6 +2,10 @@
 per line), checkpoints and a PNG of the curves (drawn by ``alexnet.train.curves``). Every file
 is written atomically (a temporary file in the same folder, then a rename), so an interrupted
 write never leaves half a file.
+
+Training writes run folders (``alexnet.train``); evaluation, the figures, the ablation's report
+and resume read them, through ``RunFolder``. config.json's versions are read here too
+(``migrate``): what a run is, in the shape ``alexnet.train.config.TrainConfig`` reads.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
-from ..data.imagenet import are_ilsvrc_synsets
-from ..errors import CheckpointError, ConfigError
-from ..files import PART, FolderLock, json_default, remove_stale_parts, storage_error, write_atomically, write_json
-from .config import migrate
+from .data.imagenet import are_ilsvrc_synsets
+from .data.preprocess import PreprocessConfig
+from .errors import CheckpointError, ConfigError
+from .files import PART, FolderLock, json_default, remove_stale_parts, storage_error, write_atomically, write_json
+from .model.config import ModelConfig
+
+#: config.json's layout: 2 since the parts are nested (1: one flat dict, see ``migrate``).
+CONFIG_VERSION = 2
 
 CONFIG = "config.json"
 CLASSES = "classes.json"
@@ -184,7 +192,7 @@ class RunFolder:
         write_json(self.config_path, config)
 
     def read_config(self) -> Dict:
-        """config.json in this version's shape (``alexnet.train.config.migrate``)."""
+        """config.json in this version's shape (``migrate``)."""
         try:
             saved = json.loads(self.config_path.read_text())
         except (OSError, ValueError) as error:
@@ -280,3 +288,54 @@ def check_same_data(config: Mapping, splits: Mapping[str, object], where: Union[
 def quote(path: Union[str, Path]) -> str:
     """A path as a shell command needs it (a hint the user pastes must work as pasted)."""
     return shlex.quote(str(path))
+
+
+#: Version 1 of config.json (one flat dict): what set-up resolved stood beside the settings, the
+#: preprocessing's divide_std was the recipe's input_divide_std, and fields added since had these
+#: values before they existed (nn.Dropout's form until the paper's existed; the first plateau rule).
+V1_RESOLVED = ("data_root", "placement", "amp_dtype", "lr_rule", "classes", "train_images", "val_images", "stats",
+               "versions", "command", "distributed")
+V1_RENAMED = {"input_divide_std": "divide_std"}
+V1_BEFORE = {"dropout_style": "inverted", "plateau_min_improvement": 0.0, "min_epochs_per_lr": 1}
+#: Version 1's runtime settings (the training session's; ``TrainRuntime`` holds them since) and
+#: the run's own fields beside the parts.
+V1_RUNTIME = ("devices", "layout", "lrn_impl", "amp", "channels_last", "cudnn_benchmark", "workers", "log_every",
+              "skip_bad", "ten_crop", "eval_batch_size", "max_steps", "collective_timeout")
+V1_OWN = ("data", "out", "overwrite")
+
+
+def migrate(data: Mapping, where: str = "config") -> Dict[str, object]:
+    """A saved configuration in this version's shape (a copy). Version 1 (no "config_version")
+    was one flat dict: the net's and the runtime's fields beside the recipe, which also held
+    the initialization, the dropout and the preprocessing, and what set-up resolved."""
+    data = dict(data)
+    version = data.get("config_version", 1)
+    if version == CONFIG_VERSION:
+        return data
+    if version != 1:
+        raise ConfigError(f"{where}: config version {version!r} is not one this alexnet reads (1 or "
+                          f"{CONFIG_VERSION}); upgrade alexnet")
+    return _from_v1(data, where)
+
+
+def _take(source: Dict, names, renamed: Optional[Mapping[str, str]] = None) -> Dict[str, object]:
+    """The entries of ``source`` that are ``names`` (under their old names too), removed from it."""
+    old = {(renamed or {}).get(k, k): k for k in source}
+    return {name: source.pop(old[name]) for name in names if name in old}
+
+
+def _from_v1(data: Dict, where: str) -> Dict[str, object]:
+    recipe = dict(data.pop("recipe", {}))
+    model = {**{k: v for k, v in V1_BEFORE.items() if k in ModelConfig.names()},
+             **_take(recipe, ModelConfig.names()), **_take(data, ModelConfig.names())}
+    if isinstance(data.get("classes"), int):  # the class count trained on, resolved from the data
+        model["num_classes"] = data["classes"]
+    preprocess = _take(recipe, PreprocessConfig.names(), V1_RENAMED)
+    recipe = {**{k: v for k, v in V1_BEFORE.items() if k not in ModelConfig.names()}, **recipe}
+    runtime = _take(data, V1_RUNTIME)
+    own = _take(data, V1_OWN)
+    resolved = _take(data, V1_RESOLVED)
+    if data:
+        raise ConfigError(f"{where}: unknown key {sorted(data)[0]!r} in a version-1 configuration")
+    return {"config_version": CONFIG_VERSION, "model": model, "preprocess": preprocess, "recipe": recipe,
+            "runtime": runtime, **own, "resolved": resolved}

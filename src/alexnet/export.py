@@ -26,9 +26,11 @@ except ImportError as _error:
     onnx = onnx_ops = None
     MISSING = _error.name
 
-from ..errors import ConfigError
-from ..files import write_atomically
-from .checkpoint import model_from_checkpoint, read_checkpoint, saved_preprocess, stats_from_checkpoint
+from .errors import ConfigError
+from .files import write_atomically
+from .checkpoint import saved_preprocess, stats_from_checkpoint
+from .runtime import Runtime
+from .trained import open_trained
 
 #: What to install when the exporter's packages are missing.
 INSTALL = "pip install -e '.[export]' (onnx, onnxruntime, onnxscript)"
@@ -40,8 +42,8 @@ def export_onnx(checkpoint: Union[str, Path], out: Union[str, Path]) -> Dict:
     what the metadata says."""
     if MISSING is not None:
         raise ConfigError(f"exporting to ONNX needs {MISSING}: {INSTALL}")
-    payload = read_checkpoint(checkpoint)
-    model = model_from_checkpoint(payload, layout="grouped", devices=["cpu"]).eval()
+    net = open_trained(checkpoint, Runtime(devices="cpu", amp="fp32"))
+    model, payload = net.model, net.checkpoint
     preprocess = saved_preprocess(payload)
     crop = getattr(preprocess, "crop", 224)
     example = torch.zeros(2, 3, crop, crop)

@@ -108,21 +108,6 @@ def _window_of_padded(buf: torch.Tensor, size: int, out: torch.Tensor, pairs=Non
     return out
 
 
-def window_sum(t: torch.Tensor, groups: int, size: int) -> torch.Tensor:
-    """Σ over each channel's LRN window of ``t`` (N, C, H, W), within each of ``groups``.
-
-    Zero padding past a group's first and last map, as in PyTorch's LocalResponseNorm:
-    size//2 maps before and (size-1)//2 after. Works in either memory format.
-    """
-    t = _dense(t)
-    _check_groups(t.shape[1], groups)
-    buf, inner = _Scratch(t, groups, size).padded("t", t.shape[0], fill=0.0)
-    inner.copy_(_split(t, groups))  # (N, G, C/G, H, W): a group never sees another
-    out = torch.empty_like(t)
-    _window_of_padded(buf, size, _split(out, groups))
-    return out
-
-
 def _denominator(a5: torch.Tensor, scratch: _Scratch, alpha: float, k: float) -> torch.Tensor:
     """d = k + (α/n)·W(a²) for a chunk's (n, G, C/G, H, W) view, into scratch.
 

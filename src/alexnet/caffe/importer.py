@@ -1,6 +1,7 @@
 """Caffe's trained AlexNet as one of this package's checkpoints (``alexnet import-caffe``).
 
     import_caffemodel("bvlc_alexnet.caffemodel", "bvlc_alexnet.pt")
+    open_caffemodel("bvlc_alexnet.caffemodel")     # the same checkpoint, in memory
 
 reads the file (``alexnet.caffe``: both of Caffe's layer formats, conv1 flipped from BGR to
 RGB), builds Caffe's net as a variant of the layer table (``blocks="caffe"``, or "caffenet"
@@ -23,16 +24,17 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..caffe import read_binaryproto, read_caffemodel, to_canonical
+from ..checkpoint import as_read, checkpoint_payload, stats_for_checkpoint
 from ..data.images import IMAGE_SIZE, WARP
 from ..data.imagenet import ILSVRC_NAMES
 from ..data.preprocess import PreprocessConfig
 from ..data.stats import DatasetStats
 from ..errors import CaffeModelError
+from ..files import write_atomically
 from ..model.build import build_model
 from ..model.config import ModelConfig
 from ..model.spec import CAFFE_LRN_K, LRN_ALPHA, LRN_BETA, LRN_SIZE, PADDED_CROP, POOL_OVERLAP
-from .checkpoint import save_checkpoint, stats_for_checkpoint
+from .read import read_binaryproto, read_caffemodel, to_canonical
 
 #: Caffe's ImageNet mean per channel (its ilsvrc_2012_mean, averaged), in Caffe's B, G, R order.
 CAFFE_MEAN_BGR = (104.0, 116.7, 122.7)
@@ -51,7 +53,24 @@ def import_caffemodel(source: Union[str, Path], out: Union[str, Path], classes: 
     preprocessing; ``mean``: a .binaryproto mean image to subtract instead of the channel
     means. Returns what was imported (the file's format, the net's blocks, the class count,
     the mean, the layers skipped)."""
-    source, out = Path(source), Path(out)
+    payload, info = caffe_checkpoint(source, classes, mean)
+    as_read(dict(payload), source)  # weights that are not finite, or names that do not fit: one line, nothing written
+    write_atomically(Path(out), lambda tmp: torch.save(payload, tmp))
+    return {**info, "out": str(out)}
+
+
+def open_caffemodel(source: Union[str, Path], classes: Optional[Sequence[str]] = None,
+                    mean: Optional[Union[str, Path]] = None) -> Dict:
+    """``source`` as ``alexnet.checkpoint.read_checkpoint`` returns a checkpoint, without
+    writing one: what ``alexnet.trained.open_trained`` opens for a .caffemodel."""
+    payload, _ = caffe_checkpoint(source, classes, mean)
+    return as_read(payload, source)
+
+
+def caffe_checkpoint(source: Union[str, Path], classes: Optional[Sequence[str]] = None,
+                     mean: Optional[Union[str, Path]] = None):
+    """(the checkpoint's contents, what was imported) for ``source``."""
+    source = Path(source)
     stats = caffe_mean() if mean is None else caffe_mean_image(mean)  # a bad mean file: before the big read
     state, info = to_canonical(read_caffemodel(source), source)  # the file's arrays are freed here
     config = ModelConfig(blocks=_blocks(info, source), num_classes=info["num_classes"], dropout_style="inverted",
@@ -63,10 +82,10 @@ def import_caffemodel(source: Union[str, Path], out: Union[str, Path], classes: 
     if len(names) != config.num_classes:
         raise CaffeModelError(f"{source}: fc8 has {config.num_classes} classes; {len(names)} names were given")
     preprocess = CAFFE_PREPROCESS.replace(mean="channel" if mean is None else "image")
-    save_checkpoint(out, model=model, classes=names, preprocess=preprocess, stats=stats_for_checkpoint(stats))
-    return {"source": str(source), "out": str(out), "format": info["format"], "blocks": config.blocks,
-            "num_classes": config.num_classes, "mean": "channel" if mean is None else str(mean),
-            "skipped": [name for name, _ in info["skipped"]]}
+    payload = checkpoint_payload(model=model, classes=names, preprocess=preprocess, stats=stats_for_checkpoint(stats))
+    return payload, {"source": str(source), "format": info["format"], "blocks": config.blocks,
+                     "num_classes": config.num_classes, "mean": "channel" if mean is None else str(mean),
+                     "skipped": [name for name, _ in info["skipped"]]}
 
 
 def _blocks(info: Dict, source: Path) -> str:
