@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from alexnet import build_model, load_model
+from alexnet import Runtime, build_model, load_model
 from alexnet.cli import main
 from alexnet.data import open_dataset
 from alexnet.errors import ConfigError
@@ -262,7 +262,7 @@ def test_filters_draws_the_grid_and_prints_the_towers_scores(trained, tmp_path):
 
 
 def test_neighbours_are_the_nearest_training_images_by_brute_force(trained, tiny, tmp_path):
-    result = draw_neighbours(trained, tmp_path / "n.png", images=[3, 8], k=4, workers=0, devices="cpu")
+    result = draw_neighbours(trained, tmp_path / "n.png", images=[3, 8], k=4, runtime=Runtime(workers=0, devices="cpu"))
     payload = read_checkpoint(trained)
     model = load_model(trained, devices=["cpu"])  # the run's dropout style: it scales fc6 at test
     preprocess = Preprocess(stats_from_checkpoint(payload), saved_preprocess(payload))
@@ -355,7 +355,7 @@ def test_an_output_that_cannot_be_written_is_one_line_before_any_work(command, t
     def no_work(*args, **kwargs):
         raise AssertionError("read the run before checking the output")
 
-    for module, name in ((filters_module, "read_checkpoint"), (neighbours_module, "read_checkpoint"),
+    for module, name in ((filters_module, "read_trained"), (neighbours_module, "open_trained"),
                          (plot_module, "check_run_folder")):
         monkeypatch.setattr(module, name, no_work)
     a_file = tmp_path / "a-file"

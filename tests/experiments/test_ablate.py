@@ -27,7 +27,7 @@ from alexnet.model.config import ModelConfig
 from alexnet.model.lrn import LocalResponseNorm
 from alexnet.checkpoint import read_checkpoint
 from alexnet.train.loop import Interrupted, TrainConfig
-from alexnet.train.recipe import get_recipe
+from alexnet.train.recipe import get_preset
 
 # FACTS §1 and §5: the paper's net has 60,965,224 parameters; the one-GPU net halves conv1-conv4
 # (48-128-192-192 kernels), keeps conv5 (256) and the FC layers: 59,798,312.
@@ -53,7 +53,7 @@ def all_arms(tiny, tmp_path_factory):
     batch, its labels, and the augmented crops the network saw) per run."""
     out = tmp_path_factory.mktemp("ablations") / "all"
     batches, current = {}, {}
-    real_train, real_preprocess = ablate.train, Preprocess.train
+    real_train, real_preprocess = ablate.train, Preprocess.augment
 
     def tracking_train(config, resume=None, reporter=None):
         current["run"] = config.out.rsplit("/", 1)[-1]
@@ -67,7 +67,7 @@ def all_arms(tiny, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ALEXNET_CACHE", str(out.parent / "cache"))
         patch.setattr(ablate, "train", tracking_train)
-        patch.setattr(Preprocess, "train", recording_preprocess)
+        patch.setattr(Preprocess, "augment", recording_preprocess)
         result = ablate.run(template(tiny), out=str(out))
     return out, result, batches
 
@@ -436,7 +436,7 @@ def test_an_ablation_folder_of_version_1_reads_in_this_shape(tmp_path):
     initialization, the dropout and the preprocessing, ten_crop in the experiment, a flat runtime."""
     folder = tmp_path / "old"
     folder.mkdir()
-    recipe = {**get_recipe("builtin").as_dict(), "init": "caffe", "dropout": 0.5, "dropout_style": "inverted",
+    recipe = {**get_preset("builtin").recipe.as_dict(), "init": "caffe", "dropout": 0.5, "dropout_style": "inverted",
               "mean": "image", "pca": "sqrt-lambda", "pca_std": 0.1, "input_divide_std": False}
     (folder / "ablation.json").write_text(json.dumps({
         "format": "alexnet-ablation", "version": 1, "arms": ["no-lrn"], "seeds": [0, 1],

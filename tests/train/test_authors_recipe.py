@@ -151,13 +151,13 @@ def test_a_short_authors_run_trains_with_their_schedule_scaled(tiny, tmp_path, m
 
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
     colour = []
-    real = Preprocess.train
+    real = Preprocess.augment
 
     def spy(self, images, generator, slice_of=None, colour_on=True, **kw):
         colour.append(kw.get("colour", colour_on))
         return real(self, images, generator, slice_of, **kw)
 
-    monkeypatch.setattr(Preprocess, "train", spy)
+    monkeypatch.setattr(Preprocess, "augment", spy)
     config = TrainConfig.from_preset("authors", epochs=3, batch_size=5, data=str(tiny), out=str(tmp_path / "run"),
                                      devices=devices, workers=0, ten_crop=False)
     train(config)

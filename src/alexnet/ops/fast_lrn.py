@@ -333,7 +333,9 @@ class _ReluLRNMaxPool(torch.autograd.Function):
 
 
 
-@torch.library.custom_op("alexnet::lrn", mutates_args=())
+# The schema is written out: torch 2.4 cannot read it from this module's string annotations.
+@torch.library.custom_op("alexnet::lrn", mutates_args=(),
+                         schema="(Tensor x, int size, float alpha, float beta, float k) -> Tensor")
 def lrn_op(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
     """The LRN of one group of maps as one operator, for exporting the net: ONNX translates it
     to its own LRN node (the same size/alpha/beta/bias convention: alpha divided by size)."""

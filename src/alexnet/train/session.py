@@ -248,9 +248,10 @@ def plan_run(config: TrainConfig, resume: Optional[str] = None, world: World = S
 
 def check_resumable(config: TrainConfig, run: RunFolder) -> None:
     """A resumed run is the run it was: ``config`` differs from the run's own configuration in
-    its runtime, its epochs and where its data is, or it is one line naming the setting."""
+    its runtime, its epochs and where its data is, or it is one line naming the setting (the
+    class count is the data's, checked against the checkpoint's classes when the data opens)."""
     saved = TrainConfig.from_dict(run.read_config(), str(run.config_path))
-    changed = config.differences(saved, ignore=RESUME_MAY_CHANGE)
+    changed = config.differences(saved, ignore=(*RESUME_MAY_CHANGE, "num_classes"))
     if changed:
         name, (given, own) = next(iter(changed.items()))
         raise ConfigError(f"--resume {run.path}: the run has {name}={own!r}, this configuration {given!r}; a resumed "

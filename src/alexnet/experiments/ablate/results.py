@@ -329,6 +329,54 @@ def _placement_findings(report: Dict) -> List[str]:
 
 
 # -- as markdown ----------------------------------------------------------------------------------
+#: report.md: the findings in words, then the tables they come from.
+REPORT_MD = """# Ablation report: {name}
+
+{data}. Recipe `{recipe[name]}`: {recipe[epochs]} epoch{epochs_s}, batch {recipe[batch_size]}, learning rate \
+{recipe[lr]:g}, {model[init]} initialization; {seeds}. Every arm trains with the baseline's data, recipe, schedule, \
+number of steps, seeds, data order and augmentation draws; {differs}.
+
+## What the tables show
+
+{findings}
+
+## Differences from the baseline
+
+Arm minus baseline in percentage points of {label} validation error, paired by seed: mean ± std over the seeds \
+(each seed's value when fewer than three). Positive: the arm is worse, as the paper found.
+
+{differences}
+
+{rule}. Seeds to tell: the fewest seeds whose interval, at the measured std of the paired differences, would exclude \
+zero for a mean difference of the measured size, and of {call:g} points.
+
+## Validation error of each arm (%)
+
+After the last epoch with the centre crop and the paper's ten crops, and at the epoch with the lowest centre-crop \
+top-1 error; mean ± std over the seeds (each seed's value when fewer than three).
+
+{errors}
+
+## The nets and their cost
+
+{cost}
+{at_1000}
+Wall time: each run's training sessions as the ablation timed them (set-up, training, validation, checkpoints; ≥ \
+where a session was stopped without being timed). Training images/s: the runs' own step records (training steps \
+only).
+
+{curves}## Runs
+
+{runs}
+"""
+CURVES_MD = """![validation error per epoch]({curves})
+
+`{curves}`: validation top-1 and top-5 error (centre crop) per epoch; one colour per arm, each seed a thin line, the \
+mean over the seeds a thick one.
+
+"""
+
+
 def _cell(s: Dict, signed: bool = False) -> str:
     """mean ± std over the seeds; each seed's value when fewer than three."""
     form = "{:+.1f}" if signed else "{:.1f}"
@@ -349,92 +397,58 @@ def _verdict(d: Dict) -> str:
     return "**yes**" if d["beyond_noise"] else "no"
 
 
-def format_ablation_report(report: Dict) -> str:
-    """report.md: the findings in words, then the tables they come from."""
-    label = _protocol_label(report)
-    keys = f"{report['protocol']}_top1", f"{report['protocol']}_top5"
-    lines = [*_heading(report), "## What the tables show", "", *(f"- {f}" for f in report["findings"]), "",
-             *_differences_section(report, label, keys), *_errors_section(report), *_cost_section(report)]
-    if report.get("curves"):
-        lines += [f"![validation error per epoch]({report['curves']})", "",
-                  f"`{report['curves']}`: validation top-1 and top-5 error (centre crop) per epoch; one colour per "
-                  f"arm, each seed a thin line, the mean over the seeds a thick one.", ""]
-    lines += ["## Runs", ""]
-    lines += markdown_table(
-        ["run", "state", f"top-1, {label}", f"top-5, {label}", "wall time"],
-        [[f"`{r['run']}`", r["state"], *("—" if r["errors"].get(k) is None else f"{100 * r['errors'][k]:.1f}"
-                                         for k in keys),
-          ("≥ " if r["untimed_sessions"] else "") + duration(r["wall_seconds"])] for r in report["runs"]])
-    return "\n".join(lines) + "\n"
-
-
-def _heading(report: Dict) -> List[str]:
-    recipe, model = report["recipe"], report["model"]
-    data = "Data: the built-in dataset (not ImageNet)" if report["builtin"] else f"Data: `{report['data']}`"
-    if report.get("train_images"):
-        data += f", {report['train_images']:,} training images in {report['classes']} classes"
-    seeds = ", ".join(str(s) for s in report["seeds"])
-    net_only = all(set(a["changes"]) <= set(ModelConfig.names()) for a in report["arms"])
-    differs = "only the network differs" if net_only else "only what each arm changes differs"
-    return [f"# Ablation report: {Path(report['folder']).name}", "",
-            f"{data}. Recipe `{recipe['name']}`: {recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''}, "
-            f"batch {recipe['batch_size']}, learning rate {recipe['lr']:g}, {model['init']} initialization; "
-            f"seed{'s' if len(report['seeds']) > 1 else ''} {seeds}. Every arm trains with the baseline's data, "
-            f"recipe, schedule, number of steps, seeds, data order and augmentation draws; {differs}.", ""]
-
-
-def _differences_section(report: Dict, label: str, keys) -> List[str]:
-    key1, key5 = keys
-    lines = ["## Differences from the baseline", "",
-             f"Arm minus baseline in percentage points of {label} validation error, paired by seed: mean ± std "
-             f"over the seeds (each seed's value when fewer than three). Positive: the arm is worse, as the paper "
-             f"found.", ""]
-    lines += markdown_table(
-        ["arm", "Δ top-1", "95% interval", "beyond the seed noise?", f"seeds to tell Δ top-1 / {CALL_EFFECT:g} points",
-         "Δ top-5", "95% interval", "beyond the seed noise?", "the paper: Δ top-1 / top-5"],
-        [[d["arm"], _cell(d[key1], True), _interval(d[key1]), _verdict(d[key1]), _seeds_cell(d[key1]),
-          _cell(d[key5], True), _interval(d[key5]), _verdict(d[key5]),
-          "+{top1:.1f} / +{top5:.1f}".format(**d["paper_delta"]) if d["paper_delta"] else "—"]
-         for d in report["differences"]])
-    return lines + ["", f"{report['rule'][0].upper()}{report['rule'][1:]}. Seeds to tell: the fewest seeds whose "
-                        f"interval, at the measured std of the paired differences, would exclude zero for a mean "
-                        f"difference of the measured size, and of {CALL_EFFECT:g} points.", ""]
-
-
 def _seeds_cell(d: Dict) -> str:
     if d["std"] is None:
         return "—"
     return " / ".join(str(n) if n else f"> {MAX_SEEDS}" for n in (d["seeds_to_tell_mean"], d["seeds_to_tell_call"]))
 
 
-def _errors_section(report: Dict) -> List[str]:
-    lines = ["## Validation error of each arm (%)", "",
-             "After the last epoch with the centre crop and the paper's ten crops, and at the epoch with the "
-             "lowest centre-crop top-1 error; mean ± std over the seeds (each seed's value when fewer than three).", ""]
-    return lines + markdown_table(
-        ["arm", "runs finished", "top-1, ten crops", "top-5, ten crops", "top-1, centre", "top-5, centre",
-         "best epoch: top-1", "best epoch: top-5"],
-        [[a["arm"], f"{a['finished']} of {a['seeds']}", *(_cell(a["errors"][key]) for key, *_ in METRICS)]
-         for a in report["arms"]])
+def _table(header, rows) -> str:
+    return "\n".join(markdown_table(header, rows))
 
 
-def _cost_section(report: Dict) -> List[str]:
-    lines = ["", "## The nets and their cost", ""]
-    lines += markdown_table(
-        ["arm", "what changes", "runs on", "parameters", "multiply-adds per image", "wall time per run",
-         "training images/s"],
-        [[a["arm"], a["description"] + (f" ({a['section']})" if a["section"] else ""), "; ".join(a["runs_on"]) or "—",
-          f"{a['params']:,}", f"{a['macs']:,}", ("≥ " if a["untimed_sessions"] else "") + duration(a["wall_seconds"]),
-          "—" if a["images_per_second"] is None else f"{a['images_per_second']:,.1f}"]
-         for a in report["arms"]])
-    classes = report["arms"][0]["classes"]
-    if classes != 1000:
-        at_1000 = ", ".join(f"{a['arm']} {a['params_1000_classes']:,}" for a in report["arms"])
-        lines += ["", f"Parameters and multiply-adds of the nets as trained here, with a {classes}-way fc8; with "
-                      f"ImageNet's 1000 classes: {at_1000}."]
-    return lines + ["", "Wall time: each run's training sessions as the ablation timed them (set-up, training, "
-                        "validation, checkpoints; ≥ where a session was stopped without being timed). Training "
-                        "images/s: the runs' own step records (training steps only).", ""]
+def format_ablation_report(report: Dict) -> str:
+    """report.md (``REPORT_MD``) from the report's data."""
+    label = _protocol_label(report)
+    key1, key5 = f"{report['protocol']}_top1", f"{report['protocol']}_top5"
+    recipe, classes = report["recipe"], report["arms"][0]["classes"]
+    data = "Data: the built-in dataset (not ImageNet)" if report["builtin"] else f"Data: `{report['data']}`"
+    if report.get("train_images"):
+        data += f", {report['train_images']:,} training images in {report['classes']} classes"
+    net_only = all(set(a["changes"]) <= set(ModelConfig.names()) for a in report["arms"])
+    at_1000 = ", ".join(f"{a['arm']} {a['params_1000_classes']:,}" for a in report["arms"])
+    return REPORT_MD.format(
+        name=Path(report["folder"]).name, data=data, recipe=recipe, model=report["model"], label=label,
+        epochs_s="s" if recipe["epochs"] != 1 else "", call=CALL_EFFECT,
+        seeds=f"seed{'s' if len(report['seeds']) > 1 else ''} " + ", ".join(str(s) for s in report["seeds"]),
+        differs="only the network differs" if net_only else "only what each arm changes differs",
+        findings="\n".join(f"- {f}" for f in report["findings"]), rule=report["rule"][0].upper() + report["rule"][1:],
+        differences=_table(
+            ["arm", "Δ top-1", "95% interval", "beyond the seed noise?",
+             f"seeds to tell Δ top-1 / {CALL_EFFECT:g} points", "Δ top-5", "95% interval", "beyond the seed noise?",
+             "the paper: Δ top-1 / top-5"],
+            [[d["arm"], _cell(d[key1], True), _interval(d[key1]), _verdict(d[key1]), _seeds_cell(d[key1]),
+              _cell(d[key5], True), _interval(d[key5]), _verdict(d[key5]),
+              "+{top1:.1f} / +{top5:.1f}".format(**d["paper_delta"]) if d["paper_delta"] else "—"]
+             for d in report["differences"]]),
+        errors=_table(["arm", "runs finished", "top-1, ten crops", "top-5, ten crops", "top-1, centre", "top-5, centre",
+                       "best epoch: top-1", "best epoch: top-5"],
+                      [[a["arm"], f"{a['finished']} of {a['seeds']}", *(_cell(a["errors"][key]) for key, *_ in METRICS)]
+                       for a in report["arms"]]),
+        cost=_table(["arm", "what changes", "runs on", "parameters", "multiply-adds per image", "wall time per run",
+                     "training images/s"],
+                    [[a["arm"], a["description"] + (f" ({a['section']})" if a["section"] else ""),
+                      "; ".join(a["runs_on"]) or "—", f"{a['params']:,}", f"{a['macs']:,}",
+                      ("≥ " if a["untimed_sessions"] else "") + duration(a["wall_seconds"]),
+                      "—" if a["images_per_second"] is None else f"{a['images_per_second']:,.1f}"]
+                     for a in report["arms"]]),
+        at_1000="" if classes == 1000 else (f"\nParameters and multiply-adds of the nets as trained here, with a "
+                                           f"{classes}-way fc8; with ImageNet's 1000 classes: {at_1000}.\n"),
+        curves=CURVES_MD.format(curves=report["curves"]) if report.get("curves") else "",
+        runs=_table(["run", "state", f"top-1, {label}", f"top-5, {label}", "wall time"],
+                    [[f"`{r['run']}`", r["state"],
+                      *("—" if r["errors"].get(k) is None else f"{100 * r['errors'][k]:.1f}" for k in (key1, key5)),
+                      ("≥ " if r["untimed_sessions"] else "") + duration(r["wall_seconds"])] for r in report["runs"]]))
 
 
 def write_report(folder: AblationFolder) -> Dict:
