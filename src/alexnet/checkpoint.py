@@ -31,7 +31,7 @@ from .data.images import IMAGE_SIZE
 from .data.preprocess import PreprocessConfig
 from .data.stats import DatasetStats
 from .errors import CheckpointError, ConfigError
-from .files import write_atomically
+from .files import save_torch
 from .model.config import ModelConfig
 from .run_folder import V1_BEFORE, RunFolder, migrate
 
@@ -99,7 +99,7 @@ def checkpoint_payload(*, model: nn.Module, classes: Sequence[str], preprocess: 
 def save_checkpoint(path: Union[str, Path], **parts) -> Path:
     """``checkpoint_payload(**parts)`` written to ``path`` atomically."""
     payload = checkpoint_payload(**parts)
-    return write_atomically(path, lambda tmp: torch.save(payload, tmp))
+    return save_torch(path, payload)
 
 
 def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
@@ -121,8 +121,9 @@ def read_checkpoint(path: Union[str, Path]) -> Dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         foreign = re.search(r"GLOBAL (\S+)", str(error))
-        if foreign is None:
-            raise CheckpointError(f"{path}: not a readable alexnet checkpoint ({_first_line(error)})") from None
+        if foreign is None:  # torch's advice to load with weights_only=False is not ours to give
+            raise CheckpointError(f"{path}: not a readable alexnet checkpoint (it holds more than tensors, numbers "
+                                  f"and strings, or is damaged); not loaded, for safety") from None
         # torch's weights_only loader met a Python object; its hint to load unsafely is not ours to give.
         raise CheckpointError(f"{path}: holds objects other than tensors, numbers and strings ({foreign.group(1)}); "
                               f"not loaded, for safety") from None
@@ -224,8 +225,9 @@ def check_contents(payload: Dict) -> None:
 
 
 def _first_line(error: Exception) -> str:
+    """The first line of ``error``'s message, whole (a message cut mid-sentence says less)."""
     text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def saved_model(payload: Dict) -> ModelConfig:

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
-from .errors import BusyError, StorageError
+import torch
+
+from .errors import BusyError, ConfigError, StorageError
 
 try:
     import fcntl
@@ -42,10 +44,7 @@ REASONS = {
 #: permissions cure.
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 DENIED = (errno.EROFS, errno.EACCES, errno.EPERM)
-#: Free bytes below which a failed write is taken to be the disk running full (torch's
-#: checkpoint writer reports it only as "unexpected pos").
-LOW_SPACE_BYTES = 64 << 20
-PART = ".part"  # the suffix of every file being written (write_atomically)
+PART = ".part"  # the suffix of every file being written (write_atomically): .NAME.<pid>-<id>.part
 
 
 def cache_dir() -> Path:
@@ -81,46 +80,155 @@ def storage_error(error: OSError, path: Optional[PathLike] = None, doing: Option
 def write_atomically(path: PathLike, write: Callable[[str], None]) -> Path:
     """``write(tmp)`` into a temporary file beside ``path``, then rename it over ``path``: a
     reader sees the old file or the whole new one, never a half-written one. A refusal of
-    the operating system (a full disk, a read-only folder, ...) is a ``StorageError`` naming
-    ``path``, and the old file is left as it was."""
+    the operating system (a full disk, a size limit, a read-only folder, ...) is a
+    ``StorageError`` naming ``path``, and the old file is left as it was. What a killed writer
+    of the same path left half-written goes first."""
     path = Path(path)
-    tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex}{PART}"))  # created by write(): the umask applies
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}{PART}"))  # the umask applies
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_parts(path.parent.glob(f".{_glob_escape(path.name)}.*{PART}"), dead_only=True)
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())  # the data is on disk before the rename makes it visible
         os.replace(tmp, path)
     except OSError as error:
         raise storage_error(error, path) from None
-    except RuntimeError:  # torch's zip writer: "unexpected pos ..." when the disk fills
-        if _free_bytes(path.parent) < LOW_SPACE_BYTES:
-            raise storage_error(OSError(errno.ENOSPC, "No space left on device"), path) from None
-        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
 
 
-def _free_bytes(folder: Path) -> int:
+class _WholeWrites(io.RawIOBase):
+    """A file torch.save writes into through Python, so that the operating system's refusal is
+    kept: torch turns an exception raised in a write into "unexpected pos"."""
+
+    def __init__(self, fd: int):
+        self.fd, self.error = fd, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
+        except OSError as error:  # a full disk, a size limit (EFBIG), an I/O error
+            self.error = self.error or error
+            raise
+        return done
+
+
+def save_torch(path: PathLike, payload) -> Path:
+    """``torch.save(payload)`` to ``path``, atomically (``write_atomically``), with the operating
+    system's refusal said as such, whatever torch's zip writer makes of it."""
+    def write(tmp):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        sink = _WholeWrites(fd)
+        try:
+            torch.save(payload, sink)
+        except RuntimeError:
+            if sink.error is not None:
+                raise sink.error from None
+            raise
+        finally:
+            os.close(fd)
+    return write_atomically(path, write)
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _writer_alive(part: Path) -> bool:
+    """Whether the process that is writing ``part`` (its pid in the name) still runs."""
+    head = part.name[:-len(PART)].rsplit(".", 1)[-1]
+    pid = head.split("-", 1)[0]
+    if not pid.isdigit():
+        return False  # written before the pid was in the name: a writer long gone
     try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return 0
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it runs
+        return True
+    return int(pid) != os.getpid()
 
 
-def remove_stale_parts(folder: PathLike) -> int:
-    """Delete the half-written files (``.NAME.<id>.part``) a killed writer left in ``folder`` and
-    its subfolders; only the folder's one writer may call it. Returns the bytes freed."""
+def _remove_parts(parts: Iterable[Path], dead_only: bool) -> int:
     freed = 0
-    for part in Path(folder).rglob(f".*{PART}"):
+    for part in parts:
+        if dead_only and _writer_alive(part):
+            continue
         try:
             freed += part.stat().st_size
             part.unlink()
         except OSError:
             pass
     return freed
+
+
+def remove_stale_parts(folder: PathLike) -> int:
+    """Delete the half-written files (``.NAME.<id>.part``) a killed writer left in ``folder`` and
+    its subfolders; only the folder's one writer may call it. Returns the bytes freed."""
+    return _remove_parts(Path(folder).rglob(f".*{PART}"), dead_only=False)
+
+
+def resolved(path: PathLike, option: str) -> Path:
+    """``path`` with every symbolic link followed; a link that loops is one line naming it."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as error:  # "Symlink loop" (RuntimeError before Python 3.13)
+        loop = OSError(errno.ELOOP, str(error))
+        raise storage_error(loop, f"{option} {path}", doing=None) from None
+
+
+def check_output(path: PathLike, option: str, *, folder: bool = False, inputs: Iterable[PathLike] = (),
+                 overwrite: bool = False, ours: Optional[Callable[[Path], bool]] = None) -> Path:
+    """The rule every writer keeps, checked before any work: ``path`` is new, an empty folder,
+    or something this package wrote (``ours``) replaced because ``overwrite`` says so; never
+    an input of the same command (nor inside one's checkpoints, nor holding one), never a
+    file system's root or the home folder itself. One line naming ``option`` otherwise.
+    Returns the path as given (expanded)."""
+    path = Path(path).expanduser()
+    real = resolved(path, option)
+    if real == Path(real.anchor) or real == Path.home().resolve():
+        where = "the root of the file system" if real == Path(real.anchor) else "your home folder"
+        raise ConfigError(f"{option} {path}: is {where}; give a folder of its own")
+    for given in inputs:
+        source = resolved(given, "input")
+        inside_checkpoints = (source.is_dir() and real.is_relative_to(source / "checkpoints")) or \
+            (source.parent.name == "checkpoints" and real.parent == source.parent)
+        if real == source or inside_checkpoints or (folder and (source.is_relative_to(real)
+                                                                 or real.is_relative_to(source))):
+            raise ConfigError(f"{option} {path}: would write over this command's own input {given}; give "
+                              f"another path")
+    if not path.exists() and not path.is_symlink():
+        return path
+    if folder:
+        if not path.is_dir():
+            raise ConfigError(f"{option} {path}: exists and is not a folder")
+        if not _holds_files(path):
+            return path
+        what = "holds"
+    else:
+        if path.is_dir():
+            raise ConfigError(f"{option} {path}: is a folder; give a file name such as {path / 'out'}")
+        what = "exists"
+    if ours is None or not ours(path):
+        raise ConfigError(f"{option} {path}: {what} files alexnet did not write; not replaced (give a new path"
+                          f"{' or an empty folder' if folder else ''})")
+    if not overwrite:
+        raise ConfigError(f"{option} {path}: {what} alexnet's earlier output; use --overwrite to replace it")
+    return path
+
+
+def _holds_files(folder: Path) -> bool:
+    """Anything in ``folder`` but a lock and half-written files."""
+    return any(entry.name != FolderLock.NAME and not entry.name.endswith(PART) for entry in folder.iterdir())
 
 
 class FolderLock:
@@ -208,12 +316,17 @@ def is_writable_dir(folder: PathLike) -> bool:
     return True
 
 
+#: The Software text chunk of every PNG this package draws: how an output is known to be its own.
+PNG_SOFTWARE = "alexnet"
+
+
 def save_png(figure, path: PathLike) -> Path:
-    """A matplotlib figure as a PNG, written atomically; the figure is closed either way."""
+    """A matplotlib figure as a PNG, written atomically and signed (``PNG_SOFTWARE``); the figure
+    is closed either way."""
     import matplotlib.pyplot as plt  # matplotlib only where a figure is drawn
 
     def write(tmp):
-        figure.savefig(tmp, dpi=100, format="png")
+        figure.savefig(tmp, dpi=100, format="png", metadata={"Software": f"{PNG_SOFTWARE} (matplotlib)"})
     try:
         return write_atomically(path, write)
     finally:

@@ -11,10 +11,11 @@ validation runs too.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +25,12 @@ from .data import make_loader, open_dataset, resolve_data_root
 from .data.images import load_image
 from .data.preprocess import Preprocess
 from .errors import ConfigError
-from .files import write_json
+from .files import check_output, write_json
 from .precision import autocast_context
 from .progress import SILENT, Reporter
 from .run_folder import RunFolder, check_classes, trained_data
 from .runtime import Runtime
-from .trained import TrainedNet, open_trained
+from .trained import TrainedNet, open_trained, read_trained
 from .world import SINGLE, World, all_sum
 
 # FACTS §7: the paper's single-model results and two well-known ports, for comparison tables.
@@ -63,13 +64,19 @@ def topk_errors(probs: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Te
     return {"top1": top[:, 0] != labels, "top5": ~hit5}
 
 
+class EvaluationStopped(Exception):
+    """``evaluate`` was asked to stop (``stop()`` became true) before its last batch."""
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, preprocess: Preprocess, *, batch_size: int = 128,
              ten_crop: bool = False, amp_dtype=None, workers: Optional[int] = None,
-             reporter: Reporter = SILENT, desc: str = "eval", world: World = SINGLE) -> Dict:
+             reporter: Reporter = SILENT, desc: str = "eval", world: World = SINGLE,
+             stop: Optional[Callable[[], bool]] = None) -> Dict:
     """Top-1/top-5 error and loss over ``dataset`` (the model is left in eval mode). With
     several replicas (``world``), rank r evaluates images r, r+W, r+2W... and the sums are
-    reduced, so every image counts once and every rank returns the same figures."""
+    reduced, so every image counts once and every rank returns the same figures. ``stop``,
+    asked before each batch (on every rank alike), raises ``EvaluationStopped``."""
     model.eval()
     device = model.devices[0]
     mine = range(world.rank, len(dataset), world.size) if world.distributed else None
@@ -78,6 +85,8 @@ def evaluate(model: nn.Module, dataset, preprocess: Preprocess, *, batch_size: i
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # images, top-1 misses, top-5 misses, loss
     with reporter.bar(len(loader), desc) as bar:
         for images, labels in loader:
+            if stop is not None and stop():
+                raise EvaluationStopped(desc)
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             crops = preprocess.ten(images) if ten_crop else preprocess.centre(images).unsqueeze(1)
@@ -107,36 +116,50 @@ def format_results(results: Dict[str, Dict], include_paper: bool = True) -> str:
     return "\n".join(lines)
 
 
-def evaluation_path(checkpoint: Union[str, Path], out=None) -> Path:
-    """Where a checkpoint's evaluation is saved: ``out``, else eval.json in its run folder, else
-    CHECKPOINT.eval.json; checked before the evaluation runs (a folder is no file name)."""
+#: What an evaluation's JSON says it is (``is_evaluation``).
+EVAL_FORMAT = "alexnet-evaluation"
+
+
+def evaluation_path(checkpoint: Union[str, Path], out=None, overwrite: bool = False) -> Path:
+    """Where a checkpoint's evaluation is saved, checked before the evaluation runs
+    (``files.check_output``): ``out`` (new, or an earlier evaluation replaced with
+    ``overwrite``), else eval.json in its run folder, else CHECKPOINT.eval.json (each replaced
+    by the next evaluation, as long as it is one)."""
     path = Path(checkpoint)
     if out is None:
         run = RunFolder.of_checkpoint(path)
-        return run.eval_path if run is not None else path.with_name(path.name + ".eval.json")
-    out = Path(out).expanduser()
-    if out.is_dir():
-        raise ConfigError(f"--json-out {out}: is a folder; give a file name such as {out / 'eval.json'}")
-    return out
+        default = run.eval_path if run is not None else path.with_name(path.name + ".eval.json")
+        return check_output(default, "the evaluation's file", overwrite=True, ours=is_evaluation)
+    return check_output(out, "--json-out", inputs=[path], overwrite=overwrite, ours=is_evaluation)
+
+
+def is_evaluation(path: Path) -> bool:
+    """An evaluation this package saved (also one saved before it said so: its keys)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(saved, dict) and (saved.get("format") == EVAL_FORMAT or {"checkpoint", "results"} <= set(saved))
 
 
 def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size: int = 64, ten_crop: bool = True,
-                        runtime: Runtime = Runtime(), out=None, save: bool = True,
+                        runtime: Runtime = Runtime(), out=None, overwrite: bool = False, save: bool = True,
                         reporter: Reporter = SILENT) -> Dict:
     """Centre-crop (and ten-crop) errors of a trained net (``open_trained``'s sources: a
     checkpoint file, a run folder's last checkpoint, a Caffe file) on a dataset split, on
     ``runtime``, saved as JSON at ``saved_to`` (``save_evaluation``; ``save=False`` leaves that
     to the caller, who may show the figures first). The images are read and cropped as the
     net's preprocessing says (an imported Caffe net's: warped to 256x256, 227 crops)."""
-    net = open_trained(checkpoint, runtime)
-    out = evaluation_path(net.path, out)
+    payload = read_trained(checkpoint)
+    out = evaluation_path(payload["path"], out, overwrite)  # before the long work
+    net = open_trained(payload, runtime)
     root = resolve_data_root(trained_data(net.checkpoint["config"]) if data is None else data, reporter)
     dataset = open_split(net, root, split)
     kwargs = dict(batch_size=batch_size, amp_dtype=net.amp_dtype, workers=runtime.workers, reporter=reporter)
     results = [evaluate(net.model, dataset, net.preprocess, desc="centre crop", **kwargs)]
     if ten_crop:
         results.append(evaluate(net.model, dataset, net.preprocess, ten_crop=True, desc="ten crops", **kwargs))
-    summary = {"checkpoint": net.path, "dataset": str(root), "split": split, "classes": list(dataset.classes),
+    summary = {"format": EVAL_FORMAT, "checkpoint": net.path, "dataset": str(root), "split": split, "classes": list(dataset.classes),
                "placement": net.placement.as_dict(), "progress": net.checkpoint.get("progress", {}),
                "results": results, "paper": PAPER_RESULTS, "saved_to": str(out)}
     if save:

@@ -14,13 +14,15 @@ import json
 import os
 import shlex
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from .data.imagenet import are_ilsvrc_synsets
 from .data.preprocess import PreprocessConfig
 from .errors import CheckpointError, ConfigError
-from .files import PART, FolderLock, json_default, remove_stale_parts, storage_error, write_atomically, write_json
+from .files import (PART, FolderLock, check_output, json_default, remove_stale_parts, storage_error, write_atomically,
+                    write_json)
 from .model.config import ModelConfig
 
 #: config.json's layout: 2 since the parts are nested (1: one flat dict, see ``migrate``).
@@ -100,16 +102,28 @@ class RunFolder:
     def holds_run(self) -> bool:
         return self.config_path.exists() or self.last_checkpoint.exists() or self.metrics_path.exists()
 
+    def is_run(self) -> bool:
+        """Whether the folder is a run this package wrote (its config.json is an alexnet
+        configuration, or it holds an alexnet checkpoint), however far it got: what ``create``
+        may clear. A folder of someone's own files that happen to share a run's names is not."""
+        try:
+            config = json.loads(self.config_path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            config = None
+        if isinstance(config, dict) and ("config_version" in config or "recipe" in config):
+            return True
+        return any(is_checkpoint_file(p) for p in (self.last_checkpoint, self.best_checkpoint))
+
     # -- creating and reopening ---------------------------------------------------------------
     @classmethod
     def create(cls, path: Union[str, Path], overwrite: bool = False) -> "RunFolder":
         """A new run's folder, locked for this process (``writer``): absent, empty, or one
         whose run never saved a checkpoint (a start that failed: it is started again). A
-        folder holding a run is refused unless ``overwrite``; one another process writes is
-        refused in any case, before anything in it is touched."""
+        folder holding a run is refused unless ``overwrite``; a folder holding anything that
+        is not a run is refused in any case (``files.check_output``), as is one another
+        process writes, before anything in it is touched."""
         run = cls(path)
-        if run.path.exists() and not run.path.is_dir():
-            raise ConfigError(f"--out {run.path}: exists and is not a folder")
+        check_output(run.path, "--out", folder=True, overwrite=True, ours=lambda folder: cls(folder).is_run())
         run.created = not run.path.exists()
         try:
             run.path.mkdir(parents=True, exist_ok=True)
@@ -142,6 +156,7 @@ class RunFolder:
             raise CheckpointError(f"--resume {run.path}: no checkpoint in it ({CHECKPOINTS}/{LAST} is missing)")
         return run
 
+    metrics_problems: List[str] = []  # what read_metrics left out, one line each
     created = False  # create() made the folder
     restarted = False  # create() started again in a folder an earlier start left (or --overwrite)
     writer: Optional[FolderLock] = None
@@ -218,29 +233,76 @@ class RunFolder:
             os.fsync(handle.fileno())
 
     def read_metrics(self) -> List[Dict]:
+        """The records of metrics.jsonl, in order. A line this package did not write whole (cut
+        short by a crash, bytes that are not UTF-8, a number field that holds something else)
+        is left out, and said once in ``metrics_problems``: plots and resume go on without it."""
         if not self.metrics_path.exists():
             return []
-        records = []
-        for line in self.metrics_path.read_text().splitlines():
+        records, self.metrics_problems = [], []
+        try:
+            text = self.metrics_path.read_bytes().decode("utf-8", errors="replace")
+        except OSError as error:
+            raise storage_error(error, self.metrics_path, "reading") from None
+        for number, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line:
                 continue
             try:
                 record = json.loads(line)
             except ValueError:
-                continue  # a line cut short by a crash
-            if isinstance(record, dict):  # anything else is not a record this package wrote
+                record = None
+            why = _not_a_record(record)
+            if why:
+                self.metrics_problems.append(f"{self.metrics_path}: line {number} left out ({why})")
+            else:
                 records.append(record)
         return records
 
-    def truncate_metrics_after(self, step: int) -> None:
-        """On resume: drop records written after the checkpoint's step, so nothing is counted twice."""
-        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+    def truncate_metrics_after(self, step: int) -> List[str]:
+        """On resume: drop records written after the checkpoint's step, so nothing is counted
+        twice (and lines that are not records: returned, one line each, for the user)."""
+        kept = [r for r in self.read_metrics() if (r.get("step") or 0) <= step]
         def write(tmp):
             with open(tmp, "w") as handle:
                 for r in kept:
                     handle.write(json.dumps(r, default=json_default) + "\n")
         write_atomically(self.metrics_path, write)
+        return self.metrics_problems
+
+
+#: The fields of a metrics record that hold numbers (or null), whatever its kind.
+NUMBER_FIELDS = ("epoch", "step", "images", "loss", "error", "lr", "images_per_second", "train_loss", "train_error",
+                 "val_loss", "val_top1_error", "val_top5_error", "ten_crop_top1_error", "ten_crop_top5_error")
+
+
+def _not_a_record(record) -> str:
+    """Why a decoded line is not a metrics record this package wrote, or "" when it is one."""
+    if not isinstance(record, dict):
+        return "not a JSON object: cut short, or not written by alexnet"
+    for name in NUMBER_FIELDS:
+        value = record.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"its {name} is {value!r}, not a number"
+    if "\ufffd" in json.dumps(record, ensure_ascii=False):
+        return "bytes that are not UTF-8"
+    return ""
+
+
+#: The first bytes of every checkpoint file torch writes (a zip archive).
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def is_checkpoint_file(path: Path) -> bool:
+    """A file torch wrote (a zip archive with a ``data.pkl``), from its first bytes and its index:
+    enough to tell an alexnet checkpoint from someone's files without unpickling anything."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != ZIP_MAGIC:
+                return False
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _read_json(path: Path) -> Dict:

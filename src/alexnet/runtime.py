@@ -14,30 +14,17 @@ training session needs (``alexnet.train.config.TrainRuntime``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
 
 import torch
 from torch import nn
 
+from .data.loader import workers_rule
 from .devices import AUTO, DeviceRequest, Placement
 from .model.lrn import LRN_IMPLS
 from .precision import AMP_CHOICES, resolve_amp
 from .settings import Settings
-
-#: More data-loading processes than this is a typing mistake, not a speed-up: each holds a copy
-#: of the dataset's index and competes for the same cores (and a fork bomb on a shared machine).
-MAX_WORKERS = max(8, 4 * (os.cpu_count() or 1))
-
-
-def workers_rule(workers: Optional[int], option: str = "--workers"):
-    """(ok, the one line that says what is wrong) for a count of data-loading processes: every
-    command that takes ``-j/--workers`` keeps this rule."""
-    ok = workers is None or (isinstance(workers, int) and not isinstance(workers, bool)
-                             and 0 <= workers <= MAX_WORKERS)
-    return ok, f"{option} must be between 0 and {MAX_WORKERS} (4 per core); got {workers}"
-
 
 @dataclass(frozen=True)
 class Runtime(Settings):

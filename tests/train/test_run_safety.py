@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -161,9 +162,8 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_last_one_still_load
     before = (run / "checkpoints" / "last.pt").read_bytes()
     real_save = torch.save
 
-    def fills_the_disk(obj, path, *args, **kwargs):
-        with open(path, "wb") as handle:
-            handle.write(b"PK\x03\x04 half a checkpoint")
+    def fills_the_disk(obj, sink, *args, **kwargs):
+        sink.write(b"PK\x03\x04 half a checkpoint")
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(torch, "save", fills_the_disk)
     line = one_line(run_cli("train", "--resume", run, "--epochs", "2", *TRAIN[:4], "-q"),
@@ -175,15 +175,23 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_last_one_still_load
     assert not list(run.rglob("*.part"))
 
 
-def test_torchs_writer_on_a_full_disk_says_so(tmp_path, monkeypatch):
-    def unexpected_pos(tmp):
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
-    monkeypatch.setattr(files_module, "_free_bytes", lambda folder: 1024)
-    with pytest.raises(StorageError, match=r"x\.pt: writing failed: no space left on its device"):
-        files_module.write_atomically(tmp_path / "x.pt", unexpected_pos)
-    monkeypatch.setattr(files_module, "_free_bytes", lambda folder: 1 << 40)  # not the disk: torch's own error
-    with pytest.raises(RuntimeError, match="unexpected pos"):
-        files_module.write_atomically(tmp_path / "x.pt", unexpected_pos)
+def test_torchs_writer_under_a_file_size_limit_says_so(tmp_path):
+    """torch's zip writer turns the system's refusal into "unexpected pos"; save_torch keeps it:
+    a real process under ``ulimit -f``, writing a real file."""
+    script = textwrap.dedent(f"""
+        import resource, torch
+        from alexnet.errors import StorageError
+        from alexnet.files import save_torch
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+        try:
+            save_torch({str(tmp_path / "x.pt")!r}, {{"w": torch.zeros(1_000_000)}})
+        except StorageError as error:
+            print(error)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == f"{tmp_path / 'x.pt'}: writing failed: the file is too large for its file system; " \
+                                    f"free some space, or write elsewhere", result.stderr
+    assert list(tmp_path.iterdir()) == []  # no half-written file left
 
 
 @pytest.mark.parametrize("code,advice", [(errno.EROFS, "read-only"), (errno.EACCES, "permission denied"),

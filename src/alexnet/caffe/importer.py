@@ -30,7 +30,8 @@ from ..data.imagenet import ILSVRC_NAMES
 from ..data.preprocess import PreprocessConfig
 from ..data.stats import DatasetStats
 from ..errors import CaffeModelError
-from ..files import write_atomically
+from ..files import check_output, save_torch
+from ..run_folder import is_checkpoint_file
 from ..model.build import build_model
 from ..model.config import ModelConfig
 from ..model.spec import CAFFE_LRN_K, LRN_ALPHA, LRN_BETA, LRN_SIZE, PADDED_CROP, POOL_OVERLAP
@@ -48,14 +49,17 @@ CAFFE_PREPROCESS = PreprocessConfig(mean="channel", pca="none", resize=WARP, cro
 
 
 def import_caffemodel(source: Union[str, Path], out: Union[str, Path], classes: Optional[Sequence[str]] = None,
-                      mean: Optional[Union[str, Path]] = None) -> Dict:
+                      mean: Optional[Union[str, Path]] = None, overwrite: bool = False) -> Dict:
     """Read ``source`` and write it to ``out`` as a weights-only checkpoint with Caffe's
     preprocessing; ``mean``: a .binaryproto mean image to subtract instead of the channel
-    means. Returns what was imported (the file's format, the net's blocks, the class count,
-    the mean, the layers skipped)."""
+    means. ``out`` is new, or a checkpoint replaced with ``overwrite`` (never an input:
+    ``files.check_output``). Returns what was imported (the file's format, the net's blocks,
+    the class count, the mean, the layers skipped)."""
+    check_output(out, "--out", inputs=[source] + ([mean] if mean is not None else []), overwrite=overwrite,
+                 ours=is_checkpoint_file)
     payload, info = caffe_checkpoint(source, classes, mean)
     as_read(dict(payload), source)  # weights that are not finite, or names that do not fit: one line, nothing written
-    write_atomically(Path(out), lambda tmp: torch.save(payload, tmp))
+    save_torch(out, payload)
     return {**info, "out": str(out)}
 
 

@@ -25,6 +25,7 @@ Facts about Caffe's files used here (the field numbers are in ``schema``):
 from __future__ import annotations
 
 import codecs
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,20 +149,17 @@ def read_binaryproto(path) -> np.ndarray:
         blob.ParseFromString(data)
         legacy = (blob.num, blob.channels, blob.height, blob.width)
         shape = tuple(int(d) for d in blob.shape.dim) if blob.HasField("shape") else legacy if any(legacy) else ()
-        values = _values(blob)
     except DecodeError:
         if data[:1] in BLOB_STARTS:
             raise CaffeModelError(f"{path}: truncated or corrupt .binaryproto ({len(data)} bytes)") from None
-        shape, values = (), np.zeros(0, np.float32)
-    if not shape or not values.size:
-        # a caffemodel parses as a BlobProto without a blob: its fields are others' numbers
+        shape = ()
+    values = _values(blob, str(path)) if shape and 0 not in shape else np.zeros(0, np.float32)
+    if not values.size:
+        # another protobuf parses as a BlobProto without a blob: its fields are others' numbers
         what = _looks_like(path, data[:512]) or ("a caffemodel?" if data.startswith(CAFFE_STARTS) else "")
         raise CaffeModelError(f"{path}: not a Caffe .binaryproto (one serialized BlobProto with its values, "
                               f"such as ilsvrc_2012_mean.binaryproto){f'; it looks like {what}' if what else ''}")
-    count = int(np.prod(shape, dtype=np.int64))
-    if values.size != count:
-        raise CaffeModelError(f"{path}: the blob holds {values.size} values, its shape {shape} needs {count}")
-    return values.reshape(shape)
+    return _shaped(values, shape, f"{path}: the blob")
 
 
 def _looks_like(path, head: bytes = b"") -> str:
@@ -187,10 +185,18 @@ def _blob(blob, layer_type: str, index: int, where: str) -> np.ndarray:
         shape = tuple(int(d) for d in blob.shape.dim)
     else:
         shape = _legacy_shape((blob.num, blob.channels, blob.height, blob.width), layer_type, index)
-    values = _values(blob)
-    count = int(np.prod(shape, dtype=np.int64))
+    return _shaped(_values(blob, where), shape, f"{where}: blob {index}")
+
+
+def _shaped(values: np.ndarray, shape: Tuple[int, ...], what: str) -> np.ndarray:
+    """``values`` in ``shape``, or one line: a dimension below 1, or a shape the values do not
+    fill (its size counted exactly, so dimensions whose product overflows 64 bits say so too)."""
+    if any(d < 1 for d in shape):
+        raise CaffeModelError(f"{what} has the shape {shape}: every dimension must be at least 1; the file is damaged")
+    count = math.prod(shape)
     if values.size != count:
-        raise CaffeModelError(f"{where}: blob {index} holds {values.size} values, its shape {shape} needs {count}")
+        raise CaffeModelError(f"{what} holds {values.size:,} values, its shape {shape} needs {count:,}; the file is "
+                              f"damaged")
     return values.reshape(shape)
 
 
@@ -202,13 +208,16 @@ def _legacy_shape(dims: Tuple[int, int, int, int], layer_type: str, index: int) 
     return tuple(dims[4 - keep:]) if all(d == 1 for d in lead) else tuple(dims)
 
 
-def _values(blob) -> np.ndarray:
+def _values(blob, where: str) -> np.ndarray:
     """``data`` (5) as float32, else ``double_data`` (8) converted; read as bytes (see schema).
     Values stored unpacked are unknown fields to the bytes schema: then the blob is parsed
     again with Caffe's ``repeated float`` declaration."""
     for chunks, dtype in ((blob.data, "<f4"), (blob.double_data, "<f8")):
         if len(chunks):
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if len(data) % np.dtype(dtype).itemsize:
+                raise CaffeModelError(f"{where}: a blob of {len(data):,} bytes, not a whole number of "
+                                      f"{np.dtype(dtype).itemsize}-byte values; the file is damaged")
             return np.frombuffer(data, dtype).astype(np.float32, copy=False)
     values = BlobValues.FromString(blob.SerializeToString())
     for numbers, dtype in ((values.data, np.float32), (values.double_data, np.float64)):

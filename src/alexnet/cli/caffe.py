@@ -15,7 +15,8 @@ from .group import main
 @click.option("--mean", "mean", type=click.Path(dir_okay=False), default=None, metavar="MEAN.binaryproto",
               help="Caffe's mean image (ilsvrc_2012_mean.binaryproto, 1x3x256x256, B, G, R) to subtract under each "
                    "crop's window. Default: Caffe's per-channel means (B, G, R = 104.0, 116.7, 122.7).")
-def import_caffe(model, out, mean):
+@click.option("--overwrite", is_flag=True, help="Replace OUT when it is a checkpoint already (never the model file).")
+def import_caffe(model, out, mean, overwrite):
     """Import Caffe's trained AlexNet (bvlc_alexnet.caffemodel, bvlc_reference_caffenet.caffemodel,
     or a fine-tuned copy) as a weights-only checkpoint, in the two towers.
 
@@ -28,7 +29,7 @@ def import_caffe(model, out, mean):
     downloaded by you; nothing is fetched. A file that is not that network, or a mean file
     that is not Caffe's mean image, is one line naming it, and nothing is written.
     """
-    done = import_caffemodel(model, out, mean=mean)
+    done = import_caffemodel(model, out, mean=mean, overwrite=overwrite)
     skipped = f"; skipped {', '.join(done['skipped'])}" if done["skipped"] else ""
     subtracted = "the channel means" if done["mean"] == "channel" else f"the mean image of {done['mean']}"
     click.echo(f"{done['out']}: Caffe's {'CaffeNet' if done['blocks'] == 'caffenet' else 'bvlc_alexnet'} "

@@ -8,6 +8,7 @@ import click
 
 from ..data import packed
 from ..data.roots import open_dataset, resolve_data_root, save_stats_for
+from ..data.loader import check_workers
 from ..data.stats import compute_stats
 from ..progress import Reporter
 from .group import main
@@ -29,6 +30,7 @@ def stats(data, workers, skip_bad):
     paper's colour noise) in DATA/alexnet-stats/, or in the cache if DATA is read-only.
     """
     reporter = Reporter()
+    check_workers(workers)
     root = resolve_data_root(data, reporter)
     dataset = open_dataset(root, "train", skip_bad=skip_bad)
     result = compute_stats(dataset, workers=workers, reporter=reporter)

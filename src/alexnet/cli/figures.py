@@ -13,6 +13,7 @@ from .group import main
 from .options import quiet_option, runtime_value
 
 OUT_HELP = "The PNG to write (its folder must exist)."
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace --out when it is a figure this package drew.")
 
 
 def _indices(ctx, param, value):
@@ -30,7 +31,8 @@ def _indices(ctx, param, value):
 @click.option("--out", "-o", type=click.Path(), required=True, help=OUT_HELP)
 @click.option("--scale", type=click.IntRange(1, 20), default=SCALE, show_default=True,
               help="Screen pixels per weight (kernels are upscaled by nearest neighbour).")
-def filters_command(checkpoint, out, scale):
+@overwrite_option
+def filters_command(checkpoint, out, scale, overwrite):
     """conv1's kernels of CHECKPOINT (a checkpoint file, or a run folder: its last checkpoint)
     as one grid in the paper's arrangement (Figure 3): tower 0's 48 kernels in the top three
     rows, tower 1's 48 below. Each kernel is stretched on its own symmetric range,
@@ -41,7 +43,7 @@ def filters_command(checkpoint, out, scale):
     weights, 1 for a pure colour contrast; the tower's score is the mean over its kernels.
     The paper saw one tower's kernels come out largely colour-agnostic and the other's
     colour-specific (§6.1). See docs/figures.md."""
-    result = draw_filters(checkpoint, out, scale=scale)
+    result = draw_filters(checkpoint, out, scale=scale, overwrite=overwrite)
     progress = result["progress"]
     click.echo(f"checkpoint {result['checkpoint']} (epoch {progress.get('epoch', '?')}, "
                f"step {progress.get('step', '?')}, {result['variant']})")
@@ -68,8 +70,9 @@ def filters_command(checkpoint, out, scale):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the choice of validation images.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True)
 @runtime_value
+@overwrite_option
 @quiet_option
-def neighbors_command(checkpoint, out, data, images, count, k, seed, batch_size, runtime, quiet):
+def neighbors_command(checkpoint, out, data, images, count, k, seed, batch_size, runtime, overwrite, quiet):
     """The paper's Figure 4 for CHECKPOINT (a checkpoint file, or a run folder: its last
     checkpoint): validation images, each followed by the K training images nearest to it by
     Euclidean distance of their fc7 activations (after the ReLU, centre crop), nearest first,
@@ -79,7 +82,7 @@ def neighbors_command(checkpoint, out, data, images, count, k, seed, batch_size,
     checkpoint (float16, keyed by the checkpoint's path, size and modification time and by
     the data); the search is exact, in blocks, with bounded memory. See docs/figures.md."""
     result = draw_neighbours(checkpoint, out, data=data, images=images, count=count, k=k, seed=seed,
-                             batch_size=batch_size, runtime=runtime,
+                             batch_size=batch_size, runtime=runtime, overwrite=overwrite,
                              reporter=Reporter(enabled=not quiet))
     classes = result["classes"]
     click.echo(f"checkpoint {result['checkpoint']}, data {result['data']}")
@@ -102,11 +105,15 @@ def neighbors_command(checkpoint, out, data, images, count, k, seed, batch_size,
                    "and training loss; error: validation and training top-1 error; top5; colourfulness: conv1's "
                    "per tower; or one metric of the epoch records.")
 @click.option("--title", default="", help="A title above the panels.")
-def plot_command(runs, out, labels, metrics, title):
+@overwrite_option
+def plot_command(runs, out, labels, metrics, title, overwrite):
     """Training and validation loss and error per epoch of one or more RUNS (run folders) on
     shared axes, one colour per run, with a legend naming each (validation solid, training
     dashed). The same drawing as each run's own curves.png and alexnet ablate's curves."""
-    result = plot_run_folders(runs, out, labels=labels or None, metrics=metrics or DEFAULT_PANELS, title=title)
+    result = plot_run_folders(runs, out, labels=labels or None, metrics=metrics or DEFAULT_PANELS, title=title,
+                              overwrite=overwrite)
     for label, run in zip(result["labels"], result["runs"]):
         click.echo(f"{label}: {run}")
+    for line in result["left_out"]:
+        click.echo(line, err=True)
     click.echo(f"saved {result['saved_to']}")

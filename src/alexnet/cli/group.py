@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from ..errors import AlexNetError
@@ -20,6 +22,9 @@ class _Group(click.Group):
             # click's usage errors span four lines; one is enough, with where to look.
             where = f" (see {error.ctx.command_path} --help)" if error.ctx is not None else ""
             raise _OneLine(error.format_message() + where) from None
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: the shell's code for it
+            click.echo("stopped (Ctrl-C)", err=True)
+            raise SystemExit(128 + signal.SIGINT) from None
 
 
 class _OneLine(click.ClickException):

@@ -35,6 +35,27 @@ def default_workers(processes: int = 1) -> int:
     return max(1, min(8, cpu_cores() // max(1, processes) - 1))
 
 
+#: More data-loading processes than this is a typing mistake, not a speed-up: each holds a copy
+#: of the dataset's index and competes for the same cores (and a fork bomb on a shared machine).
+MAX_WORKERS = max(8, 4 * (os.cpu_count() or 1))
+
+
+def workers_rule(workers: Optional[int], option: str = "--workers"):
+    """(ok, the one line that says what is wrong) for a count of data-loading processes: every
+    command that takes ``-j/--workers`` keeps this rule."""
+    ok = workers is None or (isinstance(workers, int) and not isinstance(workers, bool)
+                             and 0 <= workers <= MAX_WORKERS)
+    return ok, f"{option} must be between 0 and {MAX_WORKERS} (4 per core); got {workers}"
+
+
+def check_workers(workers: Optional[int], option: str = "--workers") -> Optional[int]:
+    """``workers`` where ``workers_rule`` holds, else a ``ConfigError`` saying so."""
+    ok, message = workers_rule(workers, option)
+    if not ok:
+        raise ConfigError(message)
+    return workers
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """A 63-bit seed from (seed, epoch): every pair gets its own, unrelated shuffle."""
     digest = hashlib.blake2b(f"alexnet-order/{int(seed)}/{int(epoch)}".encode(), digest_size=8).digest()

@@ -33,11 +33,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import AlexNetError, DataError
-from ..files import write_atomically, write_json
+from ..files import FolderLock, describe_os_error, resolved, write_atomically, write_json
 from ..progress import SILENT, Reporter
 from .folders import LAYOUT, FolderDataset, check_split, is_folder_dataset
 from .images import IMAGE_SIZE, decode_jpeg, encode_jpeg
-from .loader import cpu_cores, make_loader
+from .loader import check_workers, cpu_cores, make_loader
 from .stats import STATS_FOLDER, StatsAccumulator
 from .storage import save_npy, write_all, writing
 
@@ -89,6 +89,21 @@ def read_meta(root: Union[str, Path]) -> dict:
     return meta
 
 
+def _load_array(path: Path) -> np.ndarray:
+    """One of the packed dataset's .npy files (labels, offsets), or one line: a missing, cut
+    short or foreign file."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        reason = describe_os_error(error) if isinstance(error, OSError) else f"not a whole .npy array: {error}"
+        raise DataError(f"{path}: unreadable ({reason}); the packed dataset is damaged: re-run prepare with "
+                        f"--overwrite") from None
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise DataError(f"{path}: holds a {array.dtype} array of shape {array.shape}, not a list of integers; the "
+                        f"packed dataset is damaged: re-run prepare with --overwrite")
+    return array
+
+
 class PackedDataset(Dataset):
     """A split of a packed dataset: the same (uint8 (3, 256, 256), label) items as the folder
     reader gave ``prepare`` (raw: the same bytes; jpeg: after one re-encoding)."""
@@ -99,13 +114,17 @@ class PackedDataset(Dataset):
         self.skip_bad = skip_bad  # packed images were read once already; kept for the loader
         meta = read_meta(self.root)
         self.format = meta["format"]
-        self.classes = list(meta["classes"])
-        self.image_size = int(meta["image_size"])
-        self.count = int(meta["splits"][split]["images"])
-        self.labels = torch.from_numpy(np.load(self.root / f"{split}.labels.npy"))
+        try:
+            self.classes = list(meta["classes"])
+            self.image_size = int(meta["image_size"])
+            self.count = int(meta["splits"][split]["images"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataError(f"{self.root / META}: damaged ({type(error).__name__}: {error}); re-run prepare with "
+                            f"--overwrite") from None
+        self.labels = torch.from_numpy(_load_array(self.root / f"{split}.labels.npy"))
         self.data_path = self.root / f"{split}{DATA_SUFFIX[self.format]}"
         if self.format == "jpeg":
-            self.offsets = np.load(self.root / f"{split}.offsets.npy")
+            self.offsets = _load_array(self.root / f"{split}.offsets.npy")
         expected = self.count * 3 * self.image_size ** 2 if self.format == "raw" else int(self.offsets[-1])
         size = self.data_path.stat().st_size if self.data_path.is_file() else -1
         if size != expected or len(self.labels) != self.count:
@@ -162,7 +181,9 @@ def _check_apart(src: Path, dst: Path):
     """Refuse a destination inside the source (what prepare writes into SRC/train/ would be read
     back as a class, and the packed dataset would sit inside the data it copies) or around it
     (--overwrite would delete next to the source), before anything is written."""
-    source, destination = src.resolve(), dst.resolve()
+    source, destination = resolved(src, "SRC"), resolved(dst, "DST")
+    if destination == Path(destination.anchor) or destination == Path.home().resolve():
+        raise DataError(f"{dst}: a file system's root or the home folder; choose a folder of its own")
     if destination == source:
         raise DataError(f"{dst}: the destination must differ from the source")
     if source in destination.parents:
@@ -363,19 +384,29 @@ def prepare(src: Union[str, Path], dst: Union[str, Path], *, format: str = "raw"
         raise DataError(f"{src}: no such folder")
     if packed_state(src) is not None or not is_folder_dataset(src):
         raise DataError(f"{src}: not a folder dataset ({LAYOUT})")
+    check_workers(workers)
     _check_apart(src, dst)
     sources = {split: FolderDataset(src, split, skip_bad=skip_bad) for split in ("train", "val")}
     job = _job(src, format, int(quality), sources["train"].classes)
+    with _writing(dst):
+        dst.mkdir(parents=True, exist_ok=True)
+    with FolderLock(dst, "packed dataset"):  # one prepare at a time into a destination
+        return _prepare_locked(dst, job, sources, overwrite, (format, int(quality)),
+                               cpu_cores() if workers is None else workers, reporter, batch_size)
+
+
+def _prepare_locked(dst: Path, job: dict, sources: dict, overwrite: bool, encoding: tuple, workers: int,
+                    reporter: Reporter, batch_size: int) -> Dict:
+    """``prepare`` once it is the destination's one writer."""
     resume = _check_destination(dst, job, overwrite)
     with _writing(dst / WORK):
         (dst / WORK).mkdir(parents=True, exist_ok=True)
         if not resume:
             write_json(dst / WORK / "job.json", job)
-    workers = cpu_cores() if workers is None else workers
 
     splits, stats = {}, None
     for split, dataset in sources.items():
-        writer = _SplitWriter(dst, split, format, int(quality), resume)
+        writer = _SplitWriter(dst, split, *encoding, resume)
         try:
             _write_split(writer, dataset, workers, batch_size, reporter)
             splits[split] = {**writer.finish(), "skipped_entries": dataset.skipped_entries}

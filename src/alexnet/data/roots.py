@@ -3,6 +3,7 @@ built-in one), its splits, and its training set's statistics, computed once and 
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Optional, Union
 
@@ -26,6 +27,13 @@ def resolve_data_root(data: Optional[Union[str, Path]], reporter: Reporter = SIL
         return builtin_root(reporter)
     root = Path(data).expanduser()
     if not root.exists():
+        if root.is_symlink():  # a link whose target is gone, or that loops back on itself
+            try:
+                root.resolve(strict=True)
+            except (OSError, RuntimeError) as error:
+                loops = "loop" in str(error).lower() or getattr(error, "errno", None) == errno.ELOOP
+                what = "a symbolic link that loops back on itself" if loops else "a symbolic link to nothing"
+                raise DataError(f"{root}: {what}") from None
         raise DataError(f"{root}: no such file or folder")
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (a dataset is {LAYOUT}, or a packed dataset from alexnet prepare)")

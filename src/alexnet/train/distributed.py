@@ -98,5 +98,6 @@ def replica_failed(error: BaseException, world: World, step: int) -> Optional[Tr
     if not world.distributed or isinstance(error, AlexNetError):
         return None
     first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return TrainingError(f"{world.describe()} stopped at step {step}: {first[:300]} -- if another "
-                         f"replica died, its own error and torchrun's report ('Root Cause') name its rank")
+    saved = f" ({error.saved})" if getattr(error, "saved", None) else ""
+    return TrainingError(f"{world.describe()} stopped at step {step}{saved}: {first} -- if another replica died, its "
+                         f"own error and torchrun's report ('Root Cause') name its rank")

@@ -20,22 +20,23 @@ import contextlib
 import math
 import signal
 import time
-from typing import Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 import torch
 
 from ..analysis.colourfulness import tower_colourfulness
 from ..data import make_loader
-from ..errors import ConfigError, TrainingError
+from ..errors import AlexNetError, ConfigError, DataError, TrainingError
+from ..inference import EvaluationStopped
 from ..progress import SILENT, Reporter
+from ..run_folder import RunFolder, quote
 from ..world import World, all_sum, any_rank
 from . import distributed
-from ..run_folder import quote
 from .config import TrainConfig, TrainRuntime
 from .curves import plot_curves
 from .diagnostics import stall_check
 from .optim import current_lr, group_rates, set_lr
-from .session import Session, resume_config, set_up
+from .session import Session, resume_config, rng_state, set_up
 from .step import train_step
 
 __all__ = ["Interrupted", "Session", "TrainConfig", "TrainRuntime", "end_epoch", "final_evaluation", "resume_config",
@@ -59,7 +60,10 @@ class Interrupted(Exception):
 
 
 class _StopSignal:
-    """First Ctrl-C or SIGTERM: finish the step, save, stop. A second Ctrl-C stops at once."""
+    """First Ctrl-C or SIGTERM: finish the step (or stop the validation), save, stop. A second
+    Ctrl-C stops at once (exit 130, nothing saved); a second SIGTERM (torchrun repeats its own)
+    changes nothing. Held for the whole of ``train``, its set-up and clean-up included, so no
+    signal finds the process without it before it exits."""
 
     def __init__(self, reporter: Reporter):
         self.reporter = reporter
@@ -77,9 +81,15 @@ class _StopSignal:
     def _handle(self, signum, frame):
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if self.requested is not None:
+            return
         self.requested = signal.Signals(signum).name
         self.reporter.line(f"{self.requested}: finishing this step and saving a checkpoint "
                            f"(press Ctrl-C again to stop at once)")
+
+    def stopping(self, world: World, device: torch.device) -> Callable[[], bool]:
+        """Whether any rank was asked to stop (every rank learns it at the same batch)."""
+        return lambda: any_rank(self.requested is not None, world, device)
 
     def __exit__(self, *exc):
         for sig, previous in self._previous.items():
@@ -99,24 +109,48 @@ def train_one_epoch(session: Session, epoch: int, stop: _StopSignal, reporter: R
     state.model.train()
     log = _StepLog(session, epoch)  # the epoch's sums so far: a resumed epoch reports its whole
     batches_left = len(loader)  # after the batches a resumed run already trained on
-    with reporter.bar(loader.epoch_batches, f"epoch {epoch + 1}/{recipe.epochs}", initial=state.progress.batch) as bar:
-        for i, (images, labels) in enumerate(loader):
-            loss, logits, labels = _step(session, images, labels)
-            log.add(loss, logits, labels)
-            bar.update(1)
-            last = i == batches_left - 1
-            # --max-steps at an epoch's last batch lets the epoch end (validation, checkpoint).
-            stopping = any_rank(stop.requested is not None, world, primary) or (
-                _max_steps_reached(session) and not last)
-            if state.progress.step % session.config.runtime.log_every == 0 or last or stopping:
-                record = log.write()
-                bar.set_postfix_str(f"loss {record['loss']:.3f} err {100 * record['error']:.1f}% "
-                                    f"{record['images_per_second']:.0f} img/s")
-            if stopping:
-                state.progress.epoch_sums = tuple(log.epoch_sums.tolist())
-                session.save()
-                raise _why_stopped(session, stop)
+    try:
+        with reporter.bar(loader.epoch_batches, f"epoch {epoch + 1}/{recipe.epochs}",
+                          initial=state.progress.batch) as bar:
+            for i, (images, labels) in enumerate(loader):
+                loss, logits, labels = _step(session, images, labels)
+                log.add(loss, logits, labels)
+                bar.update(1)
+                last = i == batches_left - 1
+                # --max-steps at an epoch's last batch lets the epoch end (validation, checkpoint).
+                stopping = stop.stopping(world, primary)() or (_max_steps_reached(session) and not last)
+                if state.progress.step % session.config.runtime.log_every == 0 or last or stopping:
+                    record = log.write()
+                    bar.set_postfix_str(f"loss {record['loss']:.3f} err {100 * record['error']:.1f}% "
+                                        f"{record['images_per_second']:.0f} img/s")
+                if stopping:
+                    state.progress.epoch_sums = tuple(log.epoch_sums.tolist())
+                    session.save()
+                    raise _why_stopped(session, stop)
+    except (Interrupted, TrainingError):  # saved already; or a loss that is not finite: nothing good to save
+        raise
+    except Exception as error:  # a bad image, a failed collective, ...: the state reached is kept
+        raise _saved_after(session, log, error) from None
+    state.progress.epoch_sums = tuple(log.epoch_sums.tolist())  # a stop in the validation saves them
     return {**log.epoch(), "skipped_images": getattr(loader, "skipped", 0)}
+
+
+def _saved_after(session: Session, log: "_StepLog", error: Exception) -> Exception:
+    """Save the state training reached before ``error`` (the step it broke off, undone: the
+    random streams as they were when it began) and say so in the error."""
+    state = session.state
+    if not session.plan.world.distributed and log.pending():
+        log.write()  # the steps since the last record: their metrics line and the epoch's sums
+    state.progress.epoch_sums = tuple(log.epoch_sums.tolist())
+    step, rng = session.step_rng
+    session.save(rng=rng if step == state.progress.step else None)
+    again = f"alexnet train --resume {quote(session.run.path)}" + (" --skip-bad" if isinstance(error, DataError) else "")
+    saved = (f"checkpoint saved at step {state.progress.step}; continue with: {again}" if session.writes
+             else "rank 0 saved its checkpoint")
+    if isinstance(error, AlexNetError):
+        return type(error)(f"{error}; {saved}")
+    error.saved = saved  # train() words a failed collective (distributed.replica_failed) and adds it
+    return error
 
 
 def _step(session: Session, images: torch.Tensor, labels: torch.Tensor):
@@ -127,8 +161,9 @@ def _step(session: Session, images: torch.Tensor, labels: torch.Tensor):
     labels = labels.to(plan.placement.primary, non_blocking=True)
     # The augmentation is drawn for the global batch; this replica uses its slice.
     colour = session.config.recipe.colour_noise(state.progress.epoch)  # the authors' turns it off late
+    session.step_rng = (state.progress.step, rng_state(state.generator, plan.placement))  # to undo a failed step
     x = session.preprocess.augment(images, state.generator, slice_of=(world.rank * plan.replica_batch, batch),
-                                 colour=colour)  # (B, 3, 224, 224)
+                                   colour=colour)  # (B, 3, 224, 224)
     loss, logits = train_step(session.replica, x, labels, state.optimizer, plan.amp_dtype, state.scaler)
     progress = state.progress
     progress.batch += 1
@@ -154,6 +189,10 @@ class _StepLog:
         self.sums += torch.stack([torch.tensor(float(n), dtype=torch.float64, device=self.sums.device),
                                   loss.double() * n, misses.double()])
         self.tick_images += n * self.session.plan.world.size
+
+    def pending(self) -> bool:
+        """Steps added since the last record (read without synchronising the device)."""
+        return self.tick_images > 0
 
     def write(self) -> Dict:
         now = time.perf_counter()
@@ -243,7 +282,7 @@ def end_epoch(session: Session, epoch: int, trained: Dict, val: Dict, dropped: b
 
 
 def final_evaluation(session: Session, last_val: Optional[Dict], reporter: Reporter = SILENT,
-                     last_epoch: Optional[Dict] = None) -> Dict:
+                     last_epoch: Optional[Dict] = None, stop: Optional[Callable[[], bool]] = None) -> Dict:
     """The run's summary (``summary.json``), with the paper's ten-crop evaluation when the run
     finished its epochs; ``stall`` is the last epoch's (``last_epoch``, its record) when it
     ended still at chance, else None."""
@@ -255,7 +294,7 @@ def final_evaluation(session: Session, last_val: Optional[Dict], reporter: Repor
     if last_val is not None:
         summary["final_centre_crop"] = last_val
     if config.runtime.ten_crop and progress.epoch == config.recipe.epochs:
-        ten = session.evaluate("val ten-crop", reporter, ten_crop=True)
+        ten = session.evaluate("val ten-crop", reporter, ten_crop=True, stop=stop)
         summary["final_ten_crop"] = ten
         session.log({"kind": "final", "step": progress.step, "images": progress.images,
                      "ten_crop_top1_error": ten["top1_error"], "ten_crop_top5_error": ten["top5_error"],
@@ -287,11 +326,13 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[str] = None,
 
     ``resume`` alone continues the run with its own configuration; ``config`` with it must be
     that run's (``resume_config(resume, epochs=..., devices=...)`` makes one), or it is one line
-    naming the setting that differs.
+    naming the setting that differs. A run that already finished its epochs is left as it is
+    (its summary is returned; a larger ``epochs`` continues it).
 
     Raises ``Interrupted`` after saving when stopped by a signal or ``max_steps``, and
-    ``TrainingError`` when the loss stops being finite. Leaves torch's global state (random
-    generators, cudnn.benchmark) as it found it.
+    ``TrainingError`` when the loss stops being finite; any other error met while training (a
+    bad image, a failed collective) saves the state reached first. Leaves torch's global state
+    (random generators, cudnn.benchmark) as it found it.
 
     Started by torchrun (``WORLD_SIZE`` in the environment), this process is one of several
     data-parallel replicas (``alexnet.train.distributed``); rank 0 reports and writes.
@@ -301,12 +342,15 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[str] = None,
             raise ConfigError("train() needs a configuration, or a run folder to resume")
         config = resume_config(resume)
     world = World.from_env()
-    with _global_state():
-        session = set_up(config, resume, reporter if world.is_main else SILENT, world)
+    reporter = reporter if world.is_main else SILENT
+    if resume is not None and _finished(resume, config, reporter) is not None:
+        return _finished(resume, config, reporter)
+    with _global_state(), _StopSignal(reporter) as stop:
+        session = set_up(config, resume, reporter, world)
         if any(d.type == "cuda" for d in session.plan.placement.devices):
             torch.backends.cudnn.benchmark = session.config.runtime.cudnn_benchmark
         try:
-            return _epochs(session, reporter if session.writes else SILENT)
+            return _epochs(session, stop, reporter if session.writes else SILENT)
         except RuntimeError as error:  # torch.distributed's errors are RuntimeErrors
             failed = distributed.replica_failed(error, world, session.state.progress.step)
             if failed is None:
@@ -317,19 +361,37 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[str] = None,
             distributed.finish(session.started_group)
 
 
-def _epochs(session: Session, reporter: Reporter) -> Dict:
+def _finished(resume: str, config: TrainConfig, reporter: Reporter) -> Optional[Dict]:
+    """The summary of a run that finished ``config``'s epochs already (said in one line), else None."""
+    summary = RunFolder.open(resume).read_summary()
+    if not summary or summary.get("epochs", 0) < config.recipe.epochs:
+        return None
+    reporter.line(f"{resume}: the run finished its {summary['epochs']} epochs; nothing to do, its summary is kept "
+                  f"(a larger --epochs continues it)")
+    return summary
+
+
+def _epochs(session: Session, stop: _StopSignal, reporter: Reporter) -> Dict:
     """Every epoch left: train, validate (the same figures on every rank), the schedule, the
-    epoch's records and checkpoints; then the final evaluation."""
+    epoch's records and checkpoints; then the final evaluation. A stop in a validation saves
+    the epoch's steps (a resumed run validates again); in the final evaluation, nothing is lost."""
     state, epochs = session.state, session.config.recipe.epochs
+    stopping = stop.stopping(session.plan.world, session.plan.placement.primary)
     val = record = None
-    with _StopSignal(reporter) as stop:
-        for epoch in range(state.progress.epoch, epochs):
-            trained = train_one_epoch(session, epoch, stop, reporter)
-            val = session.evaluate(f"val {epoch + 1}", reporter)
-            dropped = state.schedule.after_epoch(epoch, val["top1_error"])
-            # The scheduled rate, and the rates of layers the recipe sets on their own.
-            set_lr(state.optimizer, state.schedule.lr, layer_mults=session.config.recipe.layer_lr_mults(epoch + 1))
-            record = end_epoch(session, epoch, trained, val, dropped, reporter)
-            if _max_steps_reached(session) and epoch + 1 < epochs:
-                raise _interrupted(session, f"max_steps={session.config.runtime.max_steps}")
-    return final_evaluation(session, val, reporter, last_epoch=record)
+    for epoch in range(state.progress.epoch, epochs):
+        trained = train_one_epoch(session, epoch, stop, reporter)
+        try:
+            val = session.evaluate(f"val {epoch + 1}", reporter, stop=stopping)
+        except EvaluationStopped:
+            session.save()
+            raise _why_stopped(session, stop) from None
+        dropped = state.schedule.after_epoch(epoch, val["top1_error"])
+        # The scheduled rate, and the rates of layers the recipe sets on their own.
+        set_lr(state.optimizer, state.schedule.lr, layer_mults=session.config.recipe.layer_lr_mults(epoch + 1))
+        record = end_epoch(session, epoch, trained, val, dropped, reporter)
+        if _max_steps_reached(session) and epoch + 1 < epochs:
+            raise _interrupted(session, f"max_steps={session.config.runtime.max_steps}")
+    try:
+        return final_evaluation(session, val, reporter, last_epoch=record, stop=stopping)
+    except EvaluationStopped:  # every epoch is saved: the next session runs this evaluation
+        raise _why_stopped(session, stop) from None

@@ -20,6 +20,10 @@ SCHEDULES = ("plateau", "step", "epochs")
 LAYER_NAMES = tuple(layer.name for layer in LAYERS)
 
 
+#: Seeds go to torch's 64-bit generators, as the seed itself and plus one (the augmentation's).
+MAX_SEED = 2 ** 63 - 1
+
+
 @dataclass(frozen=True)
 class Recipe(Settings):
     """How a net is trained: the optimizer, the batch, the schedule and the seed. The net it
@@ -105,6 +109,9 @@ class Recipe(Settings):
                   "bias_lr_mult": self.bias_lr_mult}
         return [(math.isfinite(value), f"{name} must be a finite number; got {value}") for name, value in floats.items()] + [
             (self.epochs >= 1, f"--epochs must be at least 1; got {self.epochs}"),
+            # torch's generators take 64 bits, and the augmentation's stream is seeded with seed + 1.
+            (isinstance(self.seed, int) and 0 <= self.seed < MAX_SEED,
+             f"--seed must be between 0 and {MAX_SEED - 1} (2^63 - 2); got {self.seed}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1; got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive; got {self.lr}"),
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1); got {self.momentum}"),

@@ -127,6 +127,7 @@ class Session:
     replica: Optional[torch.nn.Module] = None
     record: Dict = field(default_factory=dict)  # config.json: the configuration and what set-up resolved
     started_group: bool = False  # set_up joined the process group (train() leaves it)
+    step_rng: tuple = (None, None)  # (step, the random streams as the step began): to undo a step that failed
 
     @property
     def config(self) -> TrainConfig:
@@ -146,10 +147,11 @@ class Session:
         if self.writes:
             self.run.append_metrics(record)
 
-    def save(self, path=None, metrics: Optional[Dict] = None, resumable: bool = True) -> None:
+    def save(self, path=None, metrics: Optional[Dict] = None, resumable: bool = True, rng: Optional[Dict] = None) -> None:
         """A checkpoint of everything needed to continue exactly (``last.pt`` by default);
         ``resumable=False`` leaves out the momentum buffers (half the file), as ``best.pt``
-        does: it is for evaluation, and resuming reads ``last.pt``. Only rank 0 saves."""
+        does: it is for evaluation, and resuming reads ``last.pt``; ``rng``: the random streams
+        to record (default: as they are now). Only rank 0 saves."""
         if not self.writes:
             return
         state = self.state
@@ -157,15 +159,15 @@ class Session:
                         preprocess=self.config.preprocess, stats=stats_for_checkpoint(self.data.stats),
                         config=self.record, optimizer=state.optimizer if resumable else None,
                         schedule=state.schedule.state_dict(), progress=state.progress.as_dict(),
-                        rng=_rng_state(state.generator, self.plan.placement),
+                        rng=rng or rng_state(state.generator, self.plan.placement),
                         metrics={"best": state.best, **(metrics or {})})
 
-    def evaluate(self, desc: str, reporter: Reporter, ten_crop: bool = False) -> Dict:
+    def evaluate(self, desc: str, reporter: Reporter, ten_crop: bool = False, stop=None) -> Dict:
         runtime = self.config.runtime
         return evaluate(self.state.model, self.data.val_set, self.preprocess, ten_crop=ten_crop, desc=desc,
                         batch_size=runtime.eval_batch_size or self.config.recipe.batch_size,
                         amp_dtype=self.plan.amp_dtype, workers=runtime.workers, reporter=reporter,
-                        world=self.plan.world)
+                        world=self.plan.world, stop=stop)
 
 
 def set_up(config: TrainConfig, resume: Optional[str] = None, reporter: Reporter = SILENT,
@@ -356,12 +358,13 @@ def restore(session: Session, payload: Dict, reporter: Reporter = SILENT) -> Non
            layer_mults=session.config.recipe.layer_lr_mults(int(payload["progress"]["epoch"])))
     state.progress = Progress.from_dict(payload["progress"])
     state.best.update(payload.get("metrics", {}).get("best", {}))
-    _set_rng_state(payload.get("rng", {}), state.generator)
+    set_rng_state(payload.get("rng", {}), state.generator)
     p = state.progress
     if world.rank:  # the checkpoint holds rank 0's dropout stream; the others start their own here
         torch.manual_seed(distributed.rank_seed(session.config.recipe.seed + p.step, world.rank))
     if session.writes:
-        session.run.truncate_metrics_after(p.step)
+        for problem in session.run.truncate_metrics_after(p.step):
+            reporter.line(problem)
     reporter.line(f"resuming {session.run.path} at epoch {p.epoch + 1}, batch {p.batch} "
                   f"(step {p.step}) on {session.plan.placement.describe()}")
     before = payload["config"].get("resolved", {}).get("distributed", {}).get("world_size", 1)
@@ -425,13 +428,13 @@ def _changes(config: TrainConfig) -> str:
     return f"; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""
 
 
-def _rng_state(generator: torch.Generator, placement: Placement) -> Dict:
+def rng_state(generator: torch.Generator, placement: Placement) -> Dict:
     state = {"torch": torch.get_rng_state(), "augment": generator.get_state()}
     state["cuda"] = {str(i): torch.cuda.get_rng_state(i) for i in placement.cuda_indices}
     return state
 
 
-def _set_rng_state(state: Dict, generator: torch.Generator) -> None:
+def set_rng_state(state: Dict, generator: torch.Generator) -> None:
     if "torch" in state:
         torch.set_rng_state(state["torch"])
     if "augment" in state:

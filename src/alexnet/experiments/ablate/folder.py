@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from ...errors import CheckpointError, ConfigError
-from ...files import FolderLock, write_json
+from ...files import check_output, write_json
 from ...run_folder import RunFolder, migrate, quote
 from ...train.config import RUN_PARTS, TrainConfig, TrainRuntime, options
 from .arms import BASELINE, Arm, get_arms, run_folder_name
@@ -73,8 +73,8 @@ class AblationFolder:
                     "arms": [arm.as_dict() for arm in arms], "seeds": list(seeds),
                     "experiment": experiment_of(config), "runtime": runtime_of(config),
                     "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv, "timing": {}}
-        if folder.path.exists() and not folder.path.is_dir():
-            raise ConfigError(f"--out {folder.path}: exists and is not a folder")
+        # An ablation's own folder continues (the same command again); anything else must be new or empty.
+        check_output(folder.path, "--out", folder=True, overwrite=True, ours=lambda p: (p / SETTINGS).is_file())
         if folder.settings_path.exists():
             saved = folder.read()
             ours, theirs = _flat(settings), _flat(saved)
@@ -89,9 +89,6 @@ class AblationFolder:
                                   f"alexnet ablate --resume {quote(folder.path)}, or choose another --out")
             folder.settings = {**saved, "runtime": settings["runtime"], "seeds": list(seeds)}
             return folder
-        if folder.path.is_dir() and any(p.name != FolderLock.NAME for p in folder.path.iterdir()):
-            raise ConfigError(f"--out {folder.path}: holds other files and no {SETTINGS}; an ablation needs a "
-                              f"new or empty folder")
         folder.settings = settings
         return folder
 

@@ -133,11 +133,12 @@ def write_filters_png(grid: np.ndarray, layout: GridLayout, scores: Sequence[flo
     return save_png(fig, path)
 
 
-def draw_filters(checkpoint_or_run: Union[str, Path], path: Union[str, Path], *, scale: int = SCALE) -> Dict:
+def draw_filters(checkpoint_or_run: Union[str, Path], path: Union[str, Path], *, scale: int = SCALE,
+                 overwrite: bool = False) -> Dict:
     """conv1's kernels of a checkpoint (or a run folder's last one) as a PNG at ``path``, and
     each tower's colourfulness. Returns what it drew: the scores per tower and per kernel,
     the checkpoint, its progress, and where the PNG went."""
-    out = check_output(path)
+    out = check_output(path, overwrite=overwrite, inputs=[checkpoint_or_run])
     payload = read_trained(checkpoint_or_run)
     towers = tower_kernels(payload)
     per_kernel = [colourfulness(kernels) for kernels in towers]

@@ -29,7 +29,7 @@ from ...analysis.activations import relu_activations
 from ...data import make_loader, resolve_data_root
 from ...data.preprocess import Preprocess
 from ...errors import ConfigError
-from ...files import cache_entry, is_writable_dir, save_png, write_atomically
+from ...files import cache_entry, is_writable_dir, save_png, save_torch
 from ...inference import open_split
 from ...model.spec import CROP
 from ...progress import SILENT, Reporter
@@ -150,7 +150,7 @@ def cached_features(model: nn.Module, checkpoint: Union[str, Path], dataset, roo
     features, labels = fc7_features(model, dataset, preprocess, batch_size=batch_size, workers=workers,
                                     dtype=torch.float16, reporter=reporter, desc=f"fc7 features ({split})")
     payload = {"key": key, "features": features, "labels": labels}
-    write_atomically(path, lambda tmp: torch.save(payload, tmp))
+    save_torch(path, payload)
     return {"features": features, "labels": labels, "path": path, "reused": False}
 
 
@@ -218,12 +218,12 @@ def write_neighbours_png(rows: List[Dict], val_set, train_set, classes: Sequence
 def draw_neighbours(checkpoint_or_run: Union[str, Path], path: Union[str, Path], *, data=None,
                     images: Optional[Sequence[int]] = None, count: int = 5, k: int = 6, seed: int = 0,
                     batch_size: int = 64, runtime: Runtime = Runtime(), chunk: int = CHUNK,
-                    reporter: Reporter = SILENT) -> Dict:
+                    reporter: Reporter = SILENT, overwrite: bool = False) -> Dict:
     """Figure 4 for a trained net (``open_trained``'s sources): for validation images
     (``images``, or ``count`` drawn with ``seed``), the ``k`` training images nearest by
     Euclidean distance of fc7 after the ReLU, as a PNG at ``path``. ``data``: the dataset
     (default: the one the run trained on). Returns the rows drawn and where things went."""
-    out = check_output(path)
+    out = check_output(path, overwrite=overwrite, inputs=[checkpoint_or_run])
     if k < 1:
         raise ConfigError(f"-k must be at least 1; got {k}")
     net = open_trained(checkpoint_or_run, runtime)

@@ -36,12 +36,12 @@ def default_labels(runs: Sequence[Path]) -> List[str]:
 
 def plot_run_folders(runs: Sequence[Union[str, Path]], path: Union[str, Path], *,
                      labels: Optional[Sequence[str]] = None, metrics: Sequence = DEFAULT_PANELS,
-                     title: str = "") -> Dict:
+                     title: str = "", overwrite: bool = False) -> Dict:
     """Training and validation loss and error (or ``metrics``: names of
     ``alexnet.train.curves.PANELS`` or ``EPOCH_METRICS``) of ``runs`` per epoch, one colour per
     label (default: the folder's name). Runs given the same label are one group: each a thin
     line, their mean a thick one. Written as a PNG at ``path``."""
-    out = check_output(path)
+    out = check_output(path, overwrite=overwrite)
     if not runs:
         raise ConfigError("give at least one run folder")
     try:
@@ -59,4 +59,12 @@ def plot_run_folders(runs: Sequence[Union[str, Path]], path: Union[str, Path], *
     for label, folder in zip(labels, folders):
         groups.setdefault(label, []).append(folder)
     plot_runs(groups, out, metrics=panels, title=title)
-    return {"runs": [str(f) for f in folders], "labels": labels, "saved_to": str(out)}
+    problems = [line for folder in folders for line in _problems(folder)]
+    return {"runs": [str(f) for f in folders], "labels": labels, "saved_to": str(out), "left_out": problems}
+
+
+def _problems(folder: Path) -> List[str]:
+    """The lines of a run's metrics.jsonl that were left out of its curves."""
+    run = RunFolder(folder)
+    run.read_metrics()
+    return run.metrics_problems
