@@ -96,6 +96,32 @@ def test_a_changed_velocity_stays_continuous_in_a_group_whose_rate_alone_changes
     assert next(g["lr"] for g in optimizer.param_groups if g["layer"] == "conv1") == pytest.approx(1e-4)
 
 
+def test_a_rate_of_0_stops_a_layer_at_the_next_step():
+    """cuda-convnet neither updates a layer whose rate is 0 (weights.cu, Weights::update) nor
+    computes its gradient (layer.cu, bpropCommon): conv1 stops where it is at once, however much
+    velocity it had, while the other layers keep learning."""
+    model = build_model(num_classes=10, seed=0)
+    optimizer = paper_sgd(model, lr=1e-3, bias_lr_mult=2.0, anneal_biases=False,
+                          own_rate=["conv1", "conv1.bias"])
+    images, labels = torch.randn(2, 3, 224, 224) * 50, torch.tensor([1, 2])
+
+    def step():
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+
+    for _ in range(2):  # build up a velocity in every layer
+        step()
+    set_lr(optimizer, 1e-3, layer_mults={"conv1": 0.0, "conv1.bias": 0.0})
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for _ in range(2):
+        step()
+    after = dict(model.named_parameters())
+    assert torch.equal(after["conv1.weight"], before["conv1.weight"])
+    assert torch.equal(after["conv1.bias"], before["conv1.bias"])
+    assert not torch.equal(after["fc6.weight"], before["fc6.weight"])
+
+
 def test_crops_and_flips_are_drawn_per_chunk_and_replicas_see_the_same_draws():
     torch.manual_seed(0)
     image = torch.randint(0, 256, (1, 3, 256, 256), dtype=torch.uint8)

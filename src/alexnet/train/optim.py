@@ -9,8 +9,11 @@ applies no weight decay to biases.
 
 Each parameter group's rate is the scheduled rate ε (or, for biases that are not annealed, the
 initial one) times the group's ``lr_mult`` (the biases' multiplier) times its ``layer_mult``
-(a layer with a rate of its own: ``Recipe.layer_lr``). A rate set to 0 freezes the layer at
-once; cuda-convnet's velocity would coast for a few steps first.
+(a layer with a rate of its own: ``Recipe.layer_lr``). A rate set to 0 leaves the layer where it
+is from the next step (w <- w - 0·b), as cuda-convnet does: its ``Weights::update`` skips a
+layer whose rate is 0 and ``WeightLayer::bpropCommon`` does not compute that gradient, so no
+velocity carries it on. Here the gradient is still computed and folded into a buffer no step
+uses; only the work differs.
 """
 
 from __future__ import annotations

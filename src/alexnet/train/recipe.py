@@ -204,6 +204,12 @@ BUILTIN = Preset(Recipe(
 
 # What the authors ran for the paper's single CNN (layers-145.cfg, layer-params-145.cfg; FACTS
 # §6b): the paper's §5 with the hand-set schedule they logged, on their own blocks and init.
+# Every number is layer-params-145.cfg's (the ILSVRC-2012 run, 40.66 / 18.21); their other runs
+# differ: the ILSVRC-2010 run behind Table 1 (layer-params-145-2010.cfg) drops after 23, 51, 78,
+# changes conv1 at 68 and 72, stops at 93 and ends with the biases at 0.002; net 147's file has
+# 23, 51, 79 and 0.002 too (docs/faithfulness.md, "The authors' runs, file by file"). Each logged
+# epoch number e is read as "after e completed epochs"; cuda-convnet counts from 1, so "killed
+# at 91" is 90 completed epochs and each change here falls up to one epoch after the log's.
 AUTHORS = Preset(Recipe(
     name="authors",
     description="the authors' 2012 configuration (layers-145.cfg): their blocks (conv1's LRN before its ReLU, "
