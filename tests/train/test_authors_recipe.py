@@ -150,14 +150,14 @@ def test_a_short_authors_run_trains_with_their_schedule_scaled(tiny, tmp_path, m
     from alexnet.run_folder import RunFolder
 
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
-    colour = []
-    real = Preprocess.train
+    seen = []
+    real = Preprocess.augment
 
-    def spy(self, images, generator, slice_of=None, colour_on=True, **kw):
-        colour.append(kw.get("colour", colour_on))
-        return real(self, images, generator, slice_of, **kw)
+    def spy(self, images, generator, slice_of=None, colour=True):
+        seen.append(colour)
+        return real(self, images, generator, slice_of, colour)
 
-    monkeypatch.setattr(Preprocess, "train", spy)
+    monkeypatch.setattr(Preprocess, "augment", spy)
     config = TrainConfig.from_preset("authors", epochs=3, batch_size=5, data=str(tiny), out=str(tmp_path / "run"),
                                      devices=devices, workers=0, ten_crop=False)
     train(config)
@@ -167,6 +167,6 @@ def test_a_short_authors_run_trains_with_their_schedule_scaled(tiny, tmp_path, m
         pytest.approx({"weights": 1e-4, "biases": 0.02, "conv1": 0.0, "conv1.bias": 0.0}),
         pytest.approx({"weights": 1e-5, "biases": 0.02, "conv1": 0.0, "conv1.bias": 0.0}),
     ]
-    assert colour == [True] * 8 + [False] * 4  # 20 images, batch 5: 4 steps an epoch
+    assert seen == [True] * 8 + [False] * 4  # 20 images, batch 5: 4 steps an epoch
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"]["blocks"] == "authors" and saved["preprocess"]["crop_chunk"] == 32
