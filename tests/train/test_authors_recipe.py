@@ -18,6 +18,7 @@ from alexnet.errors import ConfigError
 from alexnet.train.config import TrainConfig
 from alexnet.train.optim import paper_sgd, set_lr
 from alexnet.train.recipe import LRSchedule, Recipe, get_preset, schedule_rule
+from helpers import recipe_sgd
 
 
 def _expected_rates(epoch):
@@ -31,8 +32,7 @@ def _rates_by_epoch(recipe, epochs):
     """Train nothing: step the schedule and the optimizer's rates as the loop does, and read
     each group's rate in every epoch."""
     model = build_model(num_classes=10, initialize=False)
-    optimizer = paper_sgd(model, lr=recipe.lr, bias_lr_mult=recipe.bias_lr_mult, anneal_biases=recipe.anneal_biases,
-                          layer_mults=recipe.layer_lr_mults(0), own_rate=sorted({r[1] for r in recipe.layer_lr}))
+    optimizer = recipe_sgd(model, recipe)
     schedule = LRSchedule(recipe)
     params = dict(model.named_parameters())
 
