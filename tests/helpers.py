@@ -10,7 +10,18 @@ import pytest
 import torch
 from PIL import Image
 
+from alexnet.train.optim import paper_sgd
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def recipe_sgd(model, recipe):
+    """The paper's SGD for ``recipe``'s groups and rates at its start, as a run's set-up makes it
+    (train.session.build)."""
+    return paper_sgd(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                     decay_biases=recipe.decay_biases, bias_lr_mult=recipe.bias_lr_mult,
+                     anneal_biases=recipe.anneal_biases, layer_mults=recipe.layer_lr_mults(0),
+                     own_rate=sorted({layer for _, layer, _ in recipe.layer_lr}))
 
 
 def cuda_count() -> int:

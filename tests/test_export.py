@@ -94,3 +94,27 @@ def test_missing_packages_are_one_line_naming_what_to_install(tmp_path, monkeypa
     assert result.exit_code == 2
     assert "needs onnxscript: pip install -e '.[export]'" in result.output and len(result.output.splitlines()) == 1
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_the_graph_computes_the_papers_net_with_its_test_time_halving(tmp_path):
+    """ONNX Runtime's logits against the paper's net written out by hand in float64
+    (tests/model/test_block_order.py's ``reference_forward``: fc6's and fc7's outputs multiplied by
+    0.5 after their ReLU at test, §4.2), not against PyTorch: a halving lost from the model and
+    the graph alike shows here."""
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "model"))
+    from test_block_order import reference_forward  # noqa: PLC0415 (the reference lives with its tests)
+
+    model = _lively({})
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    save_checkpoint(tmp_path / "net.pt", model=model, classes=[f"c{i}" for i in range(10)], stats=STATS)
+    export_module.export_onnx(tmp_path / "net.pt", tmp_path / "net.onnx")
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(8)) * 50
+    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]).double()
+    expected, _ = reference_forward(state, x, dropout_scale=0.5)
+    scale = expected.abs().max().item()
+    unhalved, _ = reference_forward(state, x, dropout_scale=1.0)
+    assert (unhalved - expected).abs().max() > 100 * 1e-4 * scale  # the halving is far outside the tolerance
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * scale)

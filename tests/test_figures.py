@@ -31,6 +31,7 @@ from alexnet.experiments.figures.neighbours import cached_features, draw_neighbo
 from alexnet.analysis.activations import relu_activations
 from alexnet.analysis.colourfulness import colourfulness, tower_colourfulness, tower_kernels
 from alexnet.checkpoint import read_checkpoint
+from alexnet.train import curves as curves_module
 from alexnet.train.curves import plot_curves
 from alexnet.data.preprocess import Preprocess
 from alexnet.checkpoint import saved_preprocess, stats_from_checkpoint
@@ -317,11 +318,27 @@ def test_plot_draws_two_runs_on_shared_axes(trained, tmp_path):
                                                                        "--label", "x"))
 
 
-def test_a_runs_own_curves_are_drawn_with_the_colourfulness_panel(trained, tmp_path):
+def test_a_runs_own_curves_draw_its_records_with_the_colourfulness_panel(trained, tmp_path, monkeypatch):
+    """The lines drawn are the run's own epoch records: the validation error in per cent on the
+    error panel, and each tower's conv1 colourfulness on a panel of its own."""
     records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    drawn = {}
+    real_save = curves_module.save_png
+
+    def keep(figure, path):
+        drawn["figure"] = figure
+        return real_save(figure, path)
+
+    monkeypatch.setattr(curves_module, "save_png", keep)
     out = plot_curves(records, tmp_path / "own.png", title="tiny")
     assert out.read_bytes()[:8] == PNG
-    assert (trained / "curves.png").read_bytes()[:8] == PNG
+    lines = {(ax.get_title(), line.get_label()): list(line.get_ydata())
+             for ax in drawn["figure"].axes for line in ax.get_lines()}
+    assert lines[("error", "validation top-1, centre crop")] == pytest.approx([100 * r["val_top1_error"] for r in epochs])
+    for tower in (0, 1):
+        assert lines[("conv1 colourfulness per tower", f"tower {tower}")] == pytest.approx(
+            [r["conv1_colourfulness"][tower] for r in epochs])
 
 
 # -- one-line errors ------------------------------------------------------------------------------

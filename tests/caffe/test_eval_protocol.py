@@ -13,7 +13,7 @@ from helpers import smooth_image, write_image
 from PIL import Image
 
 from alexnet import load_model
-from alexnet.caffe import read_binaryproto, schema
+from alexnet.caffe import read_binaryproto
 from alexnet.cli import main
 from alexnet.data import prepare
 from alexnet.data.roots import open_dataset
@@ -24,7 +24,7 @@ from alexnet.caffe.importer import caffe_mean_image
 from alexnet.checkpoint import read_checkpoint, saved_preprocess
 from alexnet.train.config import TrainConfig
 from alexnet.train.session import plan_run
-from caffemodel_writer import write_binaryproto, write_caffemodel
+from caffemodel_writer import Blob, Layer, Net, blob_bytes, save, write_binaryproto, write_caffemodel
 
 pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
@@ -126,15 +126,11 @@ def test_the_binaryproto_mean_is_read_back_exactly_and_flipped_to_rgb(tmp_path, 
 
 
 def _caffemodel_as_mean(path):
-    net = schema.NetParameter(name="AlexNet")
-    net.layer.add(name="conv1", type="Convolution")
-    path.write_bytes(net.SerializeToString())
+    save(Net("AlexNet", layer=[Layer("conv1", "Convolution")]), path)
 
 
 def _short_values(path):
-    blob = schema.BlobProto(num=1, channels=3, height=256, width=256)
-    blob.data.append(np.zeros(10, "<f4").tobytes())
-    path.write_bytes(blob.SerializeToString())
+    path.write_bytes(blob_bytes(Blob(np.zeros(10, np.float32), (1, 3, 256, 256), legacy_shape=True)))
 
 
 def _truncated(path):

@@ -1,7 +1,8 @@
 """alexnet.caffe: reading .caffemodel files (both formats, legacy and current blob shapes, fields
 in any order, packed and unpacked values) and mapping them onto the canonical state dict, with
 one-line errors for files that are not AlexNet's. The files come from caffemodel_writer, which
-writes with the package's own schema."""
+writes them byte by byte from caffe.proto's field numbers and layer-type numbers, not from the
+package's schema."""
 
 import itertools
 import re
@@ -13,11 +14,11 @@ from PIL import Image
 
 from alexnet import build_model
 from alexnet.caffe import read_caffemodel, schema, to_canonical
-from alexnet.errors import AlexNetError, CaffeModelError, CheckpointError
+from alexnet.errors import CaffeModelError
 from alexnet.model.spec import resolve
 from alexnet.model.state import canonical_shapes
-from caffemodel_writer import (UnpackedValues, build_net, fill_blob, layer_table, random_state, save,
-                               write_caffemodel)
+from caffemodel_writer import (POOL_AVE, V1_LAYER_TYPES, WITHIN_CHANNEL, Blob, Layer, Net, blob, blob_bytes,
+                               build_net, layer_table, random_state, save, serialize, write_caffemodel)
 
 #: Arbitrary small shapes under the canonical names: read_caffemodel takes any.
 TINY_SHAPES = {"conv1": (4, 3, 3, 3), "conv2": (6, 2, 3, 3), "conv3": (5, 6, 3, 3), "conv4": (4, 5, 1, 1),
@@ -55,24 +56,18 @@ def raises_one_line(path, match):
 
 # --- the schema: bytes for packed floats ---------------------------------------------------
 
-def test_packed_float_writer_and_the_bytes_reader_agree():
+def test_packed_floats_as_caffe_writes_them_are_read_as_bytes():
     values = np.array([0.0, -1.5, 3.25, 1e-30, np.inf], np.float32)
-    packed = schema.BlobValues(data=values.tolist()).SerializeToString()  # caffe.proto's declaration
-    as_bytes = schema.BlobProto(data=[values.tobytes()]).SerializeToString()
-    assert packed == as_bytes  # one length-delimited record for field 5
-    blob = schema.BlobProto.FromString(packed)
-    assert np.array_equal(np.frombuffer(blob.data[0], "<f4"), values)
+    read = schema.BlobProto.FromString(blob_bytes(blob(values)))  # caffe.proto: repeated float, packed
+    assert np.array_equal(np.frombuffer(b"".join(read.data), "<f4"), values)
+    assert list(read.shape.dim) == [5]  # BlobShape's dims, packed as caffe.proto declares them
 
 
-def test_unpacked_floats_are_one_fixed32_record_each_and_unknown_to_the_bytes_schema():
-    data = UnpackedValues(data=[1.0, 2.0]).SerializeToString()
-    assert data == b"\x2d" + np.float32(1).tobytes() + b"\x2d" + np.float32(2).tobytes()  # field 5, wire type 5
-    blob = schema.BlobProto.FromString(data)
-    assert len(blob.data) == 0 and blob.SerializeToString() == data  # kept as unknown fields
-
-
-def test_the_error_is_the_projects():
-    assert issubclass(CaffeModelError, CheckpointError) and issubclass(CaffeModelError, AlexNetError)
+def test_unpacked_floats_are_unknown_to_the_bytes_schema_and_kept():
+    data = blob_bytes(Blob(np.array([1.0, 2.0], np.float32), (2,), legacy_shape=True, packed=False))
+    assert b"\x2d" + np.float32(1).tobytes() + b"\x2d" + np.float32(2).tobytes() in data  # field 5, fixed32
+    read = schema.BlobProto.FromString(data)
+    assert len(read.data) == 0 and read.SerializeToString() == data  # kept as unknown fields
 
 
 # --- reading: formats, shapes, layer orders, field order ---------------------------------------
@@ -107,14 +102,46 @@ def test_read_recovers_every_layer(tmp_path, form, legacy, caffenet, data_and_lo
     assert net["drop7"].params == {"dropout_ratio": 0.5}
 
 
+@pytest.mark.parametrize("form", ["V1", "V2"])
+def test_parameters_other_than_the_defaults_are_read_as_written(tmp_path, form):
+    """bvlc_alexnet's LRN size and β, max pooling and dropout 0.5 are caffe.proto's defaults: a
+    parameter read from the wrong field would pass as its default there. Here every one differs."""
+    net = build_net(tiny_state(), format=form)
+    layers = {layer.name: layer for layer in net.layers + net.layer}
+    layers["norm1"].settings.update(local_size=3, alpha=2e-4, beta=0.5, k=2.0, norm_region=WITHIN_CHANNEL)
+    layers["pool2"].settings.update(pool=POOL_AVE, kernel_size=2, stride=1, pad=1)
+    layers["drop6"].settings.update(dropout_ratio=0.25)
+    layers["conv3"].settings.update(bias_term=0, pad=2)
+    layers["fc7"].settings.update(bias_term=0)
+    read = read_caffemodel(save(net, tmp_path / "net.caffemodel"))
+    assert read["norm1"].params == {"local_size": 3, "alpha": 2e-4, "beta": 0.5, "k": 2.0,
+                                    "norm_region": "WITHIN_CHANNEL"}
+    assert read["pool2"].params == {"pool": "AVE", "kernel": 2, "stride": 1, "pad": 1}
+    assert read["drop6"].params == {"dropout_ratio": 0.25}
+    assert read["conv3"].params["bias_term"] is False and read["conv3"].params["pad"] == 2
+    assert read["fc7"].params["bias_term"] is False
+
+
+def test_the_v1_layer_types_of_other_nets_are_named(tmp_path):
+    """Every V1 layer type number the reader knows, written from caffe.proto's LayerType."""
+    net = build_net(tiny_state(), format="V1", with_data_and_loss=False)
+    others = [kind for kind in V1_LAYER_TYPES if kind not in {row[1] for row in layer_table()}]
+    net.layers += [Layer(f"extra{i}", kind) for i, kind in enumerate(others)]
+    read = read_caffemodel(save(net, tmp_path / "net.caffemodel"))
+    assert [layer.type for layer in read.layers][-len(others):] == others
+
+
 def test_shuffled_fields_really_are_out_of_order(tmp_path):
     state = tiny_state()
     path = write_caffemodel(tmp_path / "net.caffemodel", state, shuffle_fields=True)
     data = path.read_bytes()
     assert data.startswith(b"\xa2\x06")  # field 100 (layer) before field 1 (name)
-    normal = build_net(state).SerializeToString()
+    normal = serialize(build_net(state))
     assert data != normal and len(data) == len(normal)
-    assert schema.NetParameter.FromString(data) == schema.NetParameter.FromString(normal)
+    shuffled, written = schema.NetParameter.FromString(data), schema.NetParameter.FromString(normal)
+    for message in (shuffled, written):  # the fillers, multipliers and data settings, in their own order
+        message.DiscardUnknownFields()
+    assert shuffled == written
 
 
 @pytest.mark.parametrize("form,shuffle", [("V1", False), ("V2", True)])
@@ -130,12 +157,9 @@ def test_unpacked_values(tmp_path, form, shuffle):
 def test_double_data_and_a_packed_field_split_in_records(tmp_path):
     state = tiny_state()
     net = build_net(state)
-    fc7 = net.layer[[l.name for l in net.layer].index("fc7")]
-    fc7.blobs[0].ClearField("data")
-    fc7.blobs[0].double_data.append(state["fc7.weight"].astype("<f8").tobytes())
-    values = state["fc7.bias"].tobytes()
-    fc7.blobs[1].ClearField("data")
-    fc7.blobs[1].data.extend([values[:4], values[4:]])  # a writer may split a packed field
+    fc7 = layer_named(net, "fc7")
+    fc7.blobs[0].double = True  # double_data
+    fc7.blobs[1].records = 2  # a writer may split a packed field
     read = read_caffemodel(save(net, tmp_path / "net.caffemodel"))
     assert np.array_equal(read["fc7"].blobs[0], state["fc7.weight"])
     assert np.array_equal(read["fc7"].blobs[1], state["fc7.bias"])
@@ -219,7 +243,7 @@ def test_empty_missing_and_folder(tmp_path):
 
 
 def test_a_message_without_layers(tmp_path):
-    path = save(schema.NetParameter(name="nothing"), tmp_path / "net.caffemodel")
+    path = save(Net(name="nothing"), tmp_path / "net.caffemodel")
     with raises_one_line(path, r"not a caffemodel \(a protobuf message without layers\)"):
         read_caffemodel(path)
 
@@ -235,7 +259,7 @@ def test_truncated(tmp_path, shuffle):
 
 def test_both_layer_lists(tmp_path):
     net = build_net(tiny_state())
-    net.layers.add(name="old", type=4)
+    net.layers.append(Layer("old", "Convolution"))
     path = save(net, tmp_path / "net.caffemodel")
     with raises_one_line(path, r"both the V1 \(layers\) and the current \(layer\) lists"):
         read_caffemodel(path)
@@ -243,7 +267,7 @@ def test_both_layer_lists(tmp_path):
 
 def test_a_blob_of_the_wrong_size(tmp_path):
     net = build_net(tiny_state())
-    layer_named(net, "conv1").blobs[1].shape.dim[0] = 5  # conv1's bias: 4 values
+    layer_named(net, "conv1").blobs[1].shape = (5,)  # conv1's bias: 4 values
     path = save(net, tmp_path / "net.caffemodel")
     with raises_one_line(path, r"layer 'conv1': blob 1 holds 4 values, its shape \(5,\) needs 5"):
         read_caffemodel(path)
@@ -267,9 +291,8 @@ def test_a_missing_layer(tmp_path):
 
 def test_an_extra_layer_after_fc8_and_between(tmp_path):
     net = build_net(tiny_state())
-    extra = net.layer.add(name="fc9", type="InnerProduct")
-    for array in (np.ones((2, 10), np.float32), np.ones(2, np.float32)):
-        fill_blob(extra.blobs.add(), array)
+    net.layer.append(Layer("fc9", "InnerProduct", ["fc8"], ["fc9"], [blob(np.ones((2, 10))), blob(np.ones(2))],
+                           "inner_product_param", {"num_output": 2}))
     path, run = mapped(tmp_path, net)
     with raises_one_line(path, r"an extra layer with weights, 'fc9' \(InnerProduct\), after fc8"):
         run()
@@ -302,7 +325,7 @@ def test_a_blob_count_other_than_two(tmp_path, blobs):
     if blobs == 1:
         del conv5.blobs[1]
     else:
-        fill_blob(conv5.blobs.add(), np.ones(2, np.float32))
+        conv5.blobs.append(blob(np.ones(2)))
     path, run = mapped(tmp_path, net)
     with raises_one_line(path, rf"layer 'conv5' has {blobs} blob\(s\); AlexNet's layers have 2 \(weights, biases\)"):
         run()
@@ -311,7 +334,7 @@ def test_a_blob_count_other_than_two(tmp_path, blobs):
 def test_conv2_without_groups(tmp_path):
     """The shapes are checked layer by layer: a real conv1, then an ungrouped conv2."""
     net = build_net(tiny_state(conv1=(96, 3, 11, 11), conv2=(256, 96, 5, 5)))
-    layer_named(net, "conv2").convolution_param.group = 1
+    layer_named(net, "conv2").settings["group"] = 1
     path, run = mapped(tmp_path, net)
     with raises_one_line(path, re.escape("conv2.weight: (256, 48, 5, 5) expected, got (256, 96, 5, 5) (the file's "
                                          "conv2 has group 1; AlexNet's has group 2)")):
@@ -321,13 +344,13 @@ def test_conv2_without_groups(tmp_path):
 def test_group_stride_and_pad_must_be_the_papers(tmp_path):
     state = tiny_state(conv1=(96, 3, 11, 11), conv2=(256, 48, 5, 5))
     net = build_net(state)
-    layer_named(net, "conv2").convolution_param.group = 1
+    layer_named(net, "conv2").settings["group"] = 1
     path, run = mapped(tmp_path, net)
     with raises_one_line(path, re.escape("layer 'conv2' has group 1, stride 1, pad 2; AlexNet's conv2 has group 2, "
                                          "stride 1, pad 2")):
         run()
     net = build_net(state)
-    layer_named(net, "conv1").convolution_param.stride[0] = 2
+    layer_named(net, "conv1").settings["stride"] = 2
     path, run = mapped(tmp_path, net)
     with raises_one_line(path, r"layer 'conv1' has group 1, stride 2, pad 0; AlexNet's conv1 has group 1, stride 4"):
         run()

@@ -5,6 +5,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -13,6 +14,8 @@ import alexnet.data.roots as roots_module
 import alexnet.data.storage as storage_module
 import alexnet.data.synthetic as synthetic
 from alexnet.cli import main
+from alexnet.data import open_dataset
+from alexnet.data.images import load_image
 
 pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
 
@@ -31,8 +34,15 @@ def test_stats_prints_the_summary_and_saves_beside_the_data(folder_root):
     result = run("stats", folder_root, "--workers", "0")
     assert result.exit_code == 0, result.output
     assert "statistics of 12 training images" in result.output
-    assert re.search(r"channel mean +R \d+\.\d\d +G \d+\.\d\d +B \d+\.\d\d", result.output)
-    assert re.search(r"eigenvalues +\d+\.\d +\d+\.\d +\d+\.\d", result.output)
+    # The printed figures are the images' own, computed here with numpy: R, G, B means and the
+    # RGB covariance's eigenvalues, largest first.
+    images = np.stack([load_image(path).numpy() for path, _ in open_dataset(folder_root, "train").samples])
+    pixels = images.astype(np.float64).transpose(1, 0, 2, 3).reshape(3, -1)
+    means = re.search(r"channel mean +R (\S+) +G (\S+) +B (\S+)", result.output).groups()
+    assert [float(v) for v in means] == pytest.approx(pixels.mean(axis=1).tolist(), abs=0.006)
+    values = re.search(r"eigenvalues +(\S+) +(\S+) +(\S+)", result.output).groups()
+    assert [float(v) for v in values] == pytest.approx(np.linalg.eigvalsh(np.cov(pixels, bias=True))[::-1].tolist(),
+                                                       abs=0.06)
     assert f"saved in       {folder_root.resolve() / 'alexnet-stats'}" in result.output
     saved = json.loads((folder_root / "alexnet-stats" / "stats.json").read_text())
     assert saved["images"] == 12

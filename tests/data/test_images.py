@@ -7,14 +7,10 @@ from helpers import smooth_image, write_image
 from PIL import Image, JpegImagePlugin
 
 import alexnet.data.images as images_module
-from alexnet.data.images import IMAGE_SIZE, load_image, load_image_torchvision, resized_size
+from alexnet.data.images import load_image, load_image_torchvision, resized_size
 from alexnet.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
-
-
-def test_image_size_is_the_papers():
-    assert IMAGE_SIZE == 256
 
 
 @pytest.mark.parametrize("size, resized, box", [

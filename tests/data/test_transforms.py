@@ -6,8 +6,7 @@ import torch
 
 from alexnet.data.preprocess import Preprocess, PreprocessConfig
 from alexnet.data.stats import DatasetStats
-from alexnet.data.transforms import (PCA_CONVENTIONS, TEN_CROP_NAMES, centre_crops, crop_windows, pca_lighting,
-                                     train_crops, ten_crops)
+from alexnet.data.transforms import TEN_CROP_NAMES, centre_crops, crop_windows, pca_lighting, train_crops, ten_crops
 from alexnet.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
@@ -117,8 +116,7 @@ def test_pca_lighting_is_one_offset_per_image_the_same_at_every_pixel():
     assert per_image.flatten(1).std(dim=0).min() > 0  # images differ from each other
 
 
-def test_pca_default_and_conventions():
-    assert PCA_CONVENTIONS == ("sqrt-lambda", "lambda", "none")
+def test_the_default_colour_noise_is_the_square_root_convention():
     images, stats = random_images(4), make_stats()
     default = train_crops(images, stats, torch.Generator().manual_seed(5))
     explicit = train_crops(images, stats, torch.Generator().manual_seed(5), pca="sqrt-lambda")
@@ -141,7 +139,6 @@ def test_ten_crops_are_the_exact_windows_in_the_documented_order():
     assert out.shape == (3, 10, 3, 224, 224) and out.dtype == torch.float32
     centered = images.double() - stats.mean_image.double()
     windows = [(0, 0), (0, 32), (32, 0), (32, 32), (16, 16)]  # top-left, top-right, bottom-left, bottom-right, centre
-    assert TEN_CROP_NAMES[:5] == ("top-left", "top-right", "bottom-left", "bottom-right", "center")
     for k, (t, l) in enumerate(windows):
         plain = centered[:, :, t:t + 224, l:l + 224]
         assert torch.allclose(out[:, k].double(), plain, atol=1e-4), TEN_CROP_NAMES[k]

@@ -98,13 +98,15 @@ BLOCK_ORDERS = {
 }
 
 
-def reference_forward(state, x, order="paper", net_147=False, pool_ceil=False, dropout_scale=0.5):
+def reference_forward(state, x, order="paper", net_147=False, pool_ceil=False, dropout_scale=0.5, lrn=True,
+                      pool_kernel=3):
     """The net in evaluation mode, from a canonical state dict (conv1.weight ... fc8.bias),
     in float64. x: (N, 3, 224, 224) crops; cuda-convnet reads them as 227x227 inputs with zeros
     in the 3 columns at the right and rows at the bottom (FACTS §3). ``order``: a key of
     ``BLOCK_ORDERS``; ``net_147``: the authors' non-overlapping pooling net; ``pool_ceil``: 3x3/2
     pooling that rounds up (Caffe's); ``dropout_scale``: what dropout multiplies by at test (1
-    for inverted dropout).
+    for inverted dropout); ``lrn=False``: the LRN ablation (§3.3's net without its LRNs);
+    ``pool_kernel=2``: the pooling ablation (§3.4's 2x2/2, with the same padding and sizes).
 
     Returns the logits and ``taps``: every intermediate, as "conv1" (the layer's output) and
     "conv1.relu", "conv1.lrn", ... (after each step of its block)."""
@@ -124,7 +126,11 @@ def reference_forward(state, x, order="paper", net_147=False, pool_ceil=False, d
             h = F.linear(h.flatten(1), weight, bias)  # (N, C, 6, 6) -> (N, C·36), channel-major
         taps[name] = h
         for step in steps:
-            if step == "pool" and (net_147 or pool_ceil):
+            if step == "lrn" and not lrn:
+                continue
+            if step == "pool" and pool_kernel != 3:
+                h = F.max_pool2d(h, kernel_size=pool_kernel, stride=2)
+            elif step == "pool" and (net_147 or pool_ceil):
                 h = POOL_147(h) if net_147 else F.max_pool2d(h, kernel_size=3, stride=2, ceil_mode=True)
             else:
                 h = h * dropout_scale if step == "dropout" else STEPS[step](h)
@@ -161,6 +167,10 @@ def test_the_reference_net_depends_on_its_input(lively):
     # The LRN divides by well over k^β = 2^0.75 somewhere, so its window matters.
     ratio = taps["conv1.relu"] / taps["conv1.lrn"]
     assert ratio[taps["conv1.relu"] > 0].max() > 1.2 * 2 ** 0.75
+    # §4.2's halving of fc6 and fc7 at test moves the logits far beyond the tolerance.
+    state, x = lively[:2]
+    unhalved, _ = reference_forward(state, x, dropout_scale=1.0)
+    assert (unhalved - logits).abs().max() > 100 * 1e-4 * scale
 
 
 @pytest.mark.parametrize("lrn_impl", ["fast", "stock"])
@@ -183,6 +193,23 @@ def test_logits_follow_the_papers_block_order(lively, layout, fuse, lrn_impl):
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4 * scale)
     fc7_expected = taps["fc7.relu"]
     torch.testing.assert_close(fc7, fc7_expected, rtol=1e-4, atol=1e-4 * fc7_expected.abs().max().item())
+
+
+@pytest.mark.parametrize("ablation", [{"lrn": False}, {"overlap": False}], ids=["no-lrn", "non-overlapping"])
+def test_the_papers_ablations_compute_the_net_without_lrn_or_with_2x2_pooling(lively, ablation):
+    """§3.3's and §3.4's comparisons: the same net without its two LRNs, and with 2x2/2 pooling
+    in place of 3x3/2 (55 -> 27 -> 13 -> 6 either way)."""
+    state, x, with_both, _ = lively
+    expected, taps = reference_forward(state, x, lrn=ablation.get("lrn", True),
+                                       pool_kernel=3 if ablation.get("overlap", True) else 2)
+    assert taps["conv5.pool"].shape[-1] == 6
+    scale = expected.abs().max().item()
+    assert (expected - with_both).abs().max() > 100 * 1e-4 * scale  # the ablation changes the answer
+    model = build_model(num_classes=NUM_CLASSES, initialize=False, **ablation)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        logits = model.eval()(x).double()
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4 * scale)
 
 
 @pytest.mark.parametrize("net_147", [False, True], ids=["layers-145", "layers-147"])

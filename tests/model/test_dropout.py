@@ -8,7 +8,7 @@ from torch import nn
 
 from alexnet import build_model
 from alexnet.errors import ConfigError
-from alexnet.model.dropout import DROPOUT_STYLES, PaperDropout
+from alexnet.model.dropout import PaperDropout
 from alexnet.model.spec import resolve
 from alexnet.model.summary import summarize
 from alexnet.train.recipe import get_preset
@@ -148,7 +148,6 @@ def test_the_library_default_is_the_papers_form_and_it_is_recorded():
     assert {k: v.shape for k, v in model.state_dict().items()} == \
         {k: v.shape for k, v in inverted.state_dict().items()}
     assert summarize(resolve(), "grouped", ["cpu"])["options"]["dropout_style"] == "paper"
-    assert DROPOUT_STYLES == ("paper", "inverted")
 
 
 def test_a_bad_style_is_one_line():
@@ -160,6 +159,4 @@ def test_a_bad_style_is_one_line():
 def test_the_presets_choose_a_style():
     assert get_preset("paper").model.dropout_style == "paper"
     assert get_preset("caffe").model.dropout_style == "inverted"  # Caffe's dropout layer is inverted
-    # builtin: the paper's form, trained with the authors' init (docs/training.md's seed study)
-    assert get_preset("builtin").model.dropout_style == "paper"
     assert get_preset("authors").model.dropout_style == "paper"  # the cfg's hs layers

@@ -108,14 +108,6 @@ def test_pooling_variants_keep_the_output_sizes(overlap):
     assert sizes == [27, 13, 6]
 
 
-def test_lrn_switch_removes_both_lrn_layers():
-    with_lrn = build_model(devices=["meta"], initialize=False)
-    without = build_model(devices=["meta"], initialize=False, lrn=False)
-    assert hasattr(with_lrn, "lrn1") and hasattr(with_lrn, "lrn2")
-    assert not hasattr(without, "lrn1") and not hasattr(without, "lrn2")
-    assert sum(p.numel() for p in without.parameters()) == PAPER_TOTAL
-
-
 def test_one_gpu_net_matches_the_papers_footnote():
     spec = resolve(variant="one-gpu")
     widths = [layer.out_channels for layer in spec.layers]

@@ -18,6 +18,7 @@ from alexnet.errors import ConfigError
 from alexnet.train.config import TrainConfig
 from alexnet.train.optim import paper_sgd, set_lr
 from alexnet.train.recipe import LRSchedule, Recipe, get_preset, schedule_rule
+from helpers import recipe_sgd
 
 
 def _expected_rates(epoch):
@@ -31,8 +32,7 @@ def _rates_by_epoch(recipe, epochs):
     """Train nothing: step the schedule and the optimizer's rates as the loop does, and read
     each group's rate in every epoch."""
     model = build_model(num_classes=10, initialize=False)
-    optimizer = paper_sgd(model, lr=recipe.lr, bias_lr_mult=recipe.bias_lr_mult, anneal_biases=recipe.anneal_biases,
-                          layer_mults=recipe.layer_lr_mults(0), own_rate=sorted({r[1] for r in recipe.layer_lr}))
+    optimizer = recipe_sgd(model, recipe)
     schedule = LRSchedule(recipe)
     params = dict(model.named_parameters())
 
@@ -176,12 +176,12 @@ def test_a_short_authors_run_trains_with_their_schedule_scaled(tiny, tmp_path, m
     from alexnet.run_folder import RunFolder
 
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
-    colour = []
+    seen = []
     real = Preprocess.augment
 
-    def spy(self, images, generator, slice_of=None, colour_on=True, **kw):
-        colour.append(kw.get("colour", colour_on))
-        return real(self, images, generator, slice_of, **kw)
+    def spy(self, images, generator, slice_of=None, colour=True):
+        seen.append(colour)
+        return real(self, images, generator, slice_of, colour)
 
     monkeypatch.setattr(Preprocess, "augment", spy)
     config = TrainConfig.from_preset("authors", epochs=3, batch_size=5, data=str(tiny), out=str(tmp_path / "run"),
@@ -193,6 +193,6 @@ def test_a_short_authors_run_trains_with_their_schedule_scaled(tiny, tmp_path, m
         pytest.approx({"weights": 1e-4, "biases": 0.02, "conv1": 0.0, "conv1.bias": 0.0}),
         pytest.approx({"weights": 1e-5, "biases": 0.02, "conv1": 0.0, "conv1.bias": 0.0}),
     ]
-    assert colour == [True] * 8 + [False] * 4  # 20 images, batch 5: 4 steps an epoch
+    assert seen == [True] * 8 + [False] * 4  # 20 images, batch 5: 4 steps an epoch
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"]["blocks"] == "authors" and saved["preprocess"]["crop_chunk"] == 32

@@ -16,7 +16,6 @@ from alexnet import load_model
 from alexnet.data.images import load_image
 from alexnet.checkpoint import read_checkpoint, stats_from_checkpoint
 from alexnet.data.preprocess import Preprocess
-from alexnet.inference import evaluate
 from alexnet.train.loop import Interrupted, TrainConfig, TrainRuntime, resume_config, train
 from alexnet.train.optim import paper_sgd
 from alexnet.train.step import train_step
@@ -148,33 +147,6 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, one_epoch, tm
     with pytest.raises(TrainingError, match=r"the loss became nan by step 6 \(epoch 2\); stopped without saving"):
         train(resume_config(str(tmp_path / "run"), runtime=_runtime(), epochs=2), resume=str(tmp_path / "run"))
     assert last.read_bytes() == before
-
-
-def test_ten_crop_evaluation_matches_a_direct_computation(tiny):
-    """§4.1: the four corner patches, the centre patch and their mirrors; softmax averaged."""
-    dataset = open_dataset(tiny, "val")
-    stats = load_or_compute_stats(tiny, workers=0)
-    model = build_model(num_classes=10, seed=4).eval()
-    result = evaluate(model, dataset, Preprocess(stats), batch_size=3, ten_crop=True, workers=0)
-    misses1 = misses5 = 0
-    nll = 0.0
-    with torch.no_grad():
-        for i in range(len(dataset)):
-            image, label = dataset[i]
-            centred = image.float() - stats.mean_image  # the mean image, subtracted before cropping
-            patches = []
-            for top, left in ((0, 0), (0, 32), (32, 0), (32, 32), (16, 16)):
-                patch = centred[:, top:top + 224, left:left + 224]
-                patches += [patch, patch.flip(-1)]
-            probs = torch.stack([torch.softmax(model(p[None]), 1)[0] for p in patches]).mean(0)
-            ranked = probs.argsort(descending=True).tolist()
-            misses1 += ranked[0] != label
-            misses5 += label not in ranked[:5]
-            nll -= torch.log(probs[label]).item()
-    assert result["images"] == len(dataset) == 10
-    assert result["top1_error"] == pytest.approx(misses1 / 10)
-    assert result["top5_error"] == pytest.approx(misses5 / 10)
-    assert result["loss"] == pytest.approx(nll / 10, rel=1e-4)
 
 
 def run_cli(*args):

@@ -8,6 +8,7 @@ from alexnet.errors import ConfigError
 from alexnet.train.optim import current_lr, paper_sgd, set_lr
 from alexnet.train.config import TrainConfig
 from alexnet.train.recipe import PRESETS, LRSchedule, get_preset
+from helpers import recipe_sgd
 
 
 class Tiny(nn.Module):
@@ -48,16 +49,61 @@ def test_sgd_follows_the_papers_update_across_a_learning_rate_drop():
     assert current_lr(optimizer) == pytest.approx(0.001)
 
 
-def test_weight_decay_skips_biases_and_caffe_doubles_their_rate():
-    model = Tiny()
-    groups = paper_sgd(model).param_groups
-    assert [g["weight_decay"] for g in groups] == [5e-4, 0.0]
-    assert groups[0]["params"][0] is model.fc.weight and groups[1]["params"][0] is model.fc.bias
-    caffe = paper_sgd(model, lr=0.01, bias_lr_mult=2.0)
-    assert [g["lr"] for g in caffe.param_groups] == [0.01, 0.02]
-    set_lr(caffe, 0.001)
-    assert [g["lr"] for g in caffe.param_groups] == pytest.approx([0.001, 0.002])
-    assert current_lr(caffe) == pytest.approx(0.001)
+class PaperNamed(nn.Module):
+    """A tiny net whose layers carry the paper's names, so the recipes' per-layer rules (the
+    authors' conv1, fine-tuning's fc8) find their layers: conv1 -> fc6 -> fc8."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3)
+        self.fc6 = nn.Linear(4 * 3 * 3, 5)
+        self.fc8 = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.fc8(torch.relu(self.fc6(torch.relu(self.conv1(x)).flatten(1))))
+
+
+#: Each preset's rate at its start, per parameter: (weights, biases, {parameter: its own rate}).
+#: paper: §5's one rate for every layer; caffe: bvlc_alexnet's biases at lr_mult 2; authors:
+#: layer-params-145.cfg's epsW 0.01 and epsB 0.02 (FACTS §6b), conv1 with them until epoch 67;
+#: finetune: Caffe's fine-tuning example, base 0.001, biases 2x, the new fc8 10x.
+START_RATES = {
+    "paper": (0.01, 0.01, {}),
+    "caffe": (0.01, 0.02, {}),
+    "authors": (0.01, 0.02, {}),
+    "finetune": (1e-3, 2e-3, {"fc8.weight": 1e-2, "fc8.bias": 2e-2}),
+}
+
+
+@pytest.mark.parametrize("preset", list(START_RATES))
+def test_every_group_takes_the_papers_step_and_no_bias_is_decayed(preset):
+    """§5: v <- 0.9 v - 0.0005 ε w - ε ∂L/∂w; w <- w + v, with the authors' code's rule that
+    biases get no weight decay, in every group a preset makes: the biases with a rate of their
+    own (the authors' conv1.bias, fine-tuning's fc8.bias) included. Two steps (the second
+    carries the first's velocity), computed directly in float64 beside the optimizer."""
+    torch.manual_seed(0)
+    model = PaperNamed().double()
+    with torch.no_grad():
+        for param in model.parameters():  # no zero biases: a wrong decay on them must show
+            param.uniform_(-0.5, 0.5)
+    optimizer = recipe_sgd(model, get_preset(preset).recipe)
+    weights_rate, biases_rate, own = START_RATES[preset]
+    params = dict(model.named_parameters())
+    w = {n: p.detach().clone() for n, p in params.items()}
+    v = {n: torch.zeros_like(p) for n, p in params.items()}
+    for _ in range(2):
+        x, labels = torch.randn(4, 3, 5, 5, dtype=torch.float64), torch.randint(0, 3, (4,))
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), labels).backward()
+        for name, param in params.items():
+            eps = own.get(name, weights_rate if name.endswith(".weight") else biases_rate)
+            decay = 5e-4 if name.endswith(".weight") else 0.0
+            v[name] = 0.9 * v[name] - decay * eps * w[name] - eps * param.grad
+            w[name] = w[name] + v[name]
+        optimizer.step()
+    for name, param in params.items():
+        torch.testing.assert_close(param.detach(), w[name], rtol=1e-12, atol=1e-15,
+                                   msg=lambda m, name=name: f"{preset}: {name}: {m}")
 
 
 def test_plateau_schedule_divides_by_ten_when_validation_stops_improving_three_times_at_most():

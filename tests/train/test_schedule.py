@@ -181,11 +181,6 @@ def test_the_rule_in_one_line():
     assert all("\n" not in schedule_rule(get_preset(n).recipe) for n in ("paper", "caffe", "builtin"))
 
 
-def test_the_paper_preset_uses_the_rule():
-    assert (PAPER.schedule, PAPER.plateau_patience, PAPER.plateau_min_improvement, PAPER.min_epochs_per_lr,
-            PAPER.max_lr_drops, PAPER.epochs) == ("plateau", 5, 0.001, 10, 3, 90)
-
-
 @pytest.mark.parametrize("field,value,message", [
     ("plateau_patience", 0, "--patience must be at least 1; got 0"),
     ("plateau_min_improvement", -0.001, r"--min-improvement must be in \[0, 1\)"),
