@@ -1,5 +1,7 @@
 """Fixtures shared by every test module (helper functions: helpers.py)."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -14,6 +16,33 @@ from helpers import make_folder_dataset
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+# Files go when their test or test module ends: a run folder holds checkpoints of 240 MB or
+# more, and the suite writes hundreds of them (about 50 GB if pytest kept them to its end).
+_MODULE_FOLDERS = {}
+
+
+@pytest.fixture(autouse=True)
+def _files_go_with_the_test(tmp_path):
+    yield
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def pytest_runtest_setup(item):
+    if item.module not in _MODULE_FOLDERS:  # the module's first test: what its temporary folder held before
+        base = item.config._tmp_path_factory.getbasetemp()
+        _MODULE_FOLDERS.clear()
+        _MODULE_FOLDERS[item.module] = set(base.iterdir())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the module's last test (its fixtures torn down): the folders its fixtures made."""
+    if nextitem is None or nextitem.module is not item.module:
+        base = item.config._tmp_path_factory.getbasetemp()
+        for folder in set(base.iterdir()) - _MODULE_FOLDERS.pop(item.module, set()):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -143,7 +143,7 @@ def _truncated(path):
     (lambda p: p.write_bytes(b""), "empty file (0 bytes), not a .binaryproto file"),
     (lambda p: p.write_text("mean: 104 117 123\n"), "not a Caffe .binaryproto"),
     (_caffemodel_as_mean, "not a Caffe .binaryproto"),
-    (_short_values, "the blob holds 10 values, its shape (1, 3, 256, 256) needs 196608"),
+    (_short_values, "the blob holds 10 values, its shape (1, 3, 256, 256) needs 196,608"),
     (_truncated, "truncated or corrupt .binaryproto"),
     (lambda p: write_binaryproto(p, np.zeros((1, 3, 227, 227))), "a blob of shape 1x3x227x227; Caffe's mean image is"),
     (lambda p: write_binaryproto(p, np.zeros((1, 1, 256, 256))), "a blob of shape 1x1x256x256"),

@@ -106,8 +106,8 @@ def test_the_no_overlap_arm_can_be_the_authors_net_147_and_the_report_says_so(ti
     result = run_cli("--no-overlap", "--no-overlap-as", "authors", "--data", tiny, "--epochs", "1", "-b", "10",
                      "--no-ten-crop", "--devices", "cpu", "-j", "0", "-q", "-o", tmp_path / "ab")
     assert result.exit_code == 0, result.output
-    assert "as the authors' net 147" in result.output
-    assert "as the authors' net 147" in (tmp_path / "ab" / "report.md").read_text()
+    assert "the layers of the authors' net 147" in result.output
+    assert "the layers of the authors' net 147" in (tmp_path / "ab" / "report.md").read_text()
     config = json.loads((tmp_path / "ab" / "no-overlap-seed0" / "config.json").read_text())
     model = build_model(ModelConfig.from_dict(config["model"]), initialize=False, fuse_relu_lrn_pool=False)
     assert pooled_sizes(model) == [55, 28, 13, 6]

@@ -1,9 +1,10 @@
 """The ``authors`` preset: what layer-params-145.cfg and its log say the authors ran (FACTS §6b).
 
-The expected rates are written from the cfg's log, epoch by epoch: epsW 0.01, set to 0.001 at
-epoch 25, 0.0001 at 51, 0.00001 at 79, killed at 91; conv1's epsW 0.00001 at 67 and 0 at 72;
-epsB 0.02 throughout (conv1's: the released params file ends with it at 0, so it stops with
-conv1's weights at 72); colour noise 0.1 switched off at 67.
+The expected rates are written from the cfg's log, epoch by epoch, in cuda-convnet's counting,
+which starts at 1 (a rate "set at epoch 25" is the rate of the 25th epoch; "killed at 91" ends
+the run after 90): epsW 0.01, set to 0.001 at epoch 25, 0.0001 at 51, 0.00001 at 79; conv1's
+epsW 0.00001 at 67 and 0 at 72; epsB 0.02 throughout (conv1's: the released params file ends
+with it at 0, so it stops with conv1's weights at 72); colour noise 0.1 switched off at 67.
 """
 
 import json
@@ -22,10 +23,10 @@ from helpers import recipe_sgd
 
 
 def _expected_rates(epoch):
-    """(weights, conv1's weights, biases, conv1's biases) during 1-based ``epoch`` of the authors' 91."""
-    weights = 0.01 if epoch <= 25 else 0.001 if epoch <= 51 else 1e-4 if epoch <= 79 else 1e-5
-    conv1 = weights if epoch <= 67 else 1e-5 if epoch <= 72 else 0.0
-    return weights, conv1, 0.02, 0.02 if epoch <= 72 else 0.0
+    """(weights, conv1's weights, biases, conv1's biases) during ``epoch`` (the log's 1-based count)."""
+    weights = 0.01 if epoch < 25 else 0.001 if epoch < 51 else 1e-4 if epoch < 79 else 1e-5
+    conv1 = weights if epoch < 67 else 1e-5 if epoch < 72 else 0.0
+    return weights, conv1, 0.02, 0.02 if epoch < 72 else 0.0
 
 
 def _rates_by_epoch(recipe, epochs):
@@ -48,28 +49,29 @@ def _rates_by_epoch(recipe, epochs):
 
 
 def test_the_authors_rates_epoch_by_epoch_are_their_logs():
-    seen = _rates_by_epoch(get_preset("authors").recipe, 91)
+    assert get_preset("authors").recipe.epochs == 90  # killed during the 91st
+    seen = _rates_by_epoch(get_preset("authors").recipe, 90)
     for epoch, rates in enumerate(seen, start=1):
         assert rates == pytest.approx(_expected_rates(epoch), rel=1e-9, abs=1e-15), epoch
 
 
 def test_a_shorter_run_places_every_epoch_of_the_schedule_in_proportion():
     recipe = get_preset("authors").recipe.replace(epochs=9)
-    # 25, 51, 79 of 91 -> 2.47, 5.04, 7.81 of 9 -> after epochs 2, 5, 8; conv1's 67, 72 -> 6.6, 7.1 -> 7, 7
-    assert [recipe.at(e) for e in (25, 51, 79, 67, 72)] == [2, 5, 8, 7, 7]
+    # after 24, 50, 78 of 90 -> 2.4, 5.0, 7.8 of 9 -> after epochs 2, 5, 8; conv1's 66, 71 -> 6.6, 7.1 -> 7, 7
+    assert [recipe.at(e) for e in (24, 50, 78, 66, 71)] == [2, 5, 8, 7, 7]
     weights = [rates[0] for rates in _rates_by_epoch(recipe, 9)]
     assert weights == pytest.approx([0.01, 0.01, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4, 1e-5])
     conv1 = [rates[1] for rates in _rates_by_epoch(recipe, 9)]
     assert conv1[:7] == pytest.approx(weights[:7]) and conv1[7:] == [0.0, 0.0]
     assert [recipe.colour_noise(done) for done in range(9)] == [True] * 7 + [False] * 2
-    assert "after epochs 25, 51, 79 of 91 (here 2, 5, 8 of 9)" in schedule_rule(recipe)
+    assert "after epochs 24, 50, 78 of 90 (here 2, 5, 8 of 9)" in schedule_rule(recipe)
 
 
 def test_the_authors_preset_is_their_cfg():
     preset = get_preset("authors")
     r, m, p = preset.recipe, preset.model, preset.preprocess
-    assert (r.epochs, r.batch_size, r.lr, r.momentum, r.weight_decay, r.decay_biases) == (91, 128, 0.01, 0.9, 5e-4, False)
-    assert (r.schedule, r.lr_drop_epochs, r.lr_drop_factor) == ("epochs", (25, 51, 79), 0.1)
+    assert (r.epochs, r.batch_size, r.lr, r.momentum, r.weight_decay, r.decay_biases) == (90, 128, 0.01, 0.9, 5e-4, False)
+    assert (r.schedule, r.lr_drop_epochs, r.lr_drop_factor) == ("epochs", (24, 50, 78), 0.1)
     assert r.lr * r.bias_lr_mult == pytest.approx(0.02) and r.anneal_biases is False
     assert (m.blocks, m.init, m.dropout, m.dropout_style, m.variant) == ("authors", "authors", 0.5, "paper", "two-gpu")
     assert (m.lrn, m.overlap, m.no_overlap_as) == (True, True, "authors")  # --no-overlap builds net 147
@@ -169,8 +171,8 @@ def test_the_recipe_reads_back_from_json_lists():
 
 @pytest.mark.parametrize("devices", ["cpu", "cpu,cpu"], ids=["grouped", "towers"])
 def test_a_short_authors_run_trains_with_their_schedule_scaled(tiny, tmp_path, monkeypatch, devices):
-    """`alexnet train --preset authors --epochs 3` on both layouts: every epoch of the 91-epoch
-    schedule at 3/91 of it (drops after 1, 2, 3; conv1 frozen and the colour noise off after 2)."""
+    """`alexnet train --preset authors --epochs 3` on both layouts: every epoch of the 90-epoch
+    schedule at 3/90 of it (drops after 1, 2, 3; conv1 frozen and the colour noise off after 2)."""
     from alexnet.data.preprocess import Preprocess
     from alexnet.train.loop import train
     from alexnet.run_folder import RunFolder

@@ -65,7 +65,7 @@ def model_options(func):
                           "Caffe's ports (LRN with k=1 across the towers; caffenet pools before it)."),
         click.option("--no-overlap-as", type=click.Choice(FORMS), default=None,
                      help="How --no-overlap is built: paper keeps the 3x3 net's padding (55-27-13-6, default); "
-                          "authors is their net 147: ceil rounding, conv2 padding 1, conv5 padding 0 "
+                          "authors builds the layers of their net 147: ceil rounding, conv2 padding 1, conv5 padding 0 "
                           "(55-28-26-13-11-6; the authors preset's)."),
     ])
 

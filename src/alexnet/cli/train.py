@@ -32,9 +32,10 @@ def _presets_with(dropout_style: str) -> str:
 @click.option("--overwrite", is_flag=True, help="Start again in an --out folder that already holds a run.")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
               help="Training recipe: paper (§5, the paper's initialization), authors (what the authors' 2012 "
-                   "configuration ran: their blocks and initialization, lr divided after epochs 25, 51, 79 of 91, "
-                   "biases at a fixed 0.02, conv1 slowed after 67 and frozen after 72, colour noise off after 67; "
-                   "with --epochs N each of these epochs scales by N/91), caffe (bvlc_alexnet's solver and "
+                   "configuration ran: their blocks and initialization, lr divided after epochs 24, 50, 78 of 90 "
+                   "(their log's 25, 51, 79: cuda-convnet counts from 1), biases at a fixed 0.02, conv1 slowed after "
+                   "66 and frozen after 71, colour noise off after 66; with --epochs N each of these epochs scales "
+                   "by N/90), caffe (bvlc_alexnet's solver and "
                    "initialization), builtin (a few minutes on a CPU, the authors' initialization: see "
                    "docs/trainability.md), finetune (with --init-from: lr 0.001, biases 2x, fc8 10x, divided by 10 "
                    "every 4 of 20 epochs). Default: builtin without --data, authors with it (the paper's words' "
@@ -55,7 +56,7 @@ def _presets_with(dropout_style: str) -> str:
                    "--step-epochs; epochs: after each of --lr-drop-epochs (authors).")
 @click.option("--step-epochs", type=click.IntRange(min=1), default=None)
 @click.option("--lr-drop-epochs", callback=lambda ctx, param, value: _epoch_list(value), default=None,
-              metavar="LIST", help="epochs: divide the LR after these epochs, e.g. 25,51,79 (the authors preset's).")
+              metavar="LIST", help="epochs: divide the LR after these epochs, e.g. 24,50,78 (the authors preset's).")
 @click.option("--patience", type=click.IntRange(min=1), default=None,
               help="plateau: epochs without a new best validation error before dividing the LR (paper preset: 5).")
 @click.option("--min-improvement", type=float, default=None,

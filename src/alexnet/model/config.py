@@ -43,7 +43,7 @@ class ModelConfig(Settings):
     lrn, overlap: the ablations of §3.3 and §3.4 (LRN off, and in the authors' blocks cnorm2
               too, as their net 148; 2x2/2 pooling instead of 3x3/2).
     no_overlap_as: how ``overlap=False`` is built: "paper" keeps the 3x3 net's padding and
-              sizes (55 -> 27 -> 13 -> 6); "authors" is their net 147 (ceil rounding, conv2
+              sizes (55 -> 27 -> 13 -> 6); "authors" builds their net 147's layers (ceil rounding, conv2
               padding 1, conv5 padding 0: 55 -> 28 -> 26 -> 13 -> 11 -> 6).
     num_classes: fc8's outputs (training takes it from the data).
     dropout:  the probability of zeroing a unit of fc6 and fc7 while training (§4.2: 0.5).

@@ -63,9 +63,9 @@ class Recipe(Settings):
     lr_drop_epochs: Tuple[int, ...] = ()
     # Per-layer learning rates: (after epoch e, target, m; e = 0: from the start): from then on the target learns at
     # m times its scheduled rate; a target is a layer's weights ("conv1") or its biases
-    # ("conv1.bias"). The authors' conv1: weights 0.1 after 67, weights and biases 0 after 72.
+    # ("conv1.bias"). The authors' conv1: weights 0.1 after 66, weights and biases 0 after 71.
     layer_lr: Tuple[Tuple[int, str, float], ...] = ()
-    # The colour (PCA) noise is switched off after this epoch (None: never; the authors: 67).
+    # The colour (PCA) noise is switched off after this epoch (None: never; the authors: 66).
     colour_noise_epochs: Optional[int] = None
     # The run length the epochs above are written for: a run of ``epochs`` epochs places each
     # at the same fraction of its length (``at``). None: as written.
@@ -207,26 +207,27 @@ BUILTIN = Preset(Recipe(
 # Every number is layer-params-145.cfg's (the ILSVRC-2012 run, 40.66 / 18.21); their other runs
 # differ: the ILSVRC-2010 run behind Table 1 (layer-params-145-2010.cfg) drops after 23, 51, 78,
 # changes conv1 at 68 and 72, stops at 93 and ends with the biases at 0.002; net 147's file has
-# 23, 51, 79 and 0.002 too (docs/faithfulness.md, "The authors' runs, file by file"). Each logged
-# epoch number e is read as "after e completed epochs"; cuda-convnet counts from 1, so "killed
-# at 91" is 90 completed epochs and each change here falls up to one epoch after the log's.
+# 23, 51, 79 and 0.002 too (docs/faithfulness.md, "The authors' runs, file by file").
+# cuda-convnet counts epochs from 1: the log's "epoch 25: set epsw to 0.001" was set while the
+# 25th pass ran, after 24 completed epochs, and "epoch 91: killed" ends the run after 90. The
+# numbers below are the log's, minus one: epochs completed when each change took effect.
 AUTHORS = Preset(Recipe(
     name="authors",
     description="the authors' 2012 configuration (layers-145.cfg): their blocks (conv1's LRN before its ReLU, "
-                "cnorm2) and init (conv3-5 N(0, 0.03)); lr 0.01 divided by 10 after epochs 25, 51 and 79 of 91, "
-                "biases at a fixed 0.02, conv1 at a tenth of the rate after 67 and frozen after 72, colour noise "
-                "off after 67; the centre window of the mean image; crop and flip drawn per 32 images. With "
-                "--epochs N every epoch number scales by N/91",
-    epochs=91,
+                "cnorm2) and init (conv3-5 N(0, 0.03)); lr 0.01 divided by 10 from the log's epochs 25, 51 and "
+                "79 (after 24, 50 and 78 of 90), biases at a fixed 0.02, conv1 at a tenth of the rate from 67 and "
+                "frozen from 72, colour noise off from 67; the centre window of the mean image; crop and flip "
+                "drawn per 32 images. With --epochs N every epoch number scales by N/90",
+    epochs=90,
     schedule="epochs",
-    lr_drop_epochs=(25, 51, 79),
+    lr_drop_epochs=(24, 50, 78),
     bias_lr_mult=2.0,
     anneal_biases=False,
     # The log sets conv1's epsW; the released params file ends with conv1's epsB at 0 too, so
     # its biases stop with its weights.
-    layer_lr=((67, "conv1", 0.1), (72, "conv1", 0.0), (72, "conv1.bias", 0.0)),
-    colour_noise_epochs=67,
-    schedule_epochs=91,
+    layer_lr=((66, "conv1", 0.1), (71, "conv1", 0.0), (71, "conv1.bias", 0.0)),
+    colour_noise_epochs=66,
+    schedule_epochs=90,
 ), ModelConfig(blocks="authors", init="authors", dropout_style="paper", no_overlap_as="authors"),
     PreprocessConfig(mean="centre", crop_chunk=32))
 

@@ -71,7 +71,8 @@ PAPER_ARMS: Tuple[Arm, ...] = (
 #: How the no-overlap arm's net is built, by the baseline's ``no_overlap_as`` (ModelConfig).
 NO_OVERLAP_AS = {
     "paper": "the paper's reading: the 3x3 net's padding, maps 55-27-13-6",
-    "authors": "as the authors' net 147: ceil rounding, conv2 padding 1, conv5 padding 0, maps 55-28-26-13-11-6",
+    "authors": ("the layers of the authors' net 147 (trained with the baseline's recipe): ceil rounding, conv2 "
+                "padding 1, conv5 padding 0, maps 55-28-26-13-11-6"),
 }
 ARM_NAMES = tuple(arm.name for arm in PAPER_ARMS)
 #: The settings the paper's arms change: the baseline must hold the paper's values of them.
