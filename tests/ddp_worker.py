@@ -24,6 +24,9 @@ from alexnet.train.session import set_up
 class _NoStop:
     requested = None
 
+    def stopping(self, world, device):
+        return lambda: False
+
 
 def _config(data, out, devices, batch, steps):
     # Caffe's initialization: a net whose first steps do not amplify float rounding, so replicas

@@ -295,7 +295,7 @@ def test_neighbors_prints_each_row_and_reuses_the_cached_features(trained, tmp_p
     assert [line.split(" ")[1] for line in rows] == ["#3", "#8"]
     assert all(len(line.split(": ", 1)[1].split(", ")) == 4 for line in rows)
     assert all(line.split(": ", 1)[1].split(" ")[0] in classes for line in rows)
-    again = run("neighbors", trained, "-o", out, "--images", "3", "-j", "0", "-q", "-d", "cpu")
+    again = run("neighbors", trained, "-o", out, "--images", "3", "-j", "0", "-q", "-d", "cpu", "--overwrite")
     assert again.exit_code == 0, again.output
     assert "fc7 features of the training set: reused" in again.output
 
@@ -312,10 +312,10 @@ def test_plot_draws_two_runs_on_shared_axes(trained, tmp_path):
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == PNG
     assert f"tiny: {trained}" in result.output and f"made-up: {other}" in result.output
-    result = run("plot", trained, other, "-o", out, "--metric", "colourfulness", "--metric", "top5")
+    result = run("plot", trained, other, "-o", out, "--metric", "colourfulness", "--metric", "top5", "--overwrite")
     assert result.exit_code == 0 and "other-run: " in result.output and "tiny-run: " in result.output
     assert "--label given 1 times for 2 run folders" in error_line(run("plot", trained, other, "-o", out,
-                                                                       "--label", "x"))
+                                                                       "--label", "x", "--overwrite"))
 
 
 def test_a_runs_own_curves_draw_its_records_with_the_colourfulness_panel(trained, tmp_path, monkeypatch):

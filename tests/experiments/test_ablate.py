@@ -391,7 +391,7 @@ def test_an_out_folder_holding_something_else_is_refused(tiny, tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     one_error_line(run_cli("--data", tiny, "-o", tmp_path / "other", "--devices", "cpu", "-q"),
-                   f"--out {tmp_path / 'other'}: holds other files and no ablation.json")
+                   f"--out {tmp_path / 'other'}: holds files alexnet did not write")
     assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
 
 

@@ -116,8 +116,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def broken(obj, f, *args, **kwargs):
-        with open(f, "wb") as handle:
-            handle.write(b"half")
+        f.write(b"half")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken)

@@ -11,7 +11,7 @@ from ..progress import Reporter
 from ..train.config import TrainConfig
 from ..train.loop import Interrupted
 from ..train.recipe import default_preset
-from .group import main
+from .group import exit_stopped, main
 from .options import (devices_options, given_options, given_settings, option_names, quiet_option, runtime_options,
                       setting_of)
 from .train import train_command
@@ -82,9 +82,8 @@ def ablate_command(seeds, out, resume, report_dir, quiet, data, preset, **option
         else:
             config = TrainConfig.from_preset(preset or default_preset(data), data=data, **settings)
             result = ablate.run(config, arms=arms or ablate.ARM_NAMES, seeds=seeds, out=out, reporter=reporter)
-    except Interrupted as stopped:
-        click.echo(str(stopped), err=True)
-        raise SystemExit(stopped.exit_code or 130)  # an ablation stopped at --max-steps is not finished
+    except Interrupted as stopped:  # an ablation stopped at --max-steps is not finished: 130
+        exit_stopped(stopped, stopped.exit_code or 130)
     click.echo(ablate.format_ablation_report(result))
 
 

@@ -31,6 +31,16 @@ class _OneLine(click.ClickException):
     exit_code = 2
 
 
+def exit_stopped(stopped, code: int, speak: bool = True) -> None:
+    """Exit with ``code`` after a stop that saved (``alexnet.train.loop.Interrupted``), saying
+    so. The process is leaving: a repeated SIGTERM (torchrun sends its own again when another
+    rank has exited) must not end it by the signal's default, as -15, before it does."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if speak:
+        click.echo(str(stopped), err=True)
+    raise SystemExit(code)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="alexnet")
 def main():

@@ -13,7 +13,7 @@ from ..train.distributed import DEFAULT_TIMEOUT
 from ..train.loop import Interrupted, resume_config, train
 from ..train.recipe import PRESETS, SCHEDULES, default_preset
 from ..world import World
-from .group import main
+from .group import exit_stopped, main
 from .options import (devices_options, given_options, given_settings, model_options, option_names, quiet_option,
                       runtime_options)
 
@@ -130,9 +130,7 @@ def train_command(data, out, resume, overwrite, preset, quiet, **options):
     try:
         summary = train(config, resume=resume, reporter=reporter)
     except Interrupted as stopped:
-        if main_process:
-            click.echo(str(stopped), err=True)
-        raise SystemExit(stopped.exit_code)
+        exit_stopped(stopped, stopped.exit_code, speak=main_process)
     if main_process:
         click.echo(format_train_summary(summary))
 
