@@ -243,13 +243,14 @@ def test_the_gpu_tests_step_reports_what_the_tests_measured(tmp_path):
 @pytest.fixture(scope="module")
 def bench_json(tmp_path_factory):
     """A real bench JSON of one tiny CPU configuration, as the bench steps read it."""
-    from alexnet.experiments.bench import Bench, run_benchmark, save
+    from alexnet.experiments.bench import Bench, run_benchmark
+    from alexnet.files import write_json
     from alexnet.runtime import Runtime
 
     results = run_benchmark(Bench(runtime=Runtime(devices="cpu"), models=("grouped",), modes=("inference",),
                                   batch_sizes=(1,), warmup=0, steps=1, repeats=1, lrn_bench=False, profile=None,
                                   matmul_size=64))
-    return save(results, tmp_path_factory.mktemp("bench") / "bench.json")
+    return write_json(tmp_path_factory.mktemp("bench") / "bench.json", results)
 
 
 @pytest.mark.parametrize("name,change,reason", [

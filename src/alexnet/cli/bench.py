@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ..devices import DeviceRequest
-from ..experiments.bench import DEFAULTS, MODELS, MODES, Bench, command_line, run_benchmark, save
+from ..experiments.bench import DEFAULTS, MODELS, MODES, Bench, run_benchmark
 from ..experiments.bench.tables import format_bench_report
+from ..files import write_json
 from ..model.lrn import LRN_IMPLS
 from ..runtime import Runtime
 from .group import main
+
 
 def _words(ctx, param, value):
     """A comma-separated option -> a tuple of its words, each once (the library checks them)."""
@@ -107,7 +111,7 @@ def bench(devices, amp, channels_last, lrn_impl, compile_, workers, profile, jso
                      sweep={"lrn_impl": lrn_impl, "channels_last": channels_last, "compile": compile_, "amp": amp},
                      profile=None if profile == "none" else profile, **own)
     results = run_benchmark(settings, log=lambda message: click.echo(f"[bench] {message}", err=True),
-                            command=command_line())
-    path = save(results, json_path)
+                            command=["alexnet", *sys.argv[1:]])
+    path = write_json(json_path, results)
     click.echo(format_bench_report(results))
     click.echo(f"\nresults: {path}")

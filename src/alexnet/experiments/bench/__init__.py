@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import datetime
 import gc
-import json
-import sys
 import time
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -32,7 +29,6 @@ import torch
 from ... import machine
 from ...data import resolve_data_root
 from ...devices import unavailable
-from ...files import write_atomically
 from . import measure
 from .cases import DEFAULTS, MODELS, MODES, SWEPT, Bench, Case, cases_to_measure, placements, uses_gpu, why_not_run
 from .loaders import run_end_to_end, run_loaders
@@ -41,8 +37,8 @@ from .runner import run_models, run_profile
 
 SCHEMA = "alexnet-bench/2"  # 2: settings as the runtime sweep (1: the old options)
 
-__all__ = ["DEFAULTS", "MODELS", "MODES", "SCHEMA", "SWEPT", "Bench", "Case", "cases_to_measure", "command_line",
-           "placements", "run_benchmark", "save", "why_not_run"]
+__all__ = ["DEFAULTS", "MODELS", "MODES", "SCHEMA", "SWEPT", "Bench", "Case", "cases_to_measure", "placements",
+           "run_benchmark", "why_not_run"]
 
 NOT_REQUESTED = {"status": "not requested", "reason": "run with --loaders (the command's default) to measure the "
                                                       "data loaders and train from the real loader"}
@@ -64,7 +60,9 @@ def run_benchmark(bench: Bench, log: Callable[[str], None] = lambda message: Non
     previous_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = bench.runtime.cudnn_benchmark
     try:
-        env = environment(_peer_pairs(runnable))
+        # The machine (software, commit, CPU, GPUs and their peer access, load) and the kernel
+        # settings this run measures under.
+        env = {**machine.describe(_peer_pairs(runnable)), "kernel_settings": measure.kernel_settings()}
         ceilings = measure.MatmulCeilings(((d, c.precision) for c in runnable for d in c.devices),
                                           bench.matmul_size, log)
         rows, runners = run_models(cases, bench, ceilings, log)
@@ -88,12 +86,6 @@ def run_benchmark(bench: Bench, log: Callable[[str], None] = lambda message: Non
             "profile": profile, "loaders": loaders, "end_to_end": end_to_end}
 
 
-def environment(cuda_pairs: Sequence[Sequence[int]] = ()) -> Dict[str, object]:
-    """The machine (``alexnet.machine.describe``: software, commit, CPU, GPUs and peer access
-    between ``cuda_pairs``, load) and the kernel settings this run measures under."""
-    return {**machine.describe(cuda_pairs), "kernel_settings": measure.kernel_settings()}
-
-
 def _peer_pairs(cases: List[Case]) -> List[tuple]:
     """Both directions between the two GPUs of every towers case: where peer access matters."""
     pairs = {(a.index or 0, b.index or 0) for c in cases if c.model == "towers" for a, b in [c.devices]
@@ -110,10 +102,3 @@ def _describe_devices(rows: List[Dict[str, object]], env: Dict[str, object]) -> 
         if row["model"] == "towers" and len(set(devices)) == 2:
             row["peer_access"] = peer.get(tuple(row["devices"]))
 
-
-def save(results: Dict[str, object], path) -> Path:
-    return write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2, default=str) + "\n"))
-
-
-def command_line() -> List[str]:
-    return ["alexnet", *sys.argv[1:]] if sys.argv else []
