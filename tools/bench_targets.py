@@ -236,7 +236,7 @@ def _h100_target(rows, environment, name, threshold, impl, compiled) -> Dict:
     description = (f"training images/s of the grouped net on one H100 or H200 in bf16, {impl} LRN, {how}, "
                    f"best batch size of the run: at least {threshold:,.0f}")
     case = f"train bf16 lrn {impl} {how}"
-    options = (f"alexnet bench --devices 0 --models grouped --modes train --precision bf16 "
+    options = (f"alexnet bench --devices 0 --models grouped --modes train --amp bf16 "
                f"--lrn-impl {impl} --compile {'on' if compiled else 'off'}, on an H100 or H200")
     candidates = [r for r in rows if r.get("model") == "grouped" and r.get("mode") == "train"
                   and r.get("precision") == "bf16" and r.get("lrn_impl") == impl

@@ -14,8 +14,9 @@ from alexnet.cli import main
 from alexnet.devices import DeviceRequest
 import alexnet.experiments.bench as bench_module
 from alexnet.errors import ConfigError, DataError
-from alexnet.experiments.bench import BenchSettings, placements, plan, run_benchmark, why_not_run
-from alexnet.experiments.bench.tables import format_report
+from alexnet.experiments.bench import Bench, cases_to_measure, placements, run_benchmark, why_not_run
+from alexnet.experiments.bench.tables import format_bench_report
+from alexnet.runtime import Runtime
 
 CPU = torch.device("cpu")
 CUDA0, CUDA1 = torch.device("cuda", 0), torch.device("cuda", 1)
@@ -34,6 +35,13 @@ TORCHVISION_MACS = sum([conv(55, 64, 3, 11), conv(27, 192, 64, 5), conv(13, 384,
                         conv(13, 256, 256, 3), 9216 * 4096, 4096 * 4096, 4096 * 1000])
 
 
+@pytest.fixture
+def fake_gpus(fake_gpus, monkeypatch):
+    """conftest's fake GPUs, supporting bf16 (what amp auto asks of them) unless a test says otherwise."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    return fake_gpus
+
+
 def parse_devices(text):
     """(the towers placements' devices, the one-device models' device) for a --devices spelling."""
     towers, single = placements(DeviceRequest.parse(text))
@@ -41,11 +49,17 @@ def parse_devices(text):
     return [p.devices for p in towers], single.primary
 
 
-def tiny(**overrides):
-    values = dict(devices="cpu,cpu", batch_sizes=(2,), warmup=1, steps=1, repeats=2, lrn_batch=1,
-                  lrn_repeats=1, profile_steps=1, matmul_size=64)
+def bench(devices="auto", sweep=None, workers=None, **own):
+    """Bench settings on ``devices``, sweeping ``sweep`` (default: the command's)."""
+    runtime = Runtime(devices=DeviceRequest.parse(devices), workers=workers)
+    return Bench(runtime=runtime, **({"sweep": sweep} if sweep is not None else {}), **own)
+
+
+def tiny(devices="cpu,cpu", **overrides):
+    values = dict(batch_sizes=(2,), warmup=1, steps=1, repeats=2, lrn_batch=1, lrn_repeats=1, profile_steps=1,
+                  matmul_size=64)
     values.update(overrides)
-    return BenchSettings(**values)
+    return bench(devices, **values)
 
 
 # -- planning and "not run" ------------------------------------------------------------------
@@ -60,19 +74,34 @@ def test_auto_lists_the_two_gpu_towers_and_reports_them_not_run(fake_gpus, count
     assert towers[0] == (CUDA0, CUDA1)
     assert single == (CUDA0 if count else CPU)
     assert towers[1:] == [(single, single)]  # the towers still run, both on the best device
-    cases = plan(BenchSettings(devices="auto").resolved(gpu=count > 0))
-    two_gpu = [c for c in cases if c.setup.devices == (CUDA0, CUDA1)]
+    settings = bench("auto").resolved(gpu=count > 0)
+    cases = cases_to_measure(settings)
+    two_gpu = [c for c in cases if c.devices == (CUDA0, CUDA1)]
     assert two_gpu and all(why_not_run(c) == reason for c in two_gpu)
-    assert all(why_not_run(c) is None for c in cases if c.setup.devices != (CUDA0, CUDA1))
+    assert all(why_not_run(c) is None for c in cases if c.devices != (CUDA0, CUDA1))
+    # amp auto cannot be resolved on devices that are not here: beside fp32, which reports
+    # them not run, it adds no row; alone, it is reported as asked.
+    assert sorted((c.batch_size, c.mode, c.precision) for c in two_gpu) == sorted(
+        (b, mode, "fp32") for b in settings.batch_sizes for mode in ("train", "inference"))
+    alone = cases_to_measure(bench("auto", sweep={"amp": ("auto",)}).resolved(gpu=count > 0))
+    assert {c.precision for c in alone if c.devices == (CUDA0, CUDA1)} == {"auto"}
 
 
-def test_with_two_gpus_auto_plans_the_paper_setup(fake_gpus):
+@pytest.mark.parametrize("bf16,precisions", [(True, {"fp32", "bf16"}), (False, {"fp32"})])
+def test_with_two_gpus_auto_plans_the_paper_setup(fake_gpus, monkeypatch, bf16, precisions):
+    """The default sweep, fp32 and amp auto: bf16 beside fp32 on GPUs that support it; elsewhere
+    auto is fp32 again, and measured once."""
     fake_gpus(2)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
     towers, single = parse_devices("auto")
     assert towers == [(CUDA0, CUDA1)] and single == CUDA0
-    settings = BenchSettings(devices="auto").resolved(gpu=True)
-    assert settings.precisions == ("fp32", "bf16")
-    assert all(why_not_run(c) is None for c in plan(settings) if c.precision != "fp16")
+    cases = cases_to_measure(bench("auto").resolved(gpu=True))
+    assert all(why_not_run(c) is None for c in cases)
+    assert {c.precision for c in cases} == precisions
+    per_net = {}
+    for c in cases:
+        per_net.setdefault((c.model, c.batch_size, c.mode), []).append(c.precision)
+    assert all(sorted(p) == sorted(precisions) for p in per_net.values())  # each precision once per net
 
 
 @pytest.mark.parametrize("text,towers,single", [
@@ -89,9 +118,9 @@ def test_named_devices(fake_gpus, text, towers, single):
     the one-device models run on the first."""
     fake_gpus(0)
     assert parse_devices(text) == ([towers], single)
-    cases = plan(BenchSettings(devices=text, models=("towers", *ONE_DEVICE_MODELS)).resolved(gpu=False))
-    assert {c.setup.devices for c in cases if c.setup.model == "towers"} == {towers}
-    assert {c.setup.devices for c in cases if c.setup.model != "towers"} == {(single,)}
+    cases = cases_to_measure(bench(text, models=("towers", *ONE_DEVICE_MODELS)).resolved(gpu=False))
+    assert {c.devices for c in cases if c.model == "towers"} == {towers}
+    assert {c.devices for c in cases if c.model != "towers"} == {(single,)}
 
 
 @pytest.mark.parametrize("bad", ["cpu,cpu,cpu", "tpu", "cpu,"])
@@ -101,20 +130,33 @@ def test_misspelt_devices_are_a_config_error(bad):
 
 
 def test_fp16_on_the_cpu_is_not_run_with_its_reason():
-    cases = plan(tiny(precisions=("fp32", "fp16"), models=("grouped",)).resolved(gpu=False))
+    cases = cases_to_measure(tiny(sweep={"amp": ("fp32", "fp16")}, models=("grouped",)).resolved(gpu=False))
     reasons = {c.precision: why_not_run(c) for c in cases}
     assert reasons["fp32"] is None and "CUDA" in reasons["fp16"]
 
 
-def test_the_sweep_is_every_combination():
-    settings = tiny(models=("grouped", "torchvision"), batch_sizes=(1, 2), lrn_impl="both", compile="both",
-                    channels_last="on").resolved(gpu=False)
-    cases = plan(settings)
-    grouped = [c for c in cases if c.setup.model == "grouped"]
-    torchvision = [c for c in cases if c.setup.model == "torchvision"]
+def test_the_sweep_is_every_combination_of_the_runtime_values():
+    sweep = {"lrn_impl": ("fast", "stock"), "channels_last": (True,), "compile": (False, True), "amp": ("fp32",)}
+    settings = tiny(models=("grouped", "torchvision"), batch_sizes=(1, 2), sweep=sweep).resolved(gpu=False)
+    cases = cases_to_measure(settings)
+    grouped = [c for c in cases if c.model == "grouped"]
+    torchvision = [c for c in cases if c.model == "torchvision"]
     assert len(grouped) == 2 * 2 * 2 * 2  # lrn x compile x batch x mode
     assert len(torchvision) == 2 * 2 * 2  # no LRN to vary
-    assert all(c.setup.channels_last for c in cases)
+    assert {(c.runtime.lrn_impl, c.runtime.compile) for c in grouped} == {
+        (lrn, compiled) for lrn in ("fast", "stock") for compiled in (False, True)}
+    assert all(c.runtime.channels_last and c.runtime.devices == DeviceRequest.parse("cpu,cpu") for c in cases)
+
+
+@pytest.mark.parametrize("sweep,message", [
+    ({"amp": ("fp64",)}, "--amp must be one of auto, fp32, bf16, fp16; got 'fp64'"),
+    ({"lrn_impl": ("fast", "slow")}, "--lrn-impl must be one of fast, stock; got 'slow'"),
+    ({"workers": (1, 2)}, "the bench sweeps amp, channels_last, lrn_impl, compile; got workers"),
+])
+def test_swept_values_are_checked_by_the_runtime(sweep, message):
+    with pytest.raises(ConfigError) as error:
+        cases_to_measure(tiny(sweep=sweep).resolved(gpu=False))
+    assert str(error.value) == message
 
 
 # -- a whole run -----------------------------------------------------------------------------
@@ -137,7 +179,6 @@ def test_results_have_the_environment_and_every_setting(results):
     assert env["kernel_settings"]["cudnn_benchmark"] is True
     assert isinstance(env["git"]["modified_files"], list)
     assert env["git"]["modified"] == bool(env["git"]["modified_files"])
-    assert results["schema"] == "alexnet-bench/1"  # what tools/bench_targets.py and gpu_check.py read
     assert results["settings"]["devices"] == "cpu,cpu"
     # Plain JSON values only: `save` would write anything else (a torch.device, a dtype) as its repr.
     json.dumps(results)
@@ -225,7 +266,7 @@ def test_profile_breaks_a_training_step_down_by_layer(results):
 
 @pytest.mark.slow
 def test_report_prints_every_section(results):
-    text = format_report(results)
+    text = format_bench_report(results)
     for heading in ("Throughput", "Matrix-multiply ceiling", "LRN, forward+backward", "Per-layer time"):
         assert heading in text
     assert "towers" in text and "torchvision" in text
@@ -241,14 +282,13 @@ def test_report_prints_every_section(results):
      "alexnet 0.1.0\n"),
 ])
 def test_report_names_the_commit_and_the_modified_files(results, git, shown):
-    text = format_report({**results, "environment": {**results["environment"], "alexnet": "0.1.0", "git": git}})
+    text = format_bench_report({**results, "environment": {**results["environment"], "alexnet": "0.1.0", "git": git}})
     assert shown in text
 
 
 def test_two_gpus_on_a_cpu_only_machine_are_reported_not_run(fake_gpus):
     fake_gpus(0)
-    out = run_benchmark(BenchSettings(devices=DeviceRequest.parse("0,1"), models=("towers", "grouped"), modes=("train",),
-                                 profile="grouped"))
+    out = run_benchmark(bench("0,1", models=("towers", "grouped"), modes=("train",), profile="grouped"))
     assert {r["status"] for r in out["results"]} == {"not run"}
     reasons = {r["model"]: r["reason"] for r in out["results"]}
     assert reasons == {"towers": "cuda:0 requested but no CUDA device is visible",
@@ -262,8 +302,8 @@ def test_loaders_and_training_from_the_real_loader(tmp_path, private_cache):
     from alexnet.data import generate_builtin
 
     root = generate_builtin(tmp_path / "data", train_per_class=1, val_per_class=1, workers=0)
-    out = run_benchmark(tiny(devices="cpu", models=("grouped",), modes=("train",), lrn_bench=False, profile=None,
-                             loaders=True, data_root=str(root), loader_workers=0))
+    out = run_benchmark(tiny("cpu", models=("grouped",), modes=("train",), lrn_bench=False, profile=None,
+                             loaders=True, data_root=str(root), workers=0))
     loaders = out["loaders"]
     assert loaders["status"] == "ok"
     assert [r["path"] for r in loaders["rows"]] == ["folder-pil", "folder-tvjpeg", "packed-raw", "packed-jpeg"]
@@ -275,7 +315,7 @@ def test_loaders_and_training_from_the_real_loader(tmp_path, private_cache):
     assert e2e["train_images_per_s"] > 0 and e2e["loader_images_per_s"] > 0
     synthetic = out["results"][0]["images_per_s"]["median"]
     assert e2e["synthetic_train_images_per_s"] == synthetic  # the results row of the same net and settings
-    report = format_report(out)
+    report = format_bench_report(out)
     assert "Loaders (batch 2" in report and "packed-raw" in report and "End to end: grouped net" in report
 
 
@@ -288,7 +328,7 @@ def test_the_verdict_names_the_slower_side():
 
 
 def test_loaders_not_requested_are_said_so():
-    out = run_benchmark(tiny(devices="cpu", models=("grouped",), modes=("inference",), batch_sizes=(1,),
+    out = run_benchmark(tiny("cpu", models=("grouped",), modes=("inference",), batch_sizes=(1,),
                              lrn_bench=False, profile=None, repeats=1))
     assert out["loaders"]["status"] == out["end_to_end"]["status"] == "not requested"
     assert "--loaders" in out["end_to_end"]["reason"]
@@ -303,7 +343,7 @@ def test_a_missing_data_root_stops_before_any_timing_only_when_the_loaders_read_
     def run_models(*args, **kwargs):
         raise Timed
     monkeypatch.setattr(bench_module, "run_models", run_models)
-    settings = tiny(devices="cpu", models=("grouped",), loaders=loaders, data_root=str(tmp_path / "nope"))
+    settings = tiny("cpu", models=("grouped",), loaders=loaders, data_root=str(tmp_path / "nope"))
     with pytest.raises(DataError if loaders else Timed) as error:
         run_benchmark(settings)
     if loaders:
@@ -328,8 +368,13 @@ def test_cli_writes_the_table_and_the_json(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--devices", "cpu,cpu,cpu"], "--devices takes one or two devices"),
-    (["--models", "resnet"], "resnet: choose from towers, grouped, one-gpu, torchvision"),
-    (["-b", "0"], "batch sizes must be positive"),
+    (["--models", "resnet"], "--models: resnet; choose from towers, grouped, one-gpu, torchvision"),
+    (["-b", "0"], "--batch-size takes positive integers; got [0]"),
+    (["-b", "1,x"], "'1,x' is not a comma-separated list of integers"),
+    (["--amp", "fp32,fp64"], "--amp must be one of auto, fp32, bf16, fp16; got 'fp64'"),
+    (["--channels-last", "yes"], "'yes': give off, on or both"),
+    (["--warmup", "-1"], "--warmup must be at least 0; got -1"),
+    (["--workers", "-1"], "--workers must be between 0 and"),
     # (small settings: were the check gone, the benchmark would run before the loaders fail)
     (["--loaders", "--data-root", "/nope", "--devices", "cpu", "--models", "grouped", "--modes", "inference",
       "-b", "1", "--warmup", "0", "--steps", "1", "--repeats", "1", "--no-lrn-bench", "--profile", "none"],

@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 from helpers import REPO, load_tool
 
+from alexnet.experiments.bench.tables import format_bench_report
+
 TOOL = REPO / "tools" / "gpu_check.py"
 ISSUE_LIMIT_S = 480  # issue 14: the whole check in under 8 minutes on one GPU
 #: The steps as docs/gpu.md names them, in running order.
-DOCUMENTED_STEPS = ("environment", "gpu-tests", "bench", "train", "loaders", "bench-compile", "cpu-tests")
+DOCUMENTED_STEPS = ("environment", "gpu-tests", "bench", "train", "bench-loaders", "bench-compile", "cpu-tests")
 
 gc = load_tool("gpu_check")
+bench_targets = load_tool("bench_targets")
 
 
 def read_report(out: Path):
@@ -72,8 +75,7 @@ def test_only_runs_the_named_steps_and_the_environment_within_scaled_budgets(dry
     # A stand-in for the environment step (the real one ran in the dry run): a machine without GPUs.
     no_gpu = json.dumps({"gpu_count": 0, "cuda": {"devices": []}})
     write = f"import pathlib, sys; pathlib.Path(sys.argv[1]).write_text({no_gpu!r})"
-    environment = dataclasses.replace(gc.STEPS[0], command=lambda check: [
-        sys.executable, "-c", write, str(check.path("environment.json"))])
+    environment = dataclasses.replace(gc.STEPS[0], args=("-c", write, "{out}/environment.json"))
     monkeypatch.setattr(gc, "STEPS", (environment, *gc.STEPS[1:]))
     assert gc.main(["--dry-run", "--only", "bench,train", "--budget-scale", "2", str(tmp_path)]) == 0
     steps = {s["name"]: s for s in read_report(tmp_path)[0]["steps"]}
@@ -95,16 +97,16 @@ def test_bad_options_are_one_line_and_status_2(capsys, args):
 
 # -- the guards ---------------------------------------------------------------------------
 
-def ok(check, finished):
+def ok(check, returncode, log):
     return gc.outcome("ok")
 
 
 @pytest.fixture
 def one_step(monkeypatch, tmp_path):
     """Run a made-up step through run_step, with its command and its collector."""
-    def run(command, budget_s, collect=ok):
+    def run(args, budget_s, collect=ok):
         monkeypatch.setattr(gc, "MIN_STEP_S", 0)
-        step = gc.Step("made-up", budget_s, 0, "a test step", lambda check: command, collect)
+        step = gc.Step("made-up", budget_s, 0, "a test step", args, collect)
         return gc.run_step(step, gc.Check(out=tmp_path, gpus=0), "1/1")
     return run
 
@@ -125,7 +127,7 @@ def test_a_step_past_its_budget_is_stopped_with_all_it_started(one_step, monkeyp
               f"worker = subprocess.Popen([sys.executable, '-c', {deaf + '; time.sleep(60)'!r}]); "
               f"open({str(pidfile)!r}, 'w').write(str(worker.pid)); print('working', flush=True); time.sleep(60)")
     start = time.monotonic()
-    record = one_step([sys.executable, "-c", script], 1)
+    record = one_step(["-c", script], 1)
     assert time.monotonic() - start < 15  # not the 60 s the step would take
     assert record["status"] == "timed out" and "working" in record["error"]
     worker = int(pidfile.read_text())
@@ -136,16 +138,16 @@ def test_a_step_past_its_budget_is_stopped_with_all_it_started(one_step, monkeyp
 
 
 def test_a_failing_step_is_recorded_with_its_last_lines(one_step):
-    record = one_step([sys.executable, "-c", "raise SystemExit('the GPU caught fire')"], 30,
-                      collect=lambda check, finished: gc.missing(finished, "the step"))
+    record = one_step(["-c", "raise SystemExit('the GPU caught fire')"], 30,
+                      collect=lambda check, returncode, log: gc.missing(returncode, log, "the step"))
     assert record["status"] == "failed" and "status 1" in record["reason"]
     assert "the GPU caught fire" in record["error"] and "the GPU caught fire" in "\n".join(record["summary"])
 
 
 def test_a_bug_in_a_collector_fails_its_step_only(one_step, tmp_path):
-    def broken(check, finished):
+    def broken(check, returncode, log):
         raise KeyError("images_per_s")
-    record = one_step([sys.executable, "-c", "pass"], 30, collect=broken)
+    record = one_step(["-c", "pass"], 30, collect=broken)
     assert record["status"] == "failed" and "KeyError" in record["reason"]
     check = gc.Check(out=tmp_path, gpus=0)
     check.steps.append(record)
@@ -170,7 +172,7 @@ def test_results_of_an_earlier_run_do_not_pass_for_this_one(tmp_path, name):
             path.mkdir()
             (path / "summary.json").write_text(json.dumps({"final_centre_crop": {"top1_error": 0.1},
                                                            "chance_top1_error": 0.9}))
-    crashing = dataclasses.replace(step, command=lambda check: [sys.executable, "-c", "raise SystemExit(3)"])
+    crashing = dataclasses.replace(step, args=("-c", "raise SystemExit(3)"))
     record = gc.run_step(crashing, gc.Check(out=tmp_path, gpus=1), "1/1")
     assert record["status"] == "failed" and "status 3" in record["reason"], record
     assert not any((tmp_path / output).exists() for output in step.outputs)
@@ -192,11 +194,11 @@ def test_read_junit_counts_and_measurements(tmp_path):
         '</testsuite></testsuites>')
     found = gc.read_junit(report)
     assert (found["passed"], found["failed"], found["skipped"]) == (1, 2, 1)
-    assert found["skips"] == [{"test": "tests.model.test_gpu::test_d", "reason": "needs 2 CUDA device(s)"}]
-    assert found["measured"] == {"test_a": {"cpu-bf16": {"status": "passed", "logits_error": "0.00346", "batch": "1"},
-                                            "cpu-fp16": {"status": "failed", "logits_error": "0.5"}}}
-    assert gc.measured_tables(found["measured"])[-2:] == ["| cpu-bf16 | passed | 3.5e-03 | 1 |",
-                                                          "| cpu-fp16 | failed | 5.0e-01 | - |"]
+    assert [gc.case_line(case) for case in found["cases"]] == [
+        "- `test_a[cpu-bf16]`: passed; logits_error 0.00346; batch 1",
+        "- `test_a[cpu-fp16]`: failed; message assert 0.5 <= 0.01; logits_error 0.5",
+        "- `test_c`: failed; message CUDA error",
+        "- `test_d`: skipped; message needs 2 CUDA device(s)"]
 
 
 MEASURING_TESTS = '''
@@ -225,29 +227,46 @@ def test_the_gpu_tests_step_reports_what_the_tests_measured(tmp_path):
     (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: a GPU test\n")
     out = tmp_path / "out"
     step = next(s for s in gc.STEPS if s.name == "gpu-tests")
-    aimed = dataclasses.replace(step, command=lambda check: [*step.command(check)[:-1], str(tmp_path)])
+    aimed = dataclasses.replace(step, args=(*step.args[:-1], str(tmp_path)))
     record = gc.run_step(aimed, gc.Check(out=out, gpus=1), "1/1")
     assert record["status"] == "failed" and record["reason"] == "1 failed"
     details = record["details"]
     assert (details["passed"], details["failed"], details["skipped"]) == (1, 1, 1)
-    assert details["measured"]["test_error"] == {"near": {"status": "passed", "logits_error": "0.002"},
-                                                 "far": {"status": "failed", "logits_error": "0.3"}}
-    assert "| near | passed | 2.0e-03 |" in record["summary"] and "| far | failed | 3.0e-01 |" in record["summary"]
+    near, far = (next(c for c in details["cases"] if c["test"] == f"test_error[{case}]") for case in ("near", "far"))
+    assert (near["status"], near["logits_error"]) == ("passed", "0.002")
+    assert (far["status"], far["logits_error"]) == ("failed", "0.3")
+    assert "- `test_error[near]`: passed; logits_error 0.002" in record["summary"]
+    assert record["summary"][0].startswith("1 failed, 1 passed, 1 skipped, 1 deselected in ")  # pytest's own line
     assert "incompatible with junit_family" not in (out / "logs" / "gpu-tests.log").read_text()
 
 
-def test_the_bench_summary_keeps_the_fastest_setting_and_the_failures():
-    def row(batch, rate, **settings):
-        return {"model": "grouped", "mode": "train", "precision": "bf16", "batch_size": batch, "devices": ["cuda:0"],
-                "status": "ok", "images_per_s": {"median": rate}, "lrn_impl": "fast", "channels_last": False,
-                "compile": False, "peak_memory": {"cuda:0": {"bytes": 3 * 2**30}}, **settings}
-    rows = [row(128, 9_000.0), row(256, 12_000.0), row(512, 11_000.0),
-            row(128, None, model="towers", status="failed", reason="CUDA out of memory", channels_last=True)]
-    found = gc.summarise_bench({"results": rows, "duration_s": 3.0}, gc.Finished(0, 1.0, Path("bench.log")),
-                               "bench.json")
-    assert found["status"] == "failed" and found["reason"] == "1 configuration(s) failed"
-    assert [(b["model"], b["batch_size"], b["images_per_s"], b["peak_memory_bytes"])
-            for b in found["details"]["best"]] == [("grouped", 256, 12_000.0, 3 * 2**30)]
-    assert "| grouped | train | bf16 | 12,000 | 256 | fast | False | False | 3.00 GiB |" in found["summary"]
-    assert found["details"]["failed_rows"] == ["towers cuda:0 b128 bf16 train lrn fast channels_last: "
-                                               "CUDA out of memory"]
+@pytest.fixture(scope="module")
+def bench_json(tmp_path_factory):
+    """A real bench JSON of one tiny CPU configuration, as the bench steps read it."""
+    from alexnet.experiments.bench import Bench, run_benchmark
+    from alexnet.files import write_json
+    from alexnet.runtime import Runtime
+
+    results = run_benchmark(Bench(runtime=Runtime(devices="cpu"), models=("grouped",), modes=("inference",),
+                                  batch_sizes=(1,), warmup=0, steps=1, repeats=1, lrn_bench=False, profile=None,
+                                  matmul_size=64))
+    return write_json(tmp_path_factory.mktemp("bench") / "bench.json", results)
+
+
+@pytest.mark.parametrize("name,change,reason", [
+    ("bench", None, None),
+    ("bench", {"status": "failed", "reason": "CUDA out of memory"}, "1 configuration(s) failed"),
+    ("bench-loaders", None, "end to end not requested: run with --loaders"),
+])
+def test_a_bench_step_reads_the_bench_json_and_keeps_its_reports(tmp_path, bench_json, name, change, reason):
+    results = json.loads(bench_json.read_text())
+    results["results"][0].update(change or {})
+    (tmp_path / f"{name}.json").write_text(json.dumps(results))
+    step = next(s for s in gc.STEPS if s.name == name)
+    found = step.collect(gc.Check(out=tmp_path, gpus=1), 0, tmp_path / "bench.log")
+    assert found["status"] == ("ok" if reason is None else "failed")
+    assert (found.get("reason") or "").startswith(reason or "")
+    summary = "\n".join(found["summary"])
+    # The bench's own report and the targets tool's own table, not a summary of them.
+    assert format_bench_report(results) in summary
+    assert bench_targets.format_table(bench_targets.evaluate(results)) in summary

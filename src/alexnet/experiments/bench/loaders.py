@@ -1,19 +1,14 @@
-"""Loader throughput: images per second of each way of reading a dataset, side by side, and
-training fed by the real loader beside the same step on a synthetic batch.
-
-The same training images, in the same shuffled order, with the same batch size, workers and
-(optionally) the same augmentation, through each path:
-
-- ``folder-pil``: JPEG files, decoded and resized by PIL (the reference reader);
-- ``folder-tvjpeg``: the same files through torchvision's libjpeg-turbo decoder and resize;
-- ``packed-raw``: ``alexnet prepare --format raw``: one memory-mapped gather per batch;
-- ``packed-jpeg``: ``alexnet prepare --format jpeg``: 256×256 JPEGs, decoded by torchvision.
-
-Packed copies of a folder dataset are prepared once into the cache folder.
+"""Loader throughput: the same shuffled training images, batch size and workers through each way
+of reading a dataset, side by side (``folder-pil``: JPEG files decoded and resized by PIL, the
+reference; ``folder-tvjpeg``: torchvision's libjpeg-turbo decoder; ``packed-raw``: ``alexnet
+prepare --format raw``, one memory-mapped gather per batch; ``packed-jpeg``: its 256x256 JPEGs,
+decoded by torchvision; packed copies of a folder dataset are prepared once into the cache);
+and training fed by the real loader beside the same step on a synthetic batch.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -22,19 +17,19 @@ import torch
 
 from ...data import load_or_compute_stats, make_loader, open_dataset, resolve_data_root
 from ...data.folders import FolderDataset
+from ...data.loader import default_workers
 from ...data.packed import PackedDataset, packed_state, prepare, read_meta
 from ...data.preprocess import Preprocess
 from ...data.transforms import train_crops
-from ...devices import unavailable
 from ...errors import AlexNetError, ConfigError
 from ...files import cache_entry
 from ...precision import autocast_dtype
 from ...progress import SILENT, Reporter
-from ...train.optim import paper_sgd
+from ...tables import plain_table
 from ...train.step import train_step
 from . import measure
-from .plan import BenchSettings, Setup, placements
-from .runner import build, find_row
+from .cases import Bench, Case, placements, precision, why_not_run
+from .runner import Runner, find_row
 
 PATHS = ("folder-pil", "folder-tvjpeg", "packed-raw", "packed-jpeg")
 NOTES = {
@@ -153,95 +148,81 @@ def measure_loader_paths(root=None, *, batch_size: int = 64, workers: int = 0, b
 def format_throughput(results: List[Dict]) -> str:
     """The results as a table, each rate also relative to the first path measured."""
     measured = [row for row in results if row["images_per_second"]]
-    base = measured[0] if measured else None
-    per_core = all("images_per_cpu_second" in row for row in measured)
-    lines = [f"{'path':<14} {'images/s':>9} {'ratio':>6}" + (f" {'per CPU s':>10} {'ratio':>6}" if per_core else "")
-             + f" {'images':>7} {'seconds':>8}  note"]
+    rates = ["images_per_second"] + ["images_per_cpu_second"] * all("images_per_cpu_second" in r for r in measured)
+    rows = []
     for row in results:
-        if not row["images_per_second"]:
-            lines.append(f"{row['path']:<14} {'-':>9}  {row['note']}")
-            continue
-        line = f"{row['path']:<14} {row['images_per_second']:>9.1f} {row['images_per_second'] / base['images_per_second']:>5.1f}x"
-        if per_core:
-            line += (f" {row['images_per_cpu_second']:>10.1f} "
-                     f"{row['images_per_cpu_second'] / base['images_per_cpu_second']:>5.1f}x")
-        lines.append(line + f" {row['images']:>7} {row['seconds']:>8.2f}  {row['note']}")
-    return "\n".join(lines)
+        ran = bool(row["images_per_second"])
+        rates_cells = [cell for rate in rates for cell in (
+            (f"{row[rate]:.1f}", f"{row[rate] / measured[0][rate]:.1f}x") if ran else ("-", ""))]
+        rows.append((row["path"], *rates_cells, row["images"] if ran else "", f"{row['seconds']:.2f}" if ran else "",
+                     row["note"]))
+    header = ("path", "images/s", "ratio", "per CPU s", "ratio")[:1 + 2 * len(rates)] + ("images", "seconds", "note")
+    return "\n".join(plain_table(header, rows, [False] + [True] * (2 * len(rates) + 2) + [False]))
 
 
-def run_loaders(settings: BenchSettings, batch_size: int) -> Dict[str, object]:
+def run_loaders(bench: Bench, batch_size: int) -> Dict[str, object]:
     """The data pipeline's loader paths (``measure_loader_paths``) on the same images."""
     try:
         # In this process (no workers), in interleaved rounds: images per second per core, the
         # figure that decides how many cores a GPU needs. With workers the first batches are
         # prefetched while the warm-up runs, and a short timed window would flatter every path.
-        rows = measure_loader_paths(settings.data_root, batch_size=batch_size, workers=0,
-                                    batches=5 if settings.quick else 20)
+        rows = measure_loader_paths(bench.data_root, batch_size=batch_size, workers=0, batches=5 if bench.quick else 20)
     except AlexNetError as error:  # no dataset here, for example: the rest of the run stands
         return {"status": "failed", "reason": str(error)}
     return {"status": "ok", "batch_size": batch_size, "workers": 0, "rows": rows}
 
 
-def run_end_to_end(settings: BenchSettings, rows: List[Dict[str, object]], log) -> Dict[str, object]:
+def run_end_to_end(bench: Bench, rows: List[Dict[str, object]], log) -> Dict[str, object]:
     """Training fed by the real loader: the dataset (--data-root, else the built-in one) read
-    through ``make_loader`` with ``loader_workers`` processes, the paper's augmentation on the
-    device (``Preprocess.train``) and the grouped net's training step, as ``alexnet train``
-    runs them. Beside it, the same net's training step on a synthetic batch (the results row)
-    and the loader with the augmentation alone, so the verdict says which one is the limit."""
-    device = placements(settings.devices)[1].primary
-    reason = unavailable([device])
+    through ``make_loader`` with the runtime's workers, the paper's augmentation on the device
+    (``Preprocess.augment``) and the grouped net's training step in the first runtime of the
+    sweep, as ``alexnet train`` runs them. Beside it, the same net's training step on a synthetic
+    batch (its results row) and the loader with the augmentation alone: which one is the limit."""
+    runtime, placement = bench.runtimes()[0], placements(bench.runtime.devices)[1]
+    case = Case("grouped", placement, runtime, precision(runtime, placement), bench.batch_sizes[0], "train")
+    reason = why_not_run(case)
     if reason:
         return {"status": "not run", "reason": reason}
-    batch = settings.batch_sizes[0]
-    precision = settings.precisions[0]
+    device, batch = case.devices[0], case.batch_size
+    workers = default_workers() if runtime.workers is None else runtime.workers
     try:
-        root = resolve_data_root(settings.data_root)
+        root = resolve_data_root(bench.data_root)
         dataset = open_dataset(root, "train")
-        stats = load_or_compute_stats(root, workers=settings.loader_workers).to(device)
+        preprocess = Preprocess(stats=load_or_compute_stats(root, workers=workers).to(device))
     except AlexNetError as error:
         return {"status": "failed", "reason": str(error)}
-    steps = settings.warmup + settings.steps * settings.repeats
-    if len(dataset) < steps * batch:
-        steps = len(dataset) // batch
-    if steps <= settings.warmup:
+    steps = min(bench.warmup + bench.steps * bench.repeats, len(dataset) // batch)
+    if steps <= bench.warmup:
         return {"status": "not run", "reason": f"{root}: {len(dataset)} training images give fewer than "
-                                               f"{settings.warmup + 1} batches of {batch}"}
-    amp = autocast_dtype(precision)
-    preprocess = Preprocess(stats=stats)
-    setup = Setup("grouped", (device,), settings.lrn_impl if settings.lrn_impl != "both" else "fast", False, False)
-    log(f"end to end: {len(dataset)} images from {root}, batch {batch}, {settings.loader_workers} workers")
+                                               f"{bench.warmup + 1} batches of {batch}"}
 
     def timed(step: Callable[[torch.Tensor, torch.Tensor], object]) -> float:
-        generator = torch.Generator(device).manual_seed(settings.seed)
-        loader = make_loader(dataset, batch, shuffle=True, seed=settings.seed, workers=settings.loader_workers,
-                             drop_last=True, pin_memory=device.type == "cuda")
-        start = None
-        for i, (images, labels) in enumerate(loader):
-            if i == settings.warmup:
+        generator = torch.Generator(device).manual_seed(bench.seed)
+        loader = make_loader(dataset, batch, shuffle=True, seed=bench.seed, workers=workers, drop_last=True,
+                             pin_memory=device.type == "cuda")
+        for i, (images, labels) in enumerate(itertools.islice(loader, steps)):
+            if i == bench.warmup:
                 measure.synchronize([device])
                 start = time.perf_counter()
-            if i == steps:
-                break
             step(preprocess.augment(images.to(device, non_blocking=True), generator), labels.to(device))
         measure.synchronize([device])
-        return (steps - settings.warmup) * batch / (time.perf_counter() - start)
+        return (steps - bench.warmup) * batch / (time.perf_counter() - start)
 
-    model = build(setup, settings.seed)
-    optimizer = paper_sgd(model)
-    model.train()
-    training = timed(lambda x, y: train_step(model, x, y, optimizer, amp_dtype=amp).loss)
-    del model, optimizer
+    log(f"end to end: {len(dataset)} images from {root}, batch {batch}, {workers} workers")
+    runner = Runner(case, bench.seed)
+    runner.model.train()
+    amp = autocast_dtype(case.precision)
+    training = timed(lambda x, y: train_step(runner.run_model, x, y, runner.optimizer, amp_dtype=amp).loss)
+    del runner
     loading = timed(lambda x, y: x.sum())  # the same batches and augmentation, no model
-    synthetic = find_row(rows, model="grouped", devices=[str(device)], mode="train", batch_size=batch,
-                         precision=precision, lrn_impl=setup.lrn_impl, channels_last=False, compile=False)
+    synthetic = find_row(rows, **{k: v for k, v in case.as_dict().items() if k not in ("variant", "layout")})
     model_only = synthetic["images_per_s"]["median"] if synthetic else None
-    verdict = limit(loading, model_only)
-    return {"status": "ok", "data_root": str(root), "images": len(dataset), **setup.as_dict(),
-            "batch_size": batch, "precision": precision, "workers": settings.loader_workers,
-            "timed_steps": steps - settings.warmup, "warmup_steps": settings.warmup,
+    return {"status": "ok", "data_root": str(root), "images": len(dataset), **case.as_dict(), "workers": workers,
+            "timed_steps": steps - bench.warmup, "warmup_steps": bench.warmup,
             "train_images_per_s": training, "loader_images_per_s": loading,
             "synthetic_train_images_per_s": model_only,
-            "fraction_of_synthetic": training / model_only if model_only else None, "verdict": verdict}
+            "fraction_of_synthetic": training / model_only if model_only else None,
+            "verdict": limit(loading, model_only)}
 
 
 def limit(loader_images_per_s: float, model_images_per_s: Optional[float]) -> str:
