@@ -13,9 +13,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
-from .errors import BusyError, StorageError
+from .errors import BusyError, ConfigError, StorageError
 
 try:
     import fcntl
@@ -195,6 +195,35 @@ def json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def check_new_file(path: PathLike, *, inputs: Iterable[PathLike] = (), overwrite: bool = False,
+                   suffix: str = "", option: str = "--out") -> Path:
+    """``path`` as a file a command may write once its work is done, checked before the work
+    starts: not a folder, ``suffix`` its ending (where given), not one of the command's
+    ``inputs`` (a file, or a folder the output may not go into), not an existing file unless
+    ``overwrite``, and its folder there and writable. A ``ConfigError`` naming ``option``
+    otherwise."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file name")
+    if suffix and path.suffix.lower() != suffix:
+        raise ConfigError(f"{option} {path}: give a name ending in {suffix}")
+    for source in inputs:
+        source = Path(source).expanduser()
+        if source.is_dir() and path.resolve().is_relative_to(source.resolve()):
+            raise ConfigError(f"{option} {path}: inside the input {source}, whose files are read; write it elsewhere")
+        if path.exists() and source.exists() and os.path.samefile(path, source):
+            raise ConfigError(f"{option} {path}: is the input {source}; write it elsewhere")
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{option} {path}: exists; give --overwrite to replace it (overwrite=True from Python), "
+                          f"or another name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {path}: the folder {folder} does not exist; create it first")
+    if not is_writable_dir(folder):
+        raise ConfigError(f"{option} {path}: cannot write into {folder} (read-only, or no permission)")
+    return path
 
 
 def is_writable_dir(folder: PathLike) -> bool:
