@@ -27,7 +27,10 @@ from alexnet.experiments.figures import filters as filters_module
 from alexnet.experiments.figures import neighbours as neighbours_module
 from alexnet.experiments.figures import plot as plot_module
 from alexnet.experiments.figures.filters import filter_grid
-from alexnet.experiments.figures.neighbours import cached_features, draw_neighbours, fc7_features, nearest_neighbours
+from alexnet.experiments.figures.neighbours import cached_features, draw_neighbours, nearest_neighbours
+from alexnet.inference import dataset_features
+from alexnet.runtime import Runtime
+from alexnet.trained import open_trained
 from alexnet.analysis.activations import relu_activations
 from alexnet.analysis.colourfulness import colourfulness, tower_colourfulness, tower_kernels
 from alexnet.checkpoint import read_checkpoint
@@ -197,53 +200,50 @@ def test_the_chunked_search_matches_brute_force(n_queries, n_database, chunk):
 
 def test_the_feature_cache_is_reused_and_recomputed_when_the_checkpoint_changes(trained, tiny, tmp_path,
                                                                                 monkeypatch):
-    payload = read_checkpoint(trained)
-    model = load_model(trained, devices=["cpu"])  # the run's dropout style: it scales fc6 at test
-    preprocess = Preprocess(stats_from_checkpoint(payload), saved_preprocess(payload))
+    net = open_trained(trained, Runtime(devices="cpu", workers=0))  # the run's dropout style: it scales fc6 at test
     dataset = open_dataset(tiny, "train")
     checkpoint = tmp_path / "stand-in.pt"  # the key reads the file's path, size and mtime only
     checkpoint.write_bytes(b"weights, version 1")
     calls = []
-    real = neighbours_module.fc7_features
+    real = neighbours_module.dataset_features
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(neighbours_module, "fc7_features", counting)
-    first = cached_features(model, checkpoint, dataset, tiny, "train", preprocess, workers=0)
+    monkeypatch.setattr(neighbours_module, "dataset_features", counting)
+    first = cached_features(net, checkpoint, dataset, tiny, "train")
     assert not first["reused"] and len(calls) == 1
     assert first["path"].parent == tmp_path.resolve() and first["path"].name.startswith("stand-in.pt.fc7-train-")
-    direct, labels = real(model, dataset, preprocess, workers=0)
+    with torch.no_grad():
+        direct = relu_activations(net.model, net.preprocess.centre(torch.stack([dataset[i][0] for i in range(20)])))
     torch.testing.assert_close(first["features"].float(), direct, rtol=2e-3, atol=2e-3)  # stored as float16
-    assert torch.equal(first["labels"], labels) and first["features"].shape == (20, 4096)
+    assert first["labels"].tolist() == [dataset[i][1] for i in range(20)] and first["features"].shape == (20, 4096)
 
-    second = cached_features(model, checkpoint, dataset, tiny, "train", preprocess, workers=0)
+    second = cached_features(net, checkpoint, dataset, tiny, "train")
     assert second["reused"] and len(calls) == 1
     assert torch.equal(second["features"], first["features"])
 
     checkpoint.write_bytes(b"weights, version 2!")  # a new save: another size and mtime
-    third = cached_features(model, checkpoint, dataset, tiny, "train", preprocess, workers=0)
+    third = cached_features(net, checkpoint, dataset, tiny, "train")
     assert not third["reused"] and len(calls) == 2
     os.utime(checkpoint, ns=(checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns + 10 ** 9))
-    assert not cached_features(model, checkpoint, dataset, tiny, "train", preprocess, workers=0)["reused"]
+    assert not cached_features(net, checkpoint, dataset, tiny, "train")["reused"]
     assert len(calls) == 3
     first["path"].write_bytes(b"not a tensor file")  # a damaged cache is computed again
-    assert not cached_features(model, checkpoint, dataset, tiny, "train", preprocess, workers=0)["reused"]
+    assert not cached_features(net, checkpoint, dataset, tiny, "train")["reused"]
     assert len(calls) == 4
 
 
 def test_fc7_features_of_chosen_images_keep_their_order(trained, tiny):
-    payload = read_checkpoint(trained)
-    model = load_model(trained, devices=["cpu"])  # the run's dropout style: it scales fc6 at test
-    preprocess = Preprocess(stats_from_checkpoint(payload), saved_preprocess(payload))
+    net = open_trained(trained, Runtime(devices="cpu", workers=0))  # the run's dropout style: it scales fc6 at test
     dataset = open_dataset(tiny, "val")
-    features, labels = fc7_features(model, dataset, preprocess, indices=[7, 2], workers=0)
+    got = dataset_features(net, dataset, ["fc7"], indices=[7, 2])
     images = torch.stack([dataset[7][0], dataset[2][0]])
     with torch.no_grad():
-        expected = relu_activations(model, preprocess.centre(images))
-    torch.testing.assert_close(features, expected)
-    assert labels.tolist() == [dataset[7][1], dataset[2][1]]
+        expected = relu_activations(net.model, net.preprocess.centre(images))
+    torch.testing.assert_close(got["fc7"], expected)
+    assert got["labels"].tolist() == [dataset[7][1], dataset[2][1]]
 
 
 # -- the commands ---------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_filters_draws_the_grid_and_prints_the_towers_scores(trained, tmp_path):
 
 
 def test_neighbours_are_the_nearest_training_images_by_brute_force(trained, tiny, tmp_path):
-    result = draw_neighbours(trained, tmp_path / "n.png", images=[3, 8], k=4, runtime=Runtime(workers=0, devices="cpu"))
+    result = draw_neighbours(trained, tmp_path / "n.png", images=[3, 8], k=4, runtime=Runtime(devices="cpu", workers=0))
     payload = read_checkpoint(trained)
     model = load_model(trained, devices=["cpu"])  # the run's dropout style: it scales fc6 at test
     preprocess = Preprocess(stats_from_checkpoint(payload), saved_preprocess(payload))

@@ -119,8 +119,8 @@ def test_import_caffe_never_writes_over_its_own_model_or_an_existing_file(tmp_pa
     one_line(run_cli("import-caffe", model, "-o", model), "would write over this command's own input")
     other = tmp_path / "notes.pt"
     other.write_text("mine")
-    one_line(run_cli("import-caffe", model, "-o", other), "exists files alexnet did not write")
-    one_line(run_cli("import-caffe", model, "-o", other, "--overwrite"), "files alexnet did not write")
+    one_line(run_cli("import-caffe", model, "-o", other), "is a file alexnet did not write")
+    one_line(run_cli("import-caffe", model, "-o", other, "--overwrite"), "is a file alexnet did not write")
     assert model.read_bytes() == before and other.read_text() == "mine"
     out = tmp_path / "net.pt"
     assert run_cli("import-caffe", model, "-o", out).exit_code == 0
@@ -132,7 +132,7 @@ def test_eval_json_out_never_replaces_a_file_it_did_not_write(run, tmp_path):
     mine = tmp_path / "mine.json"
     mine.write_text('{"my": "notes"}')
     one_line(run_cli("eval", run, "--json-out", mine, "--no-ten-crop", "-q", "-j", "0", "--devices", "cpu"),
-             "files alexnet did not write")
+             "is a file alexnet did not write")
     one_line(run_cli("eval", run, "--json-out", run / "checkpoints" / "last.pt", "-q", "--devices", "cpu"),
              "own input")
     assert mine.read_text() == '{"my": "notes"}'
@@ -142,7 +142,7 @@ def test_a_figure_never_replaces_a_file_it_did_not_draw(run, tmp_path):
     picture = tmp_path / "holiday.png"
     write_image(picture, fmt="PNG")
     before = picture.read_bytes()
-    one_line(run_cli("filters", run, "-o", picture, "--overwrite"), "files alexnet did not write")
+    one_line(run_cli("filters", run, "-o", picture, "--overwrite"), "is a file alexnet did not write")
     drawn = tmp_path / "filters.png"
     assert run_cli("filters", run, "-o", drawn).exit_code == 0
     one_line(run_cli("filters", run, "-o", drawn), "use --overwrite")

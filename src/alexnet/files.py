@@ -200,11 +200,13 @@ def check_output(path: PathLike, option: str, *, folder: bool = False, inputs: I
         raise ConfigError(f"{option} {path}: is {where}; give a folder of its own")
     for given in inputs:
         source = resolved(given, "input")
-        inside_checkpoints = (source.is_dir() and real.is_relative_to(source / "checkpoints")) or \
+        run_folder = source.is_dir() and (source / "checkpoints").is_dir()  # a run's folder takes new files
+        inside_checkpoints = (run_folder and real.is_relative_to(source / "checkpoints")) or \
             (source.parent.name == "checkpoints" and real.parent == source.parent)
-        if real == source or inside_checkpoints or (folder and (source.is_relative_to(real)
-                                                                 or real.is_relative_to(source))):
-            raise ConfigError(f"{option} {path}: would write over this command's own input {given}; give "
+        inside = source.is_dir() and real.is_relative_to(source) and not run_folder
+        if real == source or inside_checkpoints or inside or (folder and source.is_relative_to(real)):
+            where = "inside" if inside or inside_checkpoints else "over"
+            raise ConfigError(f"{option} {path}: would write {where} this command's own input {given}; give "
                               f"another path")
     if not path.exists() and not path.is_symlink():
         return path
@@ -213,16 +215,16 @@ def check_output(path: PathLike, option: str, *, folder: bool = False, inputs: I
             raise ConfigError(f"{option} {path}: exists and is not a folder")
         if not _holds_files(path):
             return path
-        what = "holds"
+        theirs, mine = "holds files alexnet did not write", "holds alexnet's earlier output"
     else:
         if path.is_dir():
             raise ConfigError(f"{option} {path}: is a folder; give a file name such as {path / 'out'}")
-        what = "exists"
+        theirs, mine = "is a file alexnet did not write", "is alexnet's earlier output"
     if ours is None or not ours(path):
-        raise ConfigError(f"{option} {path}: {what} files alexnet did not write; not replaced (give a new path"
+        raise ConfigError(f"{option} {path}: {theirs}; not replaced (give a new path"
                           f"{' or an empty folder' if folder else ''})")
     if not overwrite:
-        raise ConfigError(f"{option} {path}: {what} alexnet's earlier output; use --overwrite to replace it")
+        raise ConfigError(f"{option} {path}: {mine}; use --overwrite to replace it")
     return path
 
 
@@ -303,6 +305,24 @@ def json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def check_new_file(path: PathLike, *, inputs: Iterable[PathLike] = (), overwrite: bool = False,
+                   suffix: str = "", option: str = "--out", ours: Optional[Callable[[Path], bool]] = None) -> Path:
+    """``check_output`` for a file a command writes once its work is done, checked before the
+    work starts, with its ending (``suffix``, where given) and its folder (there, writable):
+    a ``ConfigError`` naming ``option`` otherwise. ``ours``: how an earlier output of the
+    command is recognised (the only file ``overwrite`` replaces)."""
+    path = Path(path).expanduser()
+    if suffix and path.suffix.lower() != suffix and not path.is_dir():
+        raise ConfigError(f"{option} {path}: give a name ending in {suffix}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {path}: the folder {folder} does not exist; create it first")
+    if not is_writable_dir(folder):
+        raise ConfigError(f"{option} {path}: cannot write into {folder} (read-only, or no permission)")
+    return check_output(path, option, inputs=[source for source in inputs if source is not None],
+                        overwrite=overwrite, ours=ours)
 
 
 def is_writable_dir(folder: PathLike) -> bool:

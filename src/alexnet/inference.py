@@ -1,11 +1,13 @@
 """Running a trained net: top-1 and top-5 error with the centre crop and the paper's ten-crop
 protocol (§4.1: four corner and centre patches and their mirrors; the network's softmax
-outputs averaged), and the top classes of image files.
+outputs averaged), the top classes of image files, and a layer's activations for a set of
+images (features for transfer learning, as DeCAF used fc6 and fc7).
 
     evaluate_checkpoint("runs/x", runtime=Runtime(devices="cpu"))     # alexnet eval
     predict_files("runs/x", ["cat.jpg"], runtime=Runtime(amp="bf16"))  # alexnet predict
+    write_features("runs/x", "photos/", "f.npz", layers=["fc7"])       # alexnet features
 
-Both open the net with ``alexnet.trained.open_trained``; ``evaluate`` is the loop training's
+All three open the net with ``alexnet.trained.open_trained``; ``evaluate`` is the loop training's
 validation runs too.
 """
 
@@ -14,18 +16,22 @@ from __future__ import annotations
 import json
 import math
 import re
+import zipfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .analysis.activations import layer_outputs
 from .data import make_loader, open_dataset, resolve_data_root
+from .data.image_files import image_paths, open_images
 from .data.images import load_image
 from .data.preprocess import Preprocess
 from .errors import ConfigError
-from .files import check_output, write_json
+from .files import check_new_file, check_output, write_atomically, write_json
 from .precision import autocast_context
 from .progress import SILENT, Reporter
 from .run_folder import RunFolder, check_classes, trained_data
@@ -226,3 +232,125 @@ def format_predictions(results: List[Dict]) -> str:
             label = p["name"] if p["name"] == p["class"] else f"{p['name']} ({p['class']})"
             lines.append(f"  {100 * p['probability']:6.2f}%  {label}")
     return "\n".join(lines)
+
+
+# -- features ---------------------------------------------------------------------------------------
+#: The layers whose activations are features, and what each one's output is: fc6 and fc7 after
+#: their ReLU and before the paper's dropout scale (at test the paper's net multiplies them by
+#: 1-p before the next layer reads them; ``dropout_scale`` gives that factor).
+FEATURE_LAYERS = {
+    "pool5": "conv5's maps after the ReLU and max-pooling, flattened map by map as fc6 reads them (N, 9216)",
+    "fc6": "fc6 after the ReLU, before the dropout's test-time x(1-p) (N, 4096)",
+    "fc7": "fc7 after the ReLU, before the dropout's test-time x(1-p) (N, 4096): DeCAF's features",
+    "fc8": "the logits, fc8's output before the softmax (N, classes)",
+}
+#: The layer with no ReLU after it.
+LOGITS = "fc8"
+
+
+def check_layers(layers: Sequence[str]) -> List[str]:
+    """The layers asked for, each once, in the order given; one line where one is not a layer
+    ``FEATURE_LAYERS`` names."""
+    layers = list(dict.fromkeys(layers))
+    unknown = [layer for layer in layers if layer not in FEATURE_LAYERS]
+    if unknown or not layers:
+        given = f" {unknown[0]}" if unknown else ""
+        raise ConfigError(f"--layer{given}: give one or more of {', '.join(FEATURE_LAYERS)}")
+    return layers
+
+
+def feature_width(net: TrainedNet, layer: str) -> int:
+    """How many values ``layer`` gives per image (pool5 is conv5's block's output)."""
+    return math.prod(net.model.spec["conv5" if layer == "pool5" else layer].out_shape)
+
+
+def dropout_scale(net: TrainedNet) -> float:
+    """What fc7 (and fc6) are multiplied by before the next layer reads them at test: 1-p for the
+    paper's dropout (``model.dropout.PaperDropout``), 1 for the inverted one."""
+    config = net.model.spec.config
+    return 1.0 - config.dropout if config.dropout_style == "paper" else 1.0
+
+
+def activations(net: TrainedNet, crops: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """(N, 3, crop, crop) preprocessed crops -> each of ``layers``' features (``FEATURE_LAYERS``),
+    (N, D) float32 on the net's first device, run as ``net.logits`` runs (precision, format)."""
+    if net.runtime.channels_last:
+        crops = crops.contiguous(memory_format=torch.channels_last)
+    with autocast_context(net.placement.devices, net.amp_dtype):
+        outputs = layer_outputs(net.model, crops.to(net.device), layers)
+    return {layer: (out if layer == LOGITS else F.relu(out)).flatten(1) for layer, out in outputs.items()}
+
+
+@torch.no_grad()
+def dataset_features(net: TrainedNet, dataset, layers: Sequence[str] = ("fc7",), *, ten_crop: bool = False,
+                     batch_size: int = 64, indices: Optional[Sequence[int]] = None,
+                     dtype: torch.dtype = torch.float32, reporter: Reporter = SILENT,
+                     desc: str = "features") -> Dict[str, torch.Tensor]:
+    """``layers``' features of every image of ``dataset`` (or those at ``indices``, in that
+    order), read and cropped as the net's preprocessing says: the centre crop, or
+    (``ten_crop``) the mean over the paper's ten patches. Returns {layer: (N, D) ``dtype`` on
+    the CPU, ..., "labels": (N,) int64}, in batches on the runtime's devices."""
+    layers = check_layers(layers)
+    net.model.eval()
+    loader = make_loader(dataset, batch_size, shuffle=False, indices=indices, workers=net.runtime.workers,
+                         pin_memory=net.device.type == "cuda")
+    n = len(dataset) if indices is None else len(indices)
+    out = {layer: torch.empty((n, feature_width(net, layer)), dtype=dtype) for layer in layers}
+    labels = torch.empty(n, dtype=torch.int64)
+    done = 0
+    with reporter.bar(len(loader), desc) as bar:
+        for images, batch_labels in loader:
+            images = images.to(net.device, non_blocking=True)
+            crops = net.preprocess.ten(images) if ten_crop else net.preprocess.centre(images).unsqueeze(1)
+            b, k = crops.shape[:2]  # (B, K, 3, crop, crop): K = 10 or 1
+            for layer, value in activations(net, crops.flatten(0, 1), layers).items():
+                out[layer][done:done + b] = value.view(b, k, -1).mean(dim=1).cpu().to(dtype)
+            labels[done:done + b] = batch_labels
+            done += b
+            bar.update(1)
+    return {**{layer: value[:done] for layer, value in out.items()}, "labels": labels[:done]}
+
+
+#: What a features file says it is (``is_features_file``).
+FEATURES_FORMAT = "alexnet-features"
+
+
+def is_features_file(path: Path) -> bool:
+    """A .npz this package wrote with ``write_features`` (its arrays' names, read without
+    loading them)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {"format.npy", "net_classes.npy"} & set(archive.namelist()) != set()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def write_features(checkpoint, data, out, *, layers: Sequence[str] = ("fc7",), ten_crop: bool = False,
+                   split: str = "val", batch_size: int = 64, runtime: Runtime = Runtime(), overwrite: bool = False,
+                   reporter: Reporter = SILENT) -> Dict:
+    """``layers``' features (``dataset_features``) of the images at ``data`` (a folder of images,
+    a folder of class folders, or a dataset's ``split``: ``data.image_files.open_images``) as a
+    trained net (``open_trained``'s sources) computes them, saved to ``out`` (.npz, written
+    atomically; never over an input, nor over a file unless ``overwrite``): float32 arrays named
+    after the layers, ``paths``, and where the folders give them ``labels`` and ``classes``;
+    ``net_classes`` (fc8's), ``dropout_scale`` (``dropout_scale``), ``crops`` and ``checkpoint``."""
+    layers = check_layers(layers)
+    net = open_trained(checkpoint, runtime)
+    out = check_new_file(out, inputs=[net.path, data], overwrite=overwrite, suffix=".npz", ours=is_features_file)
+    dataset = open_images(data, split, resize=net.preprocess.config.resize)
+    features = dataset_features(net, dataset, layers, ten_crop=ten_crop, batch_size=batch_size, reporter=reporter,
+                                desc=f"{'+'.join(layers)} features")
+    arrays = {layer: features[layer].numpy() for layer in layers}
+    arrays["paths"] = np.array(image_paths(dataset), dtype=str)
+    if dataset.classes is not None:
+        arrays.update(labels=features["labels"].numpy(), classes=np.array(dataset.classes, dtype=str))
+    arrays.update(format=np.array(FEATURES_FORMAT), net_classes=np.array(net.classes, dtype=str),
+                  dropout_scale=np.float32(dropout_scale(net)),
+                  crops=np.array("ten-crop mean" if ten_crop else "centre"), checkpoint=np.array(net.path))
+
+    def save(tmp):
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    write_atomically(out, save)
+    return {"out": str(out), "checkpoint": net.path, "data": str(data), "images": len(dataset),
+            "shapes": {layer: tuple(arrays[layer].shape) for layer in layers}, "labelled": "labels" in arrays}

@@ -20,10 +20,13 @@ from torch import nn
 
 
 def layer_modules(model: nn.Module, layer: str) -> List[nn.Module]:
-    """The module(s) computing ``layer`` (e.g. "fc7"), in tower order: the conv or linear
-    modules of that name (the towers' exchange points carry the layer's name too)."""
+    """The module(s) computing ``layer`` (e.g. "fc7", or "pool5"), in tower order: the conv,
+    linear or max-pooling modules of that name (the towers' exchange points carry the layer's
+    name too). pool1 and pool2 run inside the fused ReLU-LRN-pool on the CPU, where their
+    modules are not called (a net built with ``fuse_relu_lrn_pool=False`` calls them)."""
     modules = [m for name, m in model.named_modules()
-               if (name == layer or name.endswith("." + layer)) and isinstance(m, (nn.Linear, nn.Conv2d))]
+               if (name == layer or name.endswith("." + layer))
+               and isinstance(m, (nn.Linear, nn.Conv2d, nn.MaxPool2d))]
     if not modules:
         raise KeyError(f"the model has no layer named {layer!r}")
     return modules

@@ -5,6 +5,6 @@ a bad file, an impossible value) print as one ``Error:`` line and exit with stat
 """
 
 from .group import main
-from . import ablate, bench, caffe, data, evaluate, export, figures, predict, summary, train  # noqa: F401,E402  (each registers its commands)
+from . import ablate, bench, caffe, data, evaluate, export, features, figures, predict, summary, train  # noqa: F401,E402  (each registers its commands)
 
 __all__ = ["main"]

@@ -69,8 +69,17 @@ def class_names(root: Union[str, Path], split: str, skipped: Optional[List[str]]
     folder = Path(root) / check_split(split)
     if not folder.is_dir():
         raise DataError(f"{folder}: no {split}/ folder (a folder dataset is {LAYOUT})")
+    classes = subfolder_names(folder, skipped)
+    if not classes:
+        raise DataError(f"{folder}: no class folders (expected {split}/<class>/<image>)")
+    return classes
+
+
+def subfolder_names(folder: Union[str, Path], skipped: Optional[List[str]] = None) -> List[str]:
+    """The folder's class folders (its non-hidden subfolders) in name order; an entry that may
+    have been one but cannot be read is a DataError, or appended to ``skipped``."""
     classes = []
-    for entry in _visible(folder):
+    for entry in _visible(Path(folder)):
         kind = _is_class_folder(entry)
         if kind is None:
             message = unreadable(entry.path, "a class folder")
@@ -79,19 +88,27 @@ def class_names(root: Union[str, Path], split: str, skipped: Optional[List[str]]
             skipped.append(message)
         elif kind:
             classes.append(entry.name)
-    if not classes:
-        raise DataError(f"{folder}: no class folders (expected {split}/<class>/<image>)")
     return classes
 
 
+def image_entries(folder: Union[str, Path]) -> List[str]:
+    """The paths of the folder's image files (every non-hidden file), in name order."""
+    return [e.path for e in _visible(Path(folder)) if _is_image_entry(e)]
+
+
 def list_images(root: Union[str, Path], split: str, classes: Sequence[str]) -> List[Tuple[str, int]]:
-    """(path, label) of every image, class by class, files in name order."""
+    """(path, label) of every image of a split, class by class, files in name order."""
+    return class_images(Path(root) / split, classes)
+
+
+def class_images(folder: Union[str, Path], classes: Sequence[str]) -> List[Tuple[str, int]]:
+    """(path, label) of every image in ``folder``'s class folders ``classes`` (label: the
+    position in ``classes``), class by class, files in name order."""
     samples = []
     for label, name in enumerate(classes):
-        folder = Path(root) / split / name
-        files = [e.path for e in _visible(folder) if _is_image_entry(e)]
+        files = image_entries(Path(folder) / name)
         if not files:
-            raise DataError(f"{folder}: empty class folder (no image files)")
+            raise DataError(f"{Path(folder) / name}: empty class folder (no image files)")
         samples.extend((path, label) for path in files)
     return samples
 

@@ -17,6 +17,7 @@ from torch import nn
 from ..errors import InputError
 from .dropout import dropout_layer
 from ..ops.fast_lrn import fusable, relu_lrn_maxpool
+from ..ops.tracing import exporting
 from .lrn import LocalResponseNorm, SpatialResponseNorm
 from .spec import (CAFFE_LRN_K, CROP, HALO, INPUT_SIZES, PADDED_CROP, RELU_LRN_POOL, NetSpec, ResolvedLayer,
                    op_module)
@@ -29,7 +30,8 @@ def prepare_input(x: torch.Tensor, channels_last: bool = False, spec: Optional[N
     pixels past the right and bottom edges as zero, so a 224 crop acts exactly as a 227
     input with 3 zero columns and rows (after mean subtraction). A 227 crop passes as is.
     ``channels_last``: return the batch in that memory format (the CPU path, see
-    ``Column.block``), padding straight into it instead of padding and then converting.
+    ``Column.block``), padding straight into it instead of padding and then converting
+    (except while exporting, where the padding is one ``Pad``).
     ``spec``: the net; Caffe's nets also take any other square size that their ceil-rounded
     pooling brings to 6x6 at pool5 (``NetSpec.accepts``), as Caffe would.
     """
@@ -42,7 +44,10 @@ def prepare_input(x: torch.Tensor, channels_last: bool = False, spec: Optional[N
             f"got {tuple(x.shape)}"
         )
     if x.shape[-1] == CROP:
-        if channels_last:
+        if channels_last and not exporting():
+            # Straight into a channels-last buffer: one pass instead of a pad and a conversion.
+            # An exported graph takes the F.pad below instead, one Pad node: this buffer, filled
+            # slice by slice, would trace as shape arithmetic and scatters for a fixed size.
             padded = torch.empty((x.shape[0], 3, PADDED_CROP, PADDED_CROP), dtype=x.dtype, device=x.device,
                                  memory_format=torch.channels_last)
             padded[:, :, CROP:].zero_()  # zeros at the bottom

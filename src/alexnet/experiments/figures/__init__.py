@@ -10,9 +10,8 @@ See docs/figures.md.
 """
 
 from .filters import GridLayout, draw_filters, filter_grid, stretch
-from .neighbours import cached_features, draw_neighbours, fc7_features, nearest_neighbours
+from .neighbours import cached_features, draw_neighbours, nearest_neighbours
 from .output import check_output
 from .plot import plot_run_folders
 
-__all__ = ["GridLayout", "cached_features", "check_output", "draw_filters", "draw_neighbours", "fc7_features",
-           "filter_grid", "nearest_neighbours", "plot_run_folders", "stretch"]
+__all__ = ["GridLayout", "cached_features", "check_output", "draw_filters", "draw_neighbours", "filter_grid", "nearest_neighbours", "plot_run_folders", "stretch"]

@@ -23,19 +23,17 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn
 
-from ...analysis.activations import relu_activations
-from ...data import make_loader, resolve_data_root
-from ...data.preprocess import Preprocess
+from ...data import resolve_data_root
 from ...errors import ConfigError
 from ...files import cache_entry, is_writable_dir, save_png, save_torch
-from ...inference import open_split
+from ...inference import dataset_features, open_split
 from ...model.spec import CROP
+from ...precision import precision_name
 from ...progress import SILENT, Reporter
 from ...run_folder import trained_data
 from ...runtime import Runtime
-from ...trained import open_trained
+from ...trained import TrainedNet, open_trained
 from .filters import checkpoint_label
 from .output import check_output
 
@@ -79,39 +77,17 @@ def nearest_neighbours(queries: torch.Tensor, database: torch.Tensor, k: int,
 
 
 # -- the features -------------------------------------------------------------------------------
-@torch.no_grad()
-def fc7_features(model: nn.Module, dataset, preprocess: Preprocess, *, batch_size: int = 64,
-                 indices: Optional[Sequence[int]] = None, workers: Optional[int] = None,
-                 dtype: torch.dtype = torch.float32, reporter: Reporter = SILENT,
-                 desc: str = "fc7 features") -> Tuple[torch.Tensor, torch.Tensor]:
-    """fc7 after the ReLU, of the centre crop, for every image of ``dataset`` (or those at
-    ``indices``, in that order): (features (N, 4096) ``dtype`` on the CPU, labels (N,))."""
-    model.eval()
-    device = model.devices[0]
-    loader = make_loader(dataset, batch_size, shuffle=False, indices=indices, workers=workers,
-                         pin_memory=device.type == "cuda")
-    n = len(dataset) if indices is None else len(indices)
-    features = torch.empty((n, model.spec[LAYER].out_channels), dtype=dtype)
-    labels = torch.empty(n, dtype=torch.int64)
-    done = 0
-    with reporter.bar(len(loader), desc) as bar:
-        for images, batch_labels in loader:
-            x = preprocess.centre(images.to(device, non_blocking=True))  # (B, 3, 224, 224)
-            features[done:done + len(batch_labels)] = relu_activations(model, x, LAYER).cpu().to(dtype)
-            labels[done:done + len(batch_labels)] = batch_labels
-            done += len(batch_labels)
-            bar.update(1)
-    return features[:done], labels[:done]
-
-
-def feature_key(checkpoint: Union[str, Path], root: Union[str, Path], split: str, images: int) -> Dict:
-    """What a cache of features must match: the checkpoint (resolved path, size, mtime in ns)
-    and the data (resolved root, split, number of images)."""
+# fc7 after the ReLU, of the centre crop, is ``alexnet.inference.dataset_features``'s, the
+# function behind alexnet features.
+def feature_key(checkpoint: Union[str, Path], root: Union[str, Path], split: str, images: int,
+                precision: str = "fp32") -> Dict:
+    """What a cache of features must match: the checkpoint (resolved path, size, mtime in ns),
+    the data (resolved root, split, number of images) and the precision they were computed in."""
     checkpoint = Path(checkpoint).resolve()
     status = checkpoint.stat()
     return {"format": FORMAT, "version": VERSION, "layer": LAYER, "checkpoint": str(checkpoint),
             "checkpoint_bytes": status.st_size, "checkpoint_mtime_ns": status.st_mtime_ns,
-            "data": str(Path(root).resolve()), "split": split, "images": int(images)}
+            "data": str(Path(root).resolve()), "split": split, "images": int(images), "precision": precision}
 
 
 def feature_cache_path(checkpoint: Union[str, Path], root: Union[str, Path], split: str) -> Path:
@@ -137,21 +113,20 @@ def _read_cache(path: Path, key: Dict) -> Optional[Dict]:
     return cached
 
 
-def cached_features(model: nn.Module, checkpoint: Union[str, Path], dataset, root: Union[str, Path], split: str,
-                    preprocess: Preprocess, *, batch_size: int = 64, workers: Optional[int] = None,
-                    reporter: Reporter = SILENT) -> Dict:
-    """The split's fc7 features from the cache when its key matches, else computed (float16)
-    and cached. Returns {"features", "labels", "path", "reused"}."""
-    key = feature_key(checkpoint, root, split, len(dataset))
+def cached_features(net: TrainedNet, checkpoint: Union[str, Path], dataset, root: Union[str, Path], split: str, *,
+                    batch_size: int = 64, reporter: Reporter = SILENT) -> Dict:
+    """The split's fc7 features from the cache when its key (``checkpoint``, the data) matches,
+    else computed by ``net`` (float16) and cached. Returns {"features", "labels", "path", "reused"}."""
+    key = feature_key(checkpoint, root, split, len(dataset), precision_name(net.amp_dtype))
     path = feature_cache_path(checkpoint, root, split)
     cached = _read_cache(path, key)
     if cached is not None:
         return {"features": cached["features"], "labels": cached["labels"], "path": path, "reused": True}
-    features, labels = fc7_features(model, dataset, preprocess, batch_size=batch_size, workers=workers,
-                                    dtype=torch.float16, reporter=reporter, desc=f"fc7 features ({split})")
-    payload = {"key": key, "features": features, "labels": labels}
+    computed = dataset_features(net, dataset, [LAYER], batch_size=batch_size, dtype=torch.float16, reporter=reporter,
+                                desc=f"fc7 features ({split})")
+    payload = {"key": key, "features": computed[LAYER], "labels": computed["labels"]}
     save_torch(path, payload)
-    return {"features": features, "labels": labels, "path": path, "reused": False}
+    return {"features": payload["features"], "labels": payload["labels"], "path": path, "reused": False}
 
 
 # -- the picture --------------------------------------------------------------------------------
@@ -231,12 +206,11 @@ def draw_neighbours(checkpoint_or_run: Union[str, Path], path: Union[str, Path],
     hint = "; give the run's data with --data"
     train_set, val_set = open_split(net, root, "train", hint), open_split(net, root, "val", hint)
     queries = choose_queries(images, count, seed, len(val_set))
-    database = cached_features(net.model, net.path, train_set, root, "train", net.preprocess,
-                               batch_size=batch_size, workers=runtime.workers, reporter=reporter)
-    query_features, query_labels = fc7_features(net.model, val_set, net.preprocess, batch_size=batch_size,
-                                                indices=queries, workers=runtime.workers,
-                                                desc="fc7 features (queries)")
-    distances, indices = nearest_neighbours(query_features, database["features"], k, chunk)
+    database = cached_features(net, net.path, train_set, root, "train", batch_size=batch_size, reporter=reporter)
+    query = dataset_features(net, val_set, [LAYER], batch_size=batch_size, indices=queries,
+                             desc="fc7 features (queries)")
+    query_labels = query["labels"]
+    distances, indices = nearest_neighbours(query[LAYER], database["features"], k, chunk)
     labels = database["labels"]
     rows = [{"query": q, "label": int(query_labels[r]),
              "neighbours": [{"index": int(i), "label": int(labels[i]), "distance": float(d)}
