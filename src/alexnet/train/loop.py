@@ -29,7 +29,7 @@ from ..data import make_loader
 from ..errors import ConfigError, TrainingError
 from ..progress import SILENT, Reporter
 from ..world import World, all_sum, any_rank
-from . import distributed
+from . import distributed, hybrid
 from ..run_folder import quote
 from .config import TrainConfig, TrainRuntime
 from .curves import plot_curves
@@ -129,7 +129,8 @@ def _step(session: Session, images: torch.Tensor, labels: torch.Tensor):
     colour = session.config.recipe.colour_noise(state.progress.epoch)  # the authors' turns it off late
     x = session.preprocess.augment(images, state.generator, slice_of=(world.rank * plan.replica_batch, batch),
                                  colour=colour)  # (B, 3, 224, 224)
-    loss, logits = train_step(session.replica, x, labels, state.optimizer, plan.amp_dtype, state.scaler)
+    step = hybrid.train_step if isinstance(session.replica, hybrid.HybridReplica) else train_step  # issue 30
+    loss, logits = step(session.replica, x, labels, state.optimizer, plan.amp_dtype, state.scaler)
     progress = state.progress
     progress.batch += 1
     progress.step += 1
@@ -260,6 +261,7 @@ def final_evaluation(session: Session, last_val: Optional[Dict], reporter: Repor
         session.log({"kind": "final", "step": progress.step, "images": progress.images,
                      "ten_crop_top1_error": ten["top1_error"], "ten_crop_top5_error": ten["top5_error"],
                      "ten_crop_loss": ten["loss"]})
+    summary["communication"] = hybrid.communication(session)  # issue 30: bytes per step per collective
     summary["disk_bytes"] = session.run.disk_bytes()
     if session.writes:
         session.run.write_summary(summary)
