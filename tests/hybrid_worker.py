@@ -13,6 +13,7 @@ process on its own.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -23,7 +24,7 @@ from alexnet.data import preprocess
 from alexnet.progress import SILENT
 from alexnet.train import distributed, hybrid, loop
 from alexnet.train.config import TrainConfig
-from alexnet.train.loop import Interrupted, train_one_epoch
+from alexnet.train.loop import Interrupted, resume_config, train_one_epoch
 from alexnet.train.session import set_up
 from alexnet.world import World
 
@@ -44,13 +45,18 @@ def run(data, out, batch, steps, result, world=None, evaluate=False, resume=Fals
     """``steps`` steps of epoch 1 (``resume``: continued from the run in ``out``)."""
     world = World.from_env() if world is None else world
     with _recorded() as inputs:
-        session = set_up(config(data, out, batch, steps, **changes), resume=str(out) if resume else None, world=world)
+        # A resumed run keeps its own configuration; ``changes`` may set how this session runs.
+        run_config = resume_config(str(out), max_steps=steps, **changes) if resume else config(
+            data, out, batch, steps, **changes)
+        session = set_up(run_config, resume=str(out) if resume else None, world=world)
         try:
             train_one_epoch(session, 0, _NoStop())
         except Interrupted:
             pass  # max_steps: stopped after saving, as a user's run would
-    state = session.state.model.state_dict()  # canonical: a hybrid net's FC blocks gathered
-    torch.save({"state": {k: v.detach().cpu() for k, v in state.items()}, "inputs": inputs,
+    state = {k: v.detach().cpu() for k, v in session.state.model.state_dict().items()}  # canonical: gathered
+    if world.rank:  # the other ranks' nets by digest only: the disk is shared
+        state = {k: hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in state.items()}
+    torch.save({"state": state, "inputs": inputs,
                 "communication": hybrid.communication(session), "progress": session.state.progress.as_dict(),
                 "val": session.evaluate("val", SILENT) if evaluate else None,
                 "world": [world.rank, world.size]}, str(result))

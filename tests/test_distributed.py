@@ -119,6 +119,16 @@ def test_ddp_keeps_the_four_exchange_points_per_step(two_replicas):
             assert 2 * traffic[point]["values"] == counts["values"], point
 
 
+def test_ddp_all_reduces_every_gradient_once_per_step_and_counts_it(two_replicas):
+    """The paper's 60,965,224 parameters (FACTS §1) with fc8 for the 10 built-in classes, fp32,
+    all-reduced once per step: a ring all-reduce sends 2(K-1)/K of it per process."""
+    (rank0, rank1), single, _ = two_replicas
+    params = 60_965_224 - 4_097_000 + 4096 * 10 + 10
+    assert rank0["communication"]["bytes_per_step"] == {"gradients all-reduce": 2 * 4 * params / 2}
+    assert rank1["communication"]["bytes_per_step"] == rank0["communication"]["bytes_per_step"]
+    assert single["communication"]["bytes_per_step"] == {}
+
+
 def test_only_rank_0_writes_the_run_folder(two_replicas):
     _, _, tmp = two_replicas
     run = tmp / "run"
