@@ -40,6 +40,9 @@ from ...world import World
 
 FP32 = 4
 LABEL = 8  # int64
+#: Where a row's data-parallel and hybrid figures come from (the towers' are always the towers'
+#: own counters, ``measured_towers``).
+SOURCES = {"measured": "K gloo processes' counters", "computed": "the layer table"}
 
 
 def _sent(op: str, tensor_bytes: float, processes: int) -> float:
@@ -166,9 +169,9 @@ def _table(rows, crossovers) -> list:
 
     lines = markdown_table(
         ["global batch", "processes K", "data-parallel (MB)", "hybrid (MB)", "hybrid / data",
-         "two towers, per GPU (MB)", "figures"],
+         "two towers, each GPU (MB)", "data-parallel and hybrid"],
         [[r["batch"], r["processes"], mb(r["data"]), mb(r["hybrid"]), f"{r['hybrid'] / r['data']:.3f}",
-          mb(r["towers_per_gpu"]), r["source"]] for r in rows])
+          mb(r["towers_per_gpu"]), f"{r['source']} ({SOURCES[r['source']]})"] for r in rows])
     lines.append("")
     lines += [f"- K = {k}: the hybrid moves fewer bytes than data parallelism below a global batch of "
               f"{batch:,} images" for k, batch in crossovers.items()]
