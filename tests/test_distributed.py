@@ -256,6 +256,23 @@ def test_a_two_process_run_resumes_in_one_process_where_it_stopped(two_replicas,
         assert_same_update(resumed["model"][name], value, initial[name], name, fraction=0.1)
 
 
+def sigterm_after_steps(procs, metrics, steps=3):
+    """SIGTERM to every process once ``metrics`` (a run's metrics.jsonl) holds ``steps`` lines, a
+    process ended or the time is up; their outputs, each process ended (killed at the end)."""
+    try:
+        deadline = time.time() + TIMEOUT_S
+        while time.time() < deadline and all(p.poll() is None for p in procs) and not (
+                metrics.exists() and metrics.read_text().count("\n") >= steps):
+            time.sleep(0.2)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        return [proc.communicate(timeout=TIMEOUT_S)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+
+
 @pytest.mark.slow
 def test_replicas_stopped_by_sigterm_save_a_checkpoint_and_exit_143(tiny, tmp_path):
     """What torchrun does on SIGTERM: it sends SIGTERM to every rank. Each finishes its step,
@@ -270,19 +287,8 @@ def test_replicas_stopped_by_sigterm_save_a_checkpoint_and_exit_143(tiny, tmp_pa
             [sys.executable, "-m", "alexnet", "train", "--data", str(tiny), "--out", str(out), "-b", "4",
              "--epochs", "30", "--devices", "cpu,cpu", "-j", "0", "--log-every", "1", "--no-ten-crop", "-q"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    try:
-        deadline = time.time() + TIMEOUT_S
-        metrics = out / "metrics.jsonl"
-        while time.time() < deadline and all(p.poll() is None for p in procs) and not (
-                metrics.exists() and metrics.read_text().count("\n") >= 3):
-            time.sleep(0.2)
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        outputs = [proc.communicate(timeout=TIMEOUT_S)[0] for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    metrics = out / "metrics.jsonl"
+    outputs = sigterm_after_steps(procs, metrics)
     assert [p.returncode for p in procs] == [143, 143], outputs
     assert "stopped (SIGTERM)" in outputs[0]
     saved = read_checkpoint(out)["progress"]

@@ -6,11 +6,8 @@ are the layer table's; checkpoints are canonical; the set-up rules fail in one l
 import hashlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -37,16 +34,11 @@ from alexnet.world import World
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import hybrid_worker  # noqa: E402
+from test_distributed import _free_port, sigterm_after_steps  # noqa: E402
 
 #: Bound on a whole multi-process run: a hang fails the test instead of stalling the suite.
 TIMEOUT_S = 300
 BATCH, STEPS = 32, 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(rank, n, port):
@@ -312,24 +304,12 @@ def test_a_dying_rank_stops_the_other_with_an_error_not_a_hang(data10, tmp_path)
 def test_hybrid_processes_stopped_by_sigterm_save_a_checkpoint_and_exit_143(data10, tmp_path):
     """What torchrun does on SIGTERM: every rank finishes its step, rank 0 saves (the FC blocks
     gathered from every rank), and every rank exits 128 + 15."""
-    out, port, procs = tmp_path / "run", _free_port(), []
-    for rank in range(2):
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "alexnet", "train", "--parallel", "hybrid", "--data", str(data10), "--out", str(out),
-             "-b", "8", "--epochs", "30", "--devices", "cpu", "-j", "0", "--log-every", "1", "--no-ten-crop", "-q"],
-            env=_env(rank, 2, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    try:
-        metrics, deadline = out / "metrics.jsonl", time.time() + TIMEOUT_S
-        while time.time() < deadline and all(p.poll() is None for p in procs) and not (
-                metrics.exists() and metrics.read_text().count("\n") >= 3):
-            time.sleep(0.2)
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        outputs = [proc.communicate(timeout=TIMEOUT_S)[0] for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    out, port = tmp_path / "run", _free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "alexnet", "train", "--parallel", "hybrid", "--data", str(data10), "--out", str(out),
+         "-b", "8", "--epochs", "30", "--devices", "cpu", "-j", "0", "--log-every", "1", "--no-ten-crop", "-q"],
+        env=_env(rank, 2, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(2)]
+    outputs = sigterm_after_steps(procs, out / "metrics.jsonl")
     assert [p.returncode for p in procs] == [143, 143], outputs
     saved = read_checkpoint(out)
     assert saved["progress"]["step"] >= 3 and saved["model"]["fc6.weight"].shape == (4096, 9216)

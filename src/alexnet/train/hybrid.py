@@ -231,8 +231,9 @@ class HybridAlexNet(nn.Module):
                            else (TRUNK + key, value) for key, value in tensors.items())
 
     def traffic(self) -> Dict[str, Dict]:
-        """What each collective of the FC layers moved since the last reset (the conv layers'
-        all-reduce is counted by their DDP hook: ``HybridReplica.collectives``)."""
+        """What each collective of the training steps moved since the last reset: the FC layers'
+        gathers and scatters, and (once a ``HybridReplica`` trains the net) the conv layers'
+        all-reduce, counted by its DDP hook into the same table."""
         return self.link.collectives.counts()
 
     def reset_traffic(self) -> None:
