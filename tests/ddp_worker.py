@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from alexnet.train import distributed
+from alexnet.train import distributed, hybrid
 from alexnet.world import World
 from alexnet.train import loop
 from alexnet.train.loop import Interrupted, train_one_epoch
@@ -48,6 +48,7 @@ def run_replica(data, out, devices, batch, steps, result, world=None):
     model = session.state.model
     torch.save({"state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "traffic": model.traffic(), "progress": session.state.progress.as_dict(),
+                "communication": hybrid.communication(session),
                 "placement": session.plan.placement.as_dict(), "world": [world.rank, world.size]}, str(result))
     distributed.finish(session.started_group)
 

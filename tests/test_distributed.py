@@ -119,6 +119,16 @@ def test_ddp_keeps_the_four_exchange_points_per_step(two_replicas):
             assert 2 * traffic[point]["values"] == counts["values"], point
 
 
+def test_ddp_all_reduces_every_gradient_once_per_step_and_counts_it(two_replicas):
+    """The paper's 60,965,224 parameters (FACTS §1) with fc8 for the 10 built-in classes, fp32,
+    all-reduced once per step: a ring all-reduce sends 2(K-1)/K of it per process."""
+    (rank0, rank1), single, _ = two_replicas
+    params = 60_965_224 - 4_097_000 + 4096 * 10 + 10
+    assert rank0["communication"]["bytes_per_step"] == {"gradients all-reduce": 2 * 4 * params / 2}
+    assert rank1["communication"]["bytes_per_step"] == rank0["communication"]["bytes_per_step"]
+    assert single["communication"]["bytes_per_step"] == {}
+
+
 def test_only_rank_0_writes_the_run_folder(two_replicas):
     _, _, tmp = two_replicas
     run = tmp / "run"
@@ -249,6 +259,29 @@ def test_a_two_process_run_resumes_in_one_process_where_it_stopped(two_replicas,
         assert_same_update(resumed["model"][name], value, initial[name], name, fraction=0.1)
 
 
+def sigterm_after_steps(procs, metrics, steps=3):
+    """SIGTERM to every process once ``metrics`` (a run's metrics.jsonl) holds ``steps`` lines, a
+    process ended or the time is up, as torchrun does: to every rank, and again to those still
+    running when one has exited (rank 0, saving, meets a second one; its default would end it as
+    -15). Their outputs, each process ended (killed at the end)."""
+    try:
+        deadline = time.time() + TIMEOUT_S
+        while time.time() < deadline and all(p.poll() is None for p in procs) and not (
+                metrics.exists() and metrics.read_text().count("\n") >= steps):
+            time.sleep(0.2)
+        stop_by = time.time() + TIMEOUT_S
+        while any(p.poll() is None for p in procs) and time.time() < stop_by:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            time.sleep(0.05)
+        return [proc.communicate(timeout=TIMEOUT_S)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+
+
 @pytest.mark.slow
 def test_replicas_stopped_by_sigterm_save_a_checkpoint_and_exit_143(tiny, tmp_path):
     """What torchrun does on SIGTERM: it sends SIGTERM to every rank, and again while they run.
@@ -264,25 +297,8 @@ def test_replicas_stopped_by_sigterm_save_a_checkpoint_and_exit_143(tiny, tmp_pa
             [sys.executable, "-m", "alexnet", "train", "--data", str(tiny), "--out", str(out), "-b", "4",
              "--epochs", "30", "--devices", "cpu,cpu", "-j", "0", "--log-every", "1", "--no-ten-crop", "-q"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    try:
-        deadline = time.time() + TIMEOUT_S
-        metrics = out / "metrics.jsonl"
-        while time.time() < deadline and all(p.poll() is None for p in procs) and not (
-                metrics.exists() and metrics.read_text().count("\n") >= 3):
-            time.sleep(0.2)
-        # torchrun sends SIGTERM to every rank, and again to those still running when one has
-        # exited: rank 0, saving, meets a second one (its default would end it as -15).
-        stop_by = time.time() + TIMEOUT_S
-        while any(p.poll() is None for p in procs) and time.time() < stop_by:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            time.sleep(0.05)
-        outputs = [proc.communicate(timeout=TIMEOUT_S)[0] for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    metrics = out / "metrics.jsonl"
+    outputs = sigterm_after_steps(procs, metrics)
     assert [p.returncode for p in procs] == [143, 143], outputs
     assert "stopped (SIGTERM)" in outputs[0]
     saved = read_checkpoint(out)["progress"]

@@ -99,7 +99,9 @@ def test_the_readme_states_the_committed_seed_spread_of_the_recipe_the_main_job_
     runs = [r for r in spread["runs"] if r["arm"] == "builtin"]
     assert sorted(r["seed"] for r in runs) == list(range(len(runs))) and len(runs) >= 5
     preset = get_preset("builtin")
-    ignore = ("seed", "description")
+    # fc_updates and scale_conv_lr (issue 30) act only under --parallel hybrid, which the main
+    # job (one process) does not run; the spread was measured before they existed.
+    ignore = ("seed", "description", "fc_updates", "scale_conv_lr")
     for r in runs:
         assert {k: v for k, v in r["recipe"].items() if k not in ignore} == {
             k: v for k, v in json.loads(json.dumps(preset.recipe.as_dict())).items() if k not in ignore}

@@ -9,9 +9,9 @@ from ..model.dropout import DROPOUT_STYLES
 from ..model.init import INIT_PRESETS
 from ..progress import Reporter
 from ..train.config import TrainConfig
-from ..train.distributed import DEFAULT_TIMEOUT
+from ..train.distributed import DEFAULT_TIMEOUT, PARALLEL
 from ..train.loop import Interrupted, resume_config, train
-from ..train.recipe import PRESETS, SCHEDULES, default_preset
+from ..train.recipe import FC_UPDATES, PRESETS, SCHEDULES, default_preset
 from ..world import World
 from .group import exit_stopped, main
 from .options import (devices_options, given_options, given_settings, model_options, option_names, quiet_option,
@@ -99,6 +99,17 @@ def _presets_with(dropout_style: str) -> str:
 @click.option("--collective-timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT, show_default=True,
               help="Under torchrun: seconds a process waits for the others before stopping with an error "
                    "(a dead or stuck rank).")
+@click.option("--parallel", type=click.Choice(PARALLEL), default=None,
+              help="Under torchrun: data (default): every process a whole replica, all gradients all-reduced; "
+                   "hybrid: the conv layers data-parallel, fc6-fc8 split between the processes by output units "
+                   "(Krizhevsky 2014; one device per process; docs/distributed.md).")
+@click.option("--fc-updates", type=click.Choice(FC_UPDATES), default=None,
+              help="--parallel hybrid: batch (default): the FC layers update once per global batch, as one process "
+                   "does; rank: after each process's images in turn, K updates per step (cuda-convnet2's "
+                   "updatePeriod=1).")
+@click.option("--scale-conv-lr/--no-scale-conv-lr", default=None,
+              help="--parallel hybrid: the conv layers' rates times the number of processes K, the FC layers' as "
+                   "they are (cuda-convnet2's data-model configuration; not the default: docs/distributed.md).")
 @quiet_option
 def train_command(data, out, resume, overwrite, preset, quiet, **options):
     """Train AlexNet with the paper's recipe (§5): SGD, momentum 0.9, weight decay 5e-4, batch 128,
@@ -113,6 +124,8 @@ def train_command(data, out, resume, overwrite, preset, quiet, **options):
     Several replicas (data parallel, docs/distributed.md):
       torchrun --standalone --nproc-per-node 4 -m alexnet train --data DIR
     --batch-size is the global batch; each process takes its share, and rank 0 writes the run.
+    Conv layers data-parallel, FC layers split between the processes (Krizhevsky 2014):
+      torchrun --standalone --nproc-per-node 8 -m alexnet train --parallel hybrid --data DIR
     """
     main_process = World.from_env().is_main  # under torchrun, rank 0 speaks for all
     reporter = Reporter(enabled=not quiet and main_process, warnings=main_process)

@@ -44,6 +44,7 @@ class TrainRuntime(Runtime):
     eval_batch_size: Optional[int] = None
     max_steps: Optional[int] = None  # stop as if interrupted after this many steps in total
     collective_timeout: float = distributed.DEFAULT_TIMEOUT  # seconds; several processes only
+    parallel: str = "data"  # issue 30: how several processes share the net (distributed.PARALLEL)
 
     def checks(self):
         return [
@@ -55,6 +56,8 @@ class TrainRuntime(Runtime):
             (isinstance(self.collective_timeout, (int, float)) and math.isfinite(self.collective_timeout)
              and self.collective_timeout >= 1,
              f"--collective-timeout must be a finite number of seconds, at least 1; got {self.collective_timeout}"),
+            (self.parallel in distributed.PARALLEL,
+             f"--parallel must be one of {', '.join(distributed.PARALLEL)}; got {self.parallel!r}"),
         ]
 
 

@@ -31,7 +31,7 @@ from ..inference import EvaluationStopped
 from ..progress import SILENT, Reporter
 from ..run_folder import RunFolder, quote
 from ..world import World, all_sum, any_rank
-from . import distributed
+from . import distributed, hybrid
 from .config import TrainConfig, TrainRuntime
 from .curves import plot_curves
 from .diagnostics import stall_check
@@ -139,14 +139,20 @@ def _saved_after(session: Session, log: "_StepLog", error: Exception) -> Excepti
     """Save the state training reached before ``error`` (the step it broke off, undone: the
     random streams as they were when it began) and say so in the error."""
     state = session.state
-    if not session.plan.world.distributed and log.pending():
-        log.write()  # the steps since the last record: their metrics line and the epoch's sums
-    state.progress.epoch_sums = tuple(log.epoch_sums.tolist())
-    step, rng = session.step_rng
-    session.save(rng=rng if step == state.progress.step else None)
     again = f"alexnet train --resume {quote(session.run.path)}" + (" --skip-bad" if isinstance(error, DataError) else "")
-    saved = (f"checkpoint saved at step {state.progress.step}; continue with: {again}" if session.writes
-             else "rank 0 saved its checkpoint")
+    if isinstance(session.replica, hybrid.HybridReplica):
+        # Its FC layers are split over the ranks, which the error has left out of step (one rank
+        # stopped, the others wait in a collective): joining them to save could not work.
+        saved = "not saved: a hybrid run's FC layers are split over its ranks" + (
+            f"; continue from the last checkpoint with: {again}" if session.run.last_checkpoint.exists() else "")
+    else:
+        if not session.plan.world.distributed and log.pending():
+            log.write()  # the steps since the last record: their metrics line and the epoch's sums
+        state.progress.epoch_sums = tuple(log.epoch_sums.tolist())
+        step, rng = session.step_rng
+        session.save(rng=rng if step == state.progress.step else None)
+        saved = (f"checkpoint saved at step {state.progress.step}; continue with: {again}" if session.writes
+                 else "rank 0 saved its checkpoint")
     if isinstance(error, AlexNetError):
         return type(error)(f"{error}; {saved}")
     error.saved = saved  # train() words a failed collective (distributed.replica_failed) and adds it
@@ -164,7 +170,8 @@ def _step(session: Session, images: torch.Tensor, labels: torch.Tensor):
     session.step_rng = (state.progress.step, rng_state(state.generator, plan.placement))  # to undo a failed step
     x = session.preprocess.augment(images, state.generator, slice_of=(world.rank * plan.replica_batch, batch),
                                    colour=colour)  # (B, 3, 224, 224)
-    loss, logits = train_step(session.replica, x, labels, state.optimizer, plan.amp_dtype, state.scaler)
+    step = hybrid.train_step if isinstance(session.replica, hybrid.HybridReplica) else train_step  # issue 30
+    loss, logits = step(session.replica, x, labels, state.optimizer, plan.amp_dtype, state.scaler)
     progress = state.progress
     progress.batch += 1
     progress.step += 1
@@ -299,6 +306,7 @@ def final_evaluation(session: Session, last_val: Optional[Dict], reporter: Repor
         session.log({"kind": "final", "step": progress.step, "images": progress.images,
                      "ten_crop_top1_error": ten["top1_error"], "ten_crop_top5_error": ten["top5_error"],
                      "ten_crop_loss": ten["loss"]})
+    summary["communication"] = hybrid.communication(session)  # issue 30: bytes per step per collective
     summary["disk_bytes"] = session.run.disk_bytes()
     if session.writes:
         session.run.write_summary(summary)

@@ -17,6 +17,10 @@ from ..model.spec import LAYERS
 from ..settings import Settings
 
 SCHEDULES = ("plateau", "step", "epochs")
+#: How often the FC layers update under --parallel hybrid (alexnet.train.hybrid): "batch", once per
+#: global batch (what one process does); "rank", after each rank's images in turn, K times per step
+#: (cuda-convnet2's updatePeriod=1, Krizhevsky 2014).
+FC_UPDATES = ("batch", "rank")
 LAYER_NAMES = tuple(layer.name for layer in LAYERS)
 
 
@@ -75,6 +79,11 @@ class Recipe(Settings):
     init_from: Optional[str] = None
     # Seeds the initialization, the data order, the augmentation and the dropout masks.
     seed: int = 0
+    # --parallel hybrid only (issue 30, docs/distributed.md): the FC layers' updates per step
+    # (FC_UPDATES), and the conv layers' rates times the number of processes K, as cuda-convnet2's
+    # layer-params-imagenet-4gpu-data-model.cfg has them (conv epsW 0.04, FC 0.01 at K = 4).
+    fc_updates: str = "batch"
+    scale_conv_lr: bool = False
 
     def __post_init__(self):
         # JSON gives lists: the epoch lists and the layer rules are kept as tuples.
@@ -137,6 +146,8 @@ class Recipe(Settings):
              f"schedule_epochs must be at least 1; got {self.schedule_epochs}"),
             (self.colour_noise_epochs is None or self.colour_noise_epochs >= 1,
              f"colour_noise_epochs must be at least 1; got {self.colour_noise_epochs}"),
+            (self.fc_updates in FC_UPDATES, f"--fc-updates must be one of {', '.join(FC_UPDATES)}; got {self.fc_updates!r}"),
+            (isinstance(self.scale_conv_lr, bool), f"scale_conv_lr must be True or False; got {self.scale_conv_lr!r}"),
         ] + [_layer_rule_check(rule) for rule in self.layer_lr]
 
 

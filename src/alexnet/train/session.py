@@ -42,7 +42,7 @@ from ..precision import precision_name
 from ..progress import SILENT, Reporter
 from ..run_folder import RunFolder, check_classes, check_same_data
 from ..world import SINGLE, World, gather, main_first
-from . import distributed
+from . import distributed, hybrid
 from .config import NET_FROM_CHECKPOINT, RESUME_MAY_CHANGE, TrainConfig, options
 from .optim import paper_sgd, set_lr
 from .recipe import PRESETS, LRSchedule, schedule_rule
@@ -152,9 +152,10 @@ class Session:
         ``resumable=False`` leaves out the momentum buffers (half the file), as ``best.pt``
         does: it is for evaluation, and resuming reads ``last.pt``; ``rng``: the random streams
         to record (default: as they are now). Only rank 0 saves."""
-        if not self.writes:
-            return
         state = self.state
+        if not self.writes:  # issue 30: a hybrid net's FC blocks are gathered with every rank
+            hybrid.join_save(state.model, state.optimizer if resumable else None)
+            return
         save_checkpoint(path or self.run.last_checkpoint, model=state.model, classes=self.data.classes,
                         preprocess=self.config.preprocess, stats=stats_for_checkpoint(self.data.stats),
                         config=self.record, optimizer=state.optimizer if resumable else None,
@@ -213,7 +214,7 @@ def _start(plan: RunPlan, data: RunData, run: RunFolder, started: bool, reporter
         restore(session, plan.payload, reporter)
     else:
         start_fresh(session)
-    replica = distributed.replicate(session.state.model, plan.world)
+    replica = hybrid.replicate(session)  # issue 30: DDP, or the hybrid net's replica
     session.replica = torch.compile(replica) if plan.config.runtime.compile else replica
     session.record = record_config(session)
     if session.writes:
@@ -234,9 +235,8 @@ def plan_run(config: TrainConfig, resume: Optional[str] = None, world: World = S
         config = config.replace(data=str(Path(config.data).expanduser().absolute()))
     if world.local_size > 1 and config.runtime.workers is None:  # the node's cores shared between its processes
         config = config.replace(workers=default_workers(world.local_size))
-    towers = resolve(config.model).towers
-    request = config.runtime.devices.for_local_rank(world.local_rank, world.local_size, towers)
-    placement = request.resolve(towers)
+    hybrid.check_plan(config, world)  # issue 30: --parallel's rules
+    placement = hybrid.place(config, world, resolve(config.model).towers)
     amp_dtype = config.runtime.amp_dtype(placement)
     run = payload = start_from = None
     if resume is not None:
@@ -322,6 +322,7 @@ def build(plan: RunPlan, data: RunData, run: RunFolder, started_group: bool) -> 
     recipe, runtime = config.recipe, config.runtime
     model = build_model(config.model, layout=placement.layout, devices=placement.devices, seed=recipe.seed,
                         initialize=plan.payload is None, lrn_impl=runtime.lrn_impl)
+    model = hybrid.placed(model, config, plan.world)  # issue 30: this process's part of a hybrid net
     if plan.start_from is not None and plan.payload is None:
         load_start_weights(model, plan.start_from)
     if runtime.channels_last:
@@ -330,6 +331,7 @@ def build(plan: RunPlan, data: RunData, run: RunFolder, started_group: bool) -> 
                           decay_biases=recipe.decay_biases, bias_lr_mult=recipe.bias_lr_mult,
                           anneal_biases=recipe.anneal_biases, layer_mults=recipe.layer_lr_mults(0),
                           own_rate=sorted({layer for _, layer, _ in recipe.layer_lr}))
+    hybrid.scale_conv_rates(optimizer, model, recipe, plan.world)  # issue 30: --scale-conv-lr
     primary = placement.primary
     state = TrainState(model=model, optimizer=optimizer, schedule=LRSchedule(recipe),
                        generator=torch.Generator(device=primary).manual_seed(recipe.seed + 1),
@@ -385,6 +387,7 @@ def record_config(session: Session) -> Dict:
     if plan.world.distributed:
         resolved["distributed"] = {
             "world_size": plan.world.size, "processes_per_node": plan.world.local_size,
+            "parallel": plan.config.runtime.parallel,
             "backend": distributed.backend_for(plan.placement), "global_batch": plan.config.recipe.batch_size,
             "batch_per_replica": plan.replica_batch, "ranks": ranks}
     return {**plan.config.replace(out=str(session.run.path)).as_dict(), "resolved": resolved}
@@ -398,7 +401,9 @@ def announce(session: Session, reporter: Reporter) -> None:
                   f"classes from {data.root}; recipe {config.recipe.name}; run folder {session.run.path}")
     if plan.world.distributed:
         ranks = session.record["resolved"]["distributed"]["ranks"]
-        reporter.line(f"{plan.world.size} data-parallel replicas ({distributed.backend_for(plan.placement)}), "
+        how = ("processes, conv layers data-parallel and fc6-fc8 split by output units"
+               if config.runtime.parallel == "hybrid" else "data-parallel replicas")  # issue 30
+        reporter.line(f"{plan.world.size} {how} ({distributed.backend_for(plan.placement)}), "
                       f"global batch {config.recipe.batch_size} = {plan.world.size} x {plan.replica_batch}; "
                       + "; ".join(f"rank {r}: {where}" for r, where in enumerate(ranks)))
     reporter.line(f"learning rate: {schedule_rule(config.recipe)}; dropout: {config.model.dropout_style} form")
