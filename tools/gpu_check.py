@@ -1,13 +1,7 @@
-"""Everything this project needs real CUDA devices for, in one command that fits a short GPU
-window (docs/gpu.md): ``python tools/gpu_check.py [--dry-run] [--only STEP,...] [OUT_DIR]``.
-
-The checks are pytest's (``-m gpu``: tests/model/test_gpu.py, whose cases record their numbers;
-the built-in recipe's training run is one of them, run as its own step) and the benchmark's (its
-JSON and tables, and tools/bench_targets.py's). This file runs them in order, each in a
-subprocess (with this checkout's src/ first on the path) within its budget: a CUDA crash or a
-hang costs its step only. ``gpu_check.json`` and ``summary.md`` in OUT_DIR are rewritten after
-every step, so a window that closes early still leaves what was measured.
-"""
+"""Everything that needs real CUDA devices, in one command that fits a short GPU window
+(docs/gpu.md): pytest's GPU tests and ``alexnet bench``, each in a subprocess within its budget
+(a CUDA crash or a hang costs its step only), their own reports kept in ``gpu_check.json`` and
+``summary.md``, both rewritten after every step."""
 
 from __future__ import annotations
 
@@ -72,9 +66,6 @@ class Check:
     steps: List[Dict] = field(default_factory=list)
     git: Dict = field(default_factory=lambda: git_state(REPO))
 
-    def path(self, *parts: str) -> Path:
-        return self.out.joinpath(*parts)
-
     def left_s(self) -> float:
         return budget_s() * self.scale - (time.monotonic() - self.started)
 
@@ -97,12 +88,9 @@ def missing(returncode: Optional[int], log: Path, what: str) -> Dict:
                    summary=[f"The last lines of `logs/{log.name}`:", "", "```", tail(log), "```"])
 
 
-# == running a step ==========================================================================
-
 def run_command(command: Sequence[str], timeout: float, log: Path) -> Optional[int]:
-    """``command`` from the repository root, its output into ``log``: the exit status, or None
-    when stopped at ``timeout``. In its own session, so that stopping it (SIGINT first, as
-    Ctrl-C, for pytest to write its report; SIGKILL after a grace) stops all it started."""
+    """The exit status of ``command`` (output into ``log``), or None when stopped at ``timeout``: in
+    its own session, so that stopping it (SIGINT, for pytest's report; then SIGKILL) stops all it started."""
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p))
@@ -150,13 +138,10 @@ def run_step(step: Step, check: Check, position: str) -> Dict:
     if reason:
         print(f"[gpu-check] {position} {step.name}: skipped ({reason}): {record['command']}", flush=True)
         return {**record, "status": "skipped", "reason": reason, "seconds": 0.0}
-    timeout, log, start = timeout_for(step, check), check.path("logs", f"{step.name}.log"), time.monotonic()
+    timeout, log, start = timeout_for(step, check), check.out / "logs" / f"{step.name}.log", time.monotonic()
     print(f"[gpu-check] {position} {step.name}: started (budget {timeout:.0f} s)", flush=True)
-    for path in map(check.path, step.outputs):
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+    for path in (check.out / output for output in step.outputs):
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     try:
         returncode = run_command(command, timeout, log)
         found = step.collect(check, returncode, log)
@@ -172,8 +157,6 @@ def run_step(step: Step, check: Check, position: str) -> Dict:
     return record
 
 
-# == what each kind of step found ============================================================
-
 def write_environment(path: Path) -> int:
     """The environment step (``--environment PATH``): ``alexnet.machine.describe`` with the driver."""
     found = describe([(0, 1), (1, 0)] if cuda_count() >= 2 else [])
@@ -187,9 +170,9 @@ def write_environment(path: Path) -> int:
 
 
 def collect_environment(check: Check, returncode: Optional[int], log: Path) -> Dict:
-    if not check.path("environment.json").exists():
+    if not (check.out / "environment.json").exists():
         return missing(returncode, log, "the environment step")
-    found = json.loads(check.path("environment.json").read_text())
+    found = json.loads((check.out / "environment.json").read_text())
     check.gpus = found["gpu_count"]
     names = ", ".join(g["name"] for g in found["cuda"]["devices"]) or "none"
     return outcome("ok", found, [f"{check.gpus} CUDA GPU(s) visible: {names}."])
@@ -210,7 +193,6 @@ def read_junit(report: Path) -> Dict:
 
 
 def case_line(case: Dict) -> str:
-    """A test case in one line: its name, its status, and what it recorded (or why it failed)."""
     numbers = "".join(f"; {k} {v}" for k, v in case.items() if k not in ("test", "status") and v)
     return f"- `{case['test']}`: {case['status']}{numbers}"
 
@@ -221,9 +203,9 @@ def pytest_step(name: str, budget_s: float, checks: str, select: Sequence[str], 
             f"--junitxml={{out}}/{name}.xml", *select)
 
     def collect(check: Check, returncode: Optional[int], log: Path) -> Dict:
-        if not check.path(f"{name}.xml").exists():
+        if not (check.out / f"{name}.xml").exists():
             return missing(returncode, log, "pytest")
-        found = read_junit(check.path(f"{name}.xml"))
+        found = read_junit(check.out / f"{name}.xml")
         summary = [tail(log).splitlines()[-1].strip("= "), "", *map(case_line, found["cases"])]
         if found["passed"] == 0:
             return outcome("failed", found, summary, reason="no test ran")
@@ -233,18 +215,16 @@ def pytest_step(name: str, budget_s: float, checks: str, select: Sequence[str], 
 
 
 def bench_step(name: str, budget_s: float, checks: str, args: Sequence[str], needs_end_to_end=False) -> Step:
-    """alexnet bench: ok when every configuration ran (and, for the loaders, the end-to-end run)."""
     def collect(check: Check, returncode: Optional[int], log: Path) -> Dict:
-        if returncode is None or not check.path(f"{name}.json").exists():
+        if returncode is None or not (check.out / f"{name}.json").exists():
             return missing(returncode, log, "alexnet bench")
-        results = json.loads(check.path(f"{name}.json").read_text())
-        targets = bench_targets.evaluate(results)
-        failed = [r for r in results["results"] if r["status"] == "failed"]
+        results = json.loads((check.out / f"{name}.json").read_text())
+        targets, e2e = bench_targets.evaluate(results), results["end_to_end"]
+        failed = sum(r["status"] == "failed" for r in results["results"])
         problems = [f"alexnet bench exited with status {returncode}"] * bool(returncode)
-        problems += [f"{len(failed)} configuration(s) failed"] * bool(failed)
+        problems += [f"{failed} configuration(s) failed"] * bool(failed)
         problems += ["no configuration was measured"] * (not any(r["status"] == "ok" for r in results["results"]))
-        if needs_end_to_end and results["end_to_end"]["status"] != "ok":
-            problems.append(f"end to end {results['end_to_end']['status']}: {results['end_to_end'].get('reason')}")
+        problems += [f"end to end {e2e['status']}: {e2e.get('reason')}"] * (needs_end_to_end and e2e["status"] != "ok")
         summary = ["```", format_bench_report(results), "```", "", "Targets (tools/bench_targets.py):", "", "```",
                    bench_targets.format_table(targets), "```"]
         return outcome("failed" if problems else "ok", {"json": f"{name}.json", "targets": targets}, summary,
@@ -285,15 +265,13 @@ def budget_s() -> float:
     return sum(step.budget_s for step in STEPS)
 
 
-# == the report and the command line =========================================================
-
 def save(check: Check, argv: Sequence[str], finished: bool = False) -> None:
     env = next((s["details"] for s in check.steps if s["name"] == "environment" and s["status"] == "ok"), {})
     data = {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": ["python", "tools/gpu_check.py", *argv], "dry_run": check.dry_run, "only": check.only,
             "limit_s": LIMIT_S, "budget_s": budget_s() * check.scale, "duration_s": time.monotonic() - check.started,
             "finished": finished, "git": check.git, "environment": env or None, "steps": check.steps}
-    write_json(check.path("gpu_check.json"), data)
+    write_json(check.out / "gpu_check.json", data)
     cuda, git = env.get("cuda") or {}, data["git"]
     gpus = ", ".join(f"{g['name']} ({g['memory_bytes'] / 2**30:.0f} GiB)" for g in cuda.get("devices", [])) or "none"
     changed = len(git.get("modified_files") or [])
@@ -310,18 +288,15 @@ def save(check: Check, argv: Sequence[str], finished: bool = False) -> None:
     for s in check.steps:
         if s["status"] != "skipped" and s.get("summary"):
             lines += ["", f"## {s['name']}: {s['status']}", "", f"{s['checks']}.", "", *s["summary"]]
-    check.path("summary.md").write_text("\n".join(lines) + "\n")
+    (check.out / "summary.md").write_text("\n".join(lines) + "\n")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     names = [s.name for s in STEPS]
-    parser = argparse.ArgumentParser(description="Everything that needs real CUDA devices, in one run that fits a "
-                                                 f"short GPU window ({budget_s():.0f} s of budgets). See docs/gpu.md.")
+    parser = argparse.ArgumentParser(description=f"The GPU checks in {budget_s():.0f} s of budgets; see docs/gpu.md.")
     parser.add_argument("out", nargs="?", default="gpu-check", help="where results go (default: gpu-check/)")
-    parser.add_argument("--dry-run", action="store_true", help="list every step (its command and budget, or why "
-                                                               "it would be skipped) and run none")
-    parser.add_argument("--only", metavar="STEP[,STEP]", help=f"run only these steps (and the environment): "
-                                                              f"{', '.join(names)}")
+    parser.add_argument("--dry-run", action="store_true", help="list every step and why it would be skipped")
+    parser.add_argument("--only", metavar="STEP[,STEP]", help=f"these steps (and the environment): {', '.join(names)}")
     parser.add_argument("--budget-scale", type=float, default=1.0, metavar="X",
                         help="multiply every time budget by X (e.g. 2 on a GPU slower than an H100)")
     parser.add_argument("--environment", metavar="PATH", help=argparse.SUPPRESS)  # the environment step
@@ -367,7 +342,7 @@ def finish(check: Check) -> int:
     """0 when nothing failed and (outside a dry run) a step ran on a GPU."""
     counts = {s: sum(step["status"] == s for step in check.steps) for s in ("ok", "failed", "timed out", "skipped")}
     print(f"[gpu-check] done in {time.monotonic() - check.started:.0f} s: "
-          + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; see {check.path('summary.md')}", flush=True)
+          + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; see {check.out / 'summary.md'}", flush=True)
     if any(s["status"] == "failed" or (s["status"] == "timed out" and not s["optional"]) for s in check.steps):
         return 1
     if not check.dry_run and not any(s["status"] == "ok" and s["gpus_needed"] for s in check.steps):

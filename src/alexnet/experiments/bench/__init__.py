@@ -1,20 +1,12 @@
 """``alexnet bench``: throughput, memory and cross-device traffic, measured side by side.
 
-Every case is a net on its devices, run by one ``alexnet.runtime.Runtime`` of the sweep
-(precision, memory format, LRN implementation, compiled or not), at a batch size, in one mode
-(inference, or a full training step through :func:`alexnet.train.step.train_step`): warm-up
-steps, then ``repeats`` timed blocks of ``steps`` steps, the blocks of all cases interleaved
-(round 1 of every case, then round 2, ...) so that a slow moment on a shared machine spreads
-over all of them; figures are medians over the blocks, with the min and max. Every device a
-case uses is synchronised before and after each block, never inside it. Beside each figure:
-peak memory, the bytes handed between towers (the model's own counters), the achieved FLOP/s
-against a matrix multiply sampled in the same rounds, and every setting. A case this machine
-cannot run is reported as not run, with the reason; nothing is estimated.
-
-Modules: ``cases`` (what a run measures), ``runner`` (building, warming up, timing; the
-per-layer ``profile``), ``lrn_alone``, ``loaders``, ``measure`` (synchronising, memory, the
-matmul ceilings), ``tables`` (the report). ``tools/bench_targets.py`` judges a results JSON
-against the project's speed targets; this package only measures.
+Each case is a net on its devices, run by one ``Runtime`` of the sweep at a batch size, in
+inference or a full training step: warm-up steps, then ``repeats`` timed blocks of ``steps``
+steps, the blocks of all cases interleaved so that a slow moment on a shared machine spreads
+over all of them; figures are medians over the blocks, with the min and max. Beside each:
+peak memory, the bytes handed between towers, the achieved FLOP/s against a matrix multiply
+sampled in the same rounds, and every setting. A case this machine cannot run is reported as
+not run, with the reason. ``tools/bench_targets.py`` judges the results against the targets.
 """
 
 from __future__ import annotations
@@ -32,8 +24,7 @@ from ...devices import unavailable
 from . import measure
 from .cases import DEFAULTS, MODELS, MODES, SWEPT, Bench, Case, cases_to_measure, placements, uses_gpu, why_not_run
 from .loaders import run_end_to_end, run_loaders
-from .lrn_alone import run_lrn_alone
-from .runner import run_models, run_profile
+from .runner import run_lrn_alone, run_models, run_profile
 
 SCHEMA = "alexnet-bench/2"  # 2: settings as the runtime sweep (1: the old options)
 
@@ -50,19 +41,17 @@ def run_benchmark(bench: Bench, log: Callable[[str], None] = lambda message: Non
     started = time.time()
     bench = bench.resolved(gpu=uses_gpu(bench.runtime.devices))
     if bench.loaders and bench.data_root is not None:
-        # Only the loader sections read it, at the end: a wrong path is one DataError line now,
-        # not a "failed" entry after minutes of timing (the built-in dataset is always there).
+        # A wrong path is one DataError line now, not a "failed" section after minutes of timing.
         resolve_data_root(bench.data_root)
     cases = cases_to_measure(bench)
     runnable = [c for c in cases if why_not_run(c) is None]
-    if bench.flush_denormal:
-        measure.set_flush_denormal(True)
+    # Subnormal floats as zero on the CPU: repeated steps on one synthetic batch drive the softmax
+    # into underflow, and subnormal arithmetic is many times slower on x86.
+    flushed = bench.flush_denormal and bool(torch.set_flush_denormal(True))
     previous_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = bench.runtime.cudnn_benchmark
     try:
-        # The machine (software, commit, CPU, GPUs and their peer access, load) and the kernel
-        # settings this run measures under.
-        env = {**machine.describe(_peer_pairs(runnable)), "kernel_settings": measure.kernel_settings()}
+        env = {**machine.describe(_peer_pairs(runnable)), "kernel_settings": measure.kernel_settings(flushed)}
         ceilings = measure.MatmulCeilings(((d, c.precision) for c in runnable for d in c.devices),
                                           bench.matmul_size, log)
         rows, runners = run_models(cases, bench, ceilings, log)
@@ -77,8 +66,8 @@ def run_benchmark(bench: Bench, log: Callable[[str], None] = lambda message: Non
         end_to_end = run_end_to_end(bench, rows, log) if bench.loaders else NOT_REQUESTED
     finally:
         torch.backends.cudnn.benchmark = previous_benchmark
-        if bench.flush_denormal:
-            measure.set_flush_denormal(False)
+        if flushed:
+            torch.set_flush_denormal(False)
     return {"schema": SCHEMA, "command": list(command) if command is not None else None,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "duration_s": time.time() - started, "load_average_at_end": machine.load_average(),
@@ -101,4 +90,3 @@ def _describe_devices(rows: List[Dict[str, object]], env: Dict[str, object]) -> 
         row["device_names"] = [None if unavailable([d]) else machine.device_name(d) for d in devices]
         if row["model"] == "towers" and len(set(devices)) == 2:
             row["peer_access"] = peer.get(tuple(row["devices"]))
-

@@ -1,6 +1,5 @@
-"""What ``alexnet bench`` measures: its settings (the runtime values it sweeps, and what is its
-own), the cases they expand to, and which of them this machine can run (the rest are reported
-as not run, with the reason)."""
+"""What ``alexnet bench`` measures: its settings, the cases they expand to, and which of them
+this machine can run."""
 
 from __future__ import annotations
 
@@ -24,13 +23,11 @@ MODES = ("train", "inference")
 #: cudnn_benchmark) are one value for the whole run.
 SWEPT = ("amp", "channels_last", "lrn_impl", "compile")
 
-#: The paper's setup: one tower per GPU. ``--devices auto`` lists it even where fewer than two
-#: GPUs are visible, so the table says the two-GPU figures were not measured.
+#: The paper's setup, one tower per GPU: ``--devices auto`` lists it even where it is not here.
 PAPER_TOWERS = Placement("towers", (torch.device("cuda", 0), torch.device("cuda", 1)))
 
-#: Defaults by machine and length of run: (CPU, CPU --quick, GPU, GPU --quick). On a CPU one step
-#: takes seconds: many one-step blocks give the median more to work with on a machine whose
-#: speed drifts.
+#: Defaults: (CPU, CPU --quick, GPU, GPU --quick). On a CPU one step takes seconds: many one-step
+#: blocks give the median more to work with on a machine whose speed drifts.
 DEFAULTS = {
     "batch_sizes": ((64,), (16,), (128, 256), (128,)),
     "warmup": (2, 1, 10, 1),
@@ -45,10 +42,8 @@ DEFAULTS = {
 
 @dataclass(frozen=True)
 class Bench(Settings):
-    """Everything that decides what the benchmark measures. How each net runs is a ``Runtime``:
-    ``runtime`` with every combination of the values in ``sweep`` (a runtime field -> a tuple of
-    its values; amp "auto" is bf16 on GPUs that support it, so the default measures fp32 and,
-    on such GPUs, bf16). ``None`` means the default for the devices and --quick (``resolved``)."""
+    """What the benchmark measures: ``runtime`` with every combination of the values in ``sweep``
+    (a runtime field -> a tuple of its values); ``None``: the default for the devices (``resolved``)."""
 
     what = "bench setting"
 
@@ -84,21 +79,20 @@ class Bench(Settings):
             (self.profile in MODELS + (None,), f"--profile must be one of {', '.join(MODELS)} or none; "
                                                f"got {self.profile!r}"),
             (set(self.sweep) <= set(SWEPT), f"the bench sweeps {', '.join(SWEPT)}; got {', '.join(self.sweep)}"),
-            *((bool(values), f"--{_option(name)}: give at least one value") for name, values in self.sweep.items()),
+            *((bool(values), f"--{name.replace('_', '-')}: give at least one value")
+              for name, values in self.sweep.items()),
             (self.batch_sizes is None or (bool(self.batch_sizes) and min(self.batch_sizes) >= 1),
              f"--batch-size takes positive integers; got {list(self.batch_sizes or [])}"),
-            *((value is None or value >= least, f"--{_option(name)} must be at least {least}; got {value}")
+            *((value is None or value >= least, f"--{name.replace('_', '-')} must be at least {least}; got {value}")
               for name, value, least in counts),
         ]
 
     def resolved(self, gpu: bool) -> "Bench":
-        """Every ``None`` filled for a CPU-only or a GPU run, short under ``quick``."""
         column = 2 * gpu + self.quick
         return self.replace(**{name: values[column] for name, values in DEFAULTS.items()
                                if getattr(self, name) is None})
 
     def runtimes(self) -> List[Runtime]:
-        """Every runtime the run measures, in sweep order; each one checks its own values."""
         names = list(self.sweep)
         return [self.runtime.replace(**dict(zip(names, values))) for values in itertools.product(*self.sweep.values())]
 
@@ -109,27 +103,21 @@ class Bench(Settings):
         return {**self.runtime.as_dict(), **{name: list(values) for name, values in self.sweep.items()}, **own}
 
 
-def _option(name: str) -> str:
-    return name.replace("_", "-")
-
-
 def _chosen(name: str, got: Tuple[str, ...], allowed: Tuple[str, ...]):
     bad = [g for g in got if g not in allowed]
     return (bool(got) and not bad, f"--{name}: {', '.join(bad) or 'nothing given'}; choose from {', '.join(allowed)}")
 
 
 def placements(devices: DeviceRequest) -> Tuple[List[Placement], Placement]:
-    """``--devices`` -> (the towers placements to try, the placement of the one-device nets),
-    by the rules every command follows (:meth:`DeviceRequest.resolve`), unchecked: a missing
-    device makes its cases "not run". Auto: the towers on cuda:0,cuda:1 when two GPUs are
-    visible; else that placement is listed first and the towers also run on the best device."""
+    """``--devices`` -> (the towers placements, the one-device nets' placement), unchecked: a
+    missing device makes its cases "not run"."""
     towers = DeviceRequest(devices.devices, "towers").resolve(towers=2, check=False)
     single = devices.first_device().resolve(towers=1, check=False)
     return ([PAPER_TOWERS] if devices.auto and towers != PAPER_TOWERS else []) + [towers], single
 
 
 def uses_gpu(devices: DeviceRequest) -> bool:
-    """Whether ``--devices`` names a CUDA device that is visible here (it sets the defaults)."""
+    """Whether ``--devices`` names a CUDA device visible here (it sets the defaults)."""
     towers, single = placements(devices)
     found = {*single.devices, *(d for placement in towers for d in placement.devices)}
     return any(d.type == "cuda" and unavailable([d]) is None for d in found)
@@ -137,8 +125,7 @@ def uses_gpu(devices: DeviceRequest) -> bool:
 
 @dataclass(frozen=True)
 class Case:
-    """One row of the results: a net on its placement, run by ``runtime`` at a batch size, in
-    one mode. ``precision`` is the runtime's amp by name (auto resolved where the devices are here)."""
+    """One row of the results. ``precision``: the runtime's amp by name (auto resolved where the devices are here)."""
 
     model: str
     placement: Placement
@@ -156,12 +143,12 @@ class Case:
         return VARIANT.get(self.model)
 
     @property
-    def lrn_impl(self) -> Optional[str]:
-        return None if self.model == "torchvision" else self.runtime.lrn_impl  # torchvision's net has no LRN
+    def lrn_impl(self) -> Optional[str]:  # torchvision's net has no LRN
+        return None if self.model == "torchvision" else self.runtime.lrn_impl
 
     @property
     def net(self) -> tuple:
-        """What one built net serves: every precision, batch size and mode of it."""
+        """One built net serves every precision, batch size and mode."""
         return self.model, self.devices, self.lrn_impl, self.runtime.channels_last, self.runtime.compile
 
     def as_dict(self) -> Dict[str, object]:
@@ -172,33 +159,28 @@ class Case:
 
 
 def precision(runtime: Runtime, placement: Placement) -> str:
-    """The runtime's amp by name on ``placement``: auto resolved (``alexnet.precision``) where
-    its devices are here, else left as auto."""
     if runtime.amp != "auto" or unavailable(placement.devices):
         return runtime.amp
     return precision_name(runtime.amp_dtype(placement))
 
 
 def cases_to_measure(bench: Bench) -> List[Case]:
-    """Every case the settings ask for, runnable here or not, in table order. A runtime that
-    changes nothing for a net adds no case: the LRN for torchvision's, auto that is fp32 here,
-    auto on devices that are not here beside another precision (which says they are not)."""
+    """Every case asked for, runnable here or not, in table order. A runtime that changes nothing
+    adds no case: the LRN for torchvision's, auto that is fp32 here, auto on devices not here
+    beside another precision (which says they are not)."""
     towers, single = placements(bench.runtime.devices)
     several_amps = len(bench.sweep.get("amp", ())) > 1
     cases = {}
     for model in bench.models:
-        for placement in (towers if model == "towers" else [single]):
-            for runtime in bench.runtimes():
-                for batch in bench.batch_sizes:
-                    for mode in bench.modes:
-                        case = Case(model, placement, runtime, precision(runtime, placement), batch, mode)
-                        if not (case.precision == "auto" and several_amps):
-                            cases.setdefault(str(case.as_dict()), case)
+        for placement, runtime, batch, mode in itertools.product(
+                towers if model == "towers" else [single], bench.runtimes(), bench.batch_sizes, bench.modes):
+            case = Case(model, placement, runtime, precision(runtime, placement), batch, mode)
+            if not (case.precision == "auto" and several_amps):
+                cases.setdefault(str(case.as_dict()), case)
     return list(cases.values())
 
 
 def why_not_run(case: Case) -> Optional[str]:
-    """The reason this machine cannot run ``case``, or None."""
     reason = unavailable(case.devices) or autocast_unsupported(case.precision, case.devices)
     if reason is None and case.runtime.compile and any(d.type == "mps" for d in case.devices):
         reason = "torch.compile is not benchmarked on mps"

@@ -1,10 +1,6 @@
-"""Loader throughput: the same shuffled training images, batch size and workers through each way
-of reading a dataset, side by side (``folder-pil``: JPEG files decoded and resized by PIL, the
-reference; ``folder-tvjpeg``: torchvision's libjpeg-turbo decoder; ``packed-raw``: ``alexnet
-prepare --format raw``, one memory-mapped gather per batch; ``packed-jpeg``: its 256x256 JPEGs,
-decoded by torchvision; packed copies of a folder dataset are prepared once into the cache);
-and training fed by the real loader beside the same step on a synthetic batch.
-"""
+"""Loader throughput: the same shuffled training images through each way of reading a dataset,
+side by side (``NOTES``; packed copies of a folder dataset are prepared once into the cache);
+and training fed by the real loader beside the same step on a synthetic batch."""
 
 from __future__ import annotations
 
@@ -29,7 +25,7 @@ from ...tables import plain_table
 from ...train.step import train_step
 from . import measure
 from .cases import Bench, Case, placements, precision, why_not_run
-from .runner import Runner, find_row
+from .runner import Runner
 
 PATHS = ("folder-pil", "folder-tvjpeg", "packed-raw", "packed-jpeg")
 NOTES = {
@@ -38,14 +34,6 @@ NOTES = {
     "packed-raw": "uint8 memory map, one gather per batch",
     "packed-jpeg": "256x256 JPEG (4:4:4) decoded by torchvision, per image",
 }
-
-
-def packed_copy(root: Path, fmt: str, reporter: Reporter = SILENT) -> Path:
-    """A packed copy of the folder dataset ``root`` in the cache (prepared on first use)."""
-    dst = cache_entry("packed", root, f"-{fmt}")
-    if packed_state(dst) != "finished":
-        prepare(root, dst, format=fmt, reporter=reporter, overwrite=packed_state(dst) is not None)
-    return dst
 
 
 def _open_path(root: Path, path: str, reporter: Reporter):
@@ -60,15 +48,17 @@ def _open_path(root: Path, path: str, reporter: Reporter):
         if read_meta(root)["format"] != fmt:
             return None, f"not measured: the dataset is packed as {read_meta(root)['format']}"
         return PackedDataset(root, "train"), None
-    return PackedDataset(packed_copy(root, fmt, reporter), "train"), None
+    copy = cache_entry("packed", root, f"-{fmt}")  # prepared on first use
+    if packed_state(copy) != "finished":
+        prepare(root, copy, format=fmt, reporter=reporter, overwrite=packed_state(copy) is not None)
+    return PackedDataset(copy, "train"), None
 
 
 class _Reader:
     """One path's loader, timed batch by batch (wall clock and this process's CPU time)."""
 
     def __init__(self, dataset, batch_size: int, workers: int, seed: int, warmup: int, augment, stats):
-        self.loader = make_loader(dataset, batch_size, shuffle=True, seed=seed, workers=workers, drop_last=True)
-        self.batches = iter(self.loader)
+        self.batches = iter(make_loader(dataset, batch_size, shuffle=True, seed=seed, workers=workers, drop_last=True))
         self.device, self.stats = augment, stats
         self.generator = torch.Generator(augment).manual_seed(seed) if augment is not None else None
         self.images, self.seconds, self.cpu_seconds = 0, 0.0, 0.0
@@ -91,28 +81,20 @@ class _Reader:
 def measure_loader_paths(root=None, *, batch_size: int = 64, workers: int = 0, batches: int = 20,
                          paths: Sequence[str] = PATHS, augment_device=None, seed: int = 0, warmup: int = 1,
                          rounds: int = 5, reporter: Reporter = SILENT) -> List[Dict]:
-    """Images per second of each path, measured side by side in this call.
-
-    Every path reads the same shuffled training images (``seed``): ``warmup`` untimed batches,
-    then ``batches`` timed ones (fewer if the split is smaller). With ``workers=0`` the timed
-    batches are read in ``rounds`` interleaved turns (path 1, path 2, ..., path 1, ...) so a
-    machine shared with other work slows every path alike; with workers, one path after the
-    other (interleaving would let idle workers prefetch). ``augment_device=None`` times the
-    reading alone; a device ("cpu", "cuda") also moves each batch there and applies
-    ``train_crops``, as training does.
-
-    Returns one dict per path: path, images_per_second (wall clock), workers, batch_size,
-    images, seconds, note, and with ``workers=0`` cpu_seconds and images_per_cpu_second (this
-    process's CPU time: images per second per core, whatever else the machine runs). torch
-    runs single-threaded while it measures.
-    """
+    """Images per second of each path, side by side: the same shuffled training images
+    (``seed``), ``warmup`` untimed batches, then ``batches`` timed ones (fewer if the split is
+    smaller). With ``workers=0``, in ``rounds`` interleaved turns so that other work slows every
+    path alike, and also per second of this process's CPU time (per core); with workers, one
+    path after the other (interleaving would let idle workers prefetch). ``augment_device``:
+    also move each batch there and apply ``train_crops``, as training does. torch runs
+    single-threaded while it measures."""
     unknown = [path for path in paths if path not in PATHS]
     if unknown:
         raise ConfigError(f"unknown loader path(s) {', '.join(unknown)}; choose from {', '.join(PATHS)}")
     root = resolve_data_root(root, reporter)
     device = torch.device(augment_device) if augment_device is not None else None
     stats = load_or_compute_stats(root, reporter=reporter).to(device) if device is not None else None
-    rows, readers, timed = [], {}, batches
+    rows, readers, timed = [], [], batches
     for path in paths:
         dataset, reason = _open_path(root, path, reporter)
         rows.append({"path": path, "images_per_second": None, "workers": workers, "batch_size": batch_size,
@@ -123,7 +105,7 @@ def measure_loader_paths(root=None, *, batch_size: int = 64, workers: int = 0, b
             if batches_in_split <= warmup:
                 raise ConfigError(f"{root}: {len(dataset)} training images make {batches_in_split} batches of "
                                   f"{batch_size}; need more than warmup={warmup}")
-            readers[path] = _Reader(dataset, batch_size, workers, seed, warmup, device, stats)
+            readers.append((rows[-1], _Reader(dataset, batch_size, workers, seed, warmup, device, stats)))
             timed = min(timed, batches_in_split - warmup)
     turns = max(1, min(rounds, timed)) if workers == 0 else 1
     threads = torch.get_num_threads()
@@ -131,17 +113,14 @@ def measure_loader_paths(root=None, *, batch_size: int = 64, workers: int = 0, b
     try:
         for turn in range(turns):
             count = timed * (turn + 1) // turns - timed * turn // turns
-            for reader in readers.values():
+            for _, reader in readers:
                 reader.read(count)
     finally:
         torch.set_num_threads(threads)
-    for row in rows:
-        reader = readers.get(row["path"])
-        if reader is not None:
-            row.update(images_per_second=reader.images / reader.seconds, images=reader.images,
-                       seconds=reader.seconds)
-            if workers == 0:
-                row.update(cpu_seconds=reader.cpu_seconds, images_per_cpu_second=reader.images / reader.cpu_seconds)
+    for row, reader in readers:
+        row.update(images_per_second=reader.images / reader.seconds, images=reader.images, seconds=reader.seconds)
+        if workers == 0:
+            row.update(cpu_seconds=reader.cpu_seconds, images_per_cpu_second=reader.images / reader.cpu_seconds)
     return rows
 
 
@@ -173,10 +152,8 @@ def run_loaders(bench: Bench, batch_size: int) -> Dict[str, object]:
 
 
 def run_end_to_end(bench: Bench, rows: List[Dict[str, object]], log) -> Dict[str, object]:
-    """Training fed by the real loader: the dataset (--data-root, else the built-in one) read
-    through ``make_loader`` with the runtime's workers, the paper's augmentation on the device
-    (``Preprocess.augment``) and the grouped net's training step in the first runtime of the
-    sweep, as ``alexnet train`` runs them. Beside it, the same net's training step on a synthetic
+    """The grouped net's training step in the sweep's first runtime fed as ``alexnet train`` feeds
+    it (``make_loader``, the augmentation on the device), beside the same step on a synthetic
     batch (its results row) and the loader with the augmentation alone: which one is the limit."""
     runtime, placement = bench.runtimes()[0], placements(bench.runtime.devices)[1]
     case = Case("grouped", placement, runtime, precision(runtime, placement), bench.batch_sizes[0], "train")
@@ -215,7 +192,8 @@ def run_end_to_end(bench: Bench, rows: List[Dict[str, object]], log) -> Dict[str
     training = timed(lambda x, y: train_step(runner.run_model, x, y, runner.optimizer, amp_dtype=amp).loss)
     del runner
     loading = timed(lambda x, y: x.sum())  # the same batches and augmentation, no model
-    synthetic = find_row(rows, **{k: v for k, v in case.as_dict().items() if k not in ("variant", "layout")})
+    synthetic = next((r for r in rows if r["status"] == "ok" and all(r[k] == v for k, v in case.as_dict().items())),
+                     None)
     model_only = synthetic["images_per_s"]["median"] if synthetic else None
     return {"status": "ok", "data_root": str(root), "images": len(dataset), **case.as_dict(), "workers": workers,
             "timed_steps": steps - bench.warmup, "warmup_steps": bench.warmup,

@@ -1,6 +1,5 @@
 """Measuring on devices honestly: synchronising every device used, peak memory, the bytes kept
-for backward, the matrix-multiply ceiling, multiply-add counts, and the kernel settings that
-change what is measured. Nothing here prints."""
+for backward, the matrix-multiply ceiling, multiply-add counts and the kernel settings."""
 
 from __future__ import annotations
 
@@ -19,9 +18,9 @@ from ...precision import DTYPES
 
 
 def synchronize(devices: Iterable[torch.device]) -> None:
-    """Wait for every device in ``devices``, not only the current one: a towers model queues
-    work on both GPUs, and timing only one would stop the clock early."""
-    for device in dict.fromkeys(devices):  # once each, in order
+    """Wait for every device, not only the current one: a towers model queues work on both GPUs,
+    and waiting for one would stop the clock early."""
+    for device in dict.fromkeys(devices):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         elif device.type == "mps":
@@ -29,8 +28,7 @@ def synchronize(devices: Iterable[torch.device]) -> None:
 
 
 def time_blocks(fn: Callable[[], object], devices: Sequence[torch.device], steps: int) -> float:
-    """Seconds for ``steps`` calls of ``fn``, with every device synchronised before and after
-    (and never in between: nothing inside the loop waits for a device)."""
+    """Seconds for ``steps`` calls of ``fn``; the devices are synchronised before and after, never between."""
     synchronize(devices)
     start = time.perf_counter()
     for _ in range(steps):
@@ -40,11 +38,8 @@ def time_blocks(fn: Callable[[], object], devices: Sequence[torch.device], steps
 
 
 def median_spread(values: Sequence[float]) -> Dict[str, object]:
-    """Median, min and max of repeated measurements, and every value."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": list(values)}
 
-
-# -- memory ----------------------------------------------------------------------------------
 
 def _proc_kib(field: str) -> Optional[int]:
     try:
@@ -65,13 +60,9 @@ def _reset_rss_peak() -> bool:
 
 @contextlib.contextmanager
 def peak_memory(devices: Sequence[torch.device]):
-    """Peak memory on each device while the block runs, above what was in use before it: yields
-    a dict filled in at the end, device name -> bytes and method.
-
-    CUDA: ``torch.cuda.max_memory_allocated`` (exact: tensors from PyTorch's allocator). CPU:
-    the process's resident-set high-water mark (Linux ``VmHWM``) minus the resident set before
-    the block, an approximation (memory freed earlier and reused is not counted again).
-    Elsewhere: not measured."""
+    """Yields a dict filled in at the end: device name -> the peak bytes above those in use before
+    the block, and the method. CUDA: ``max_memory_allocated`` (exact). CPU: the rise of the
+    process's resident-set high-water mark (Linux ``VmHWM``), an approximation. Elsewhere: none."""
     base: Dict[torch.device, Optional[int]] = {}
     for device in dict.fromkeys(devices):
         base[device] = None
@@ -95,10 +86,8 @@ def peak_memory(devices: Sequence[torch.device]):
 
 @contextlib.contextmanager
 def saved_for_backward():
-    """Counts the bytes autograd keeps for the backward pass inside the block (each storage
-    once): exact and device-independent. Yields a dict whose "bytes" fills in as tensors are saved."""
-    seen = set()
-    result = {"bytes": 0}
+    """Yields ``{"bytes": n}``: what autograd keeps for backward inside the block, each storage once."""
+    seen, result = set(), {"bytes": 0}
 
     def pack(t):
         storage = t.untyped_storage()
@@ -111,13 +100,9 @@ def saved_for_backward():
         yield result
 
 
-# -- the ceiling -----------------------------------------------------------------------------
-
 class MatmulCeilings:
-    """FLOP/s of a square ``size`` x ``size`` matrix multiply on every (device, precision) the
-    cases use: the ceiling beside every achieved figure. ``sample()`` times one block of
-    multiplies on each (20 on a GPU, which finishes one in well under a millisecond); the
-    benchmark samples once per timed round, so the ceiling sees the same machine as the figures."""
+    """FLOP/s of a square ``size`` matrix multiply on every (device, precision) the cases use,
+    sampled once per timed round (``sample``) so that the ceiling sees the machine the figures saw."""
 
     def __init__(self, wanted: Iterable[tuple], size: int, log: Callable[[str], None]):
         self.size = size
@@ -143,12 +128,11 @@ class MatmulCeilings:
 
     def sample(self) -> None:
         for key, (device, _, a, b) in self.matrices.items():
-            inner = 20 if device.type == "cuda" else 1
+            inner = 20 if device.type == "cuda" else 1  # a GPU finishes one in well under a millisecond
             seconds = time_blocks(lambda: torch.mm(a, b), [device], inner) / inner
             self.rates[key].append(2.0 * self.size ** 3 / seconds / 1e12)
 
     def results(self) -> Dict[str, Dict[str, object]]:
-        """Per (device, precision): the rate's median, min, max and samples, or why it failed."""
         found = {key: {"device": str(device), "dtype": precision, "size": self.size, "samples": len(self.rates[key]),
                        "tflops": median_spread(self.rates[key])}
                  for key, (device, precision, _, _) in self.matrices.items()}
@@ -160,12 +144,9 @@ class MatmulCeilings:
         return sum(statistics.median(r) for r in rates) if all(rates) else None
 
 
-# -- cost and kernel settings ----------------------------------------------------------------
-
 def count_macs(model: nn.Module, device: torch.device, size: int = 224) -> int:
-    """Multiply-adds per image of the convolutions and matrix products ``model`` runs on one
-    (1, 3, size, size) input (torch's FLOP counter, 2 FLOPs each): the layer table's count, for
-    nets that have no table (torchvision's alexnet: 714 M)."""
+    """Multiply-adds per image, from torch's FLOP counter: for nets without a layer table
+    (torchvision's alexnet: 714 M)."""
     was_training = model.training
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.eval()(torch.zeros(1, 3, size, size, device=device))
@@ -173,20 +154,8 @@ def count_macs(model: nn.Module, device: torch.device, size: int = 224) -> int:
     return counter.get_total_flops() // 2
 
 
-_FLUSH_DENORMAL = [False]
-
-
-def set_flush_denormal(flag: bool) -> bool:
-    """Treat subnormal floats as zero on the CPU (what most CPU training setups do). Repeated
-    steps on one synthetic batch drive the softmax into underflow, and subnormal arithmetic is
-    many times slower on x86: without this, timings drift with the number of steps taken."""
-    ok = bool(torch.set_flush_denormal(flag))
-    _FLUSH_DENORMAL[0] = flag and ok
-    return ok
-
-
-def kernel_settings() -> Dict[str, object]:
-    """The settings that change which kernels run, as they stand: recorded beside the figures."""
-    return {"flush_denormal": _FLUSH_DENORMAL[0], "cudnn_benchmark": torch.backends.cudnn.benchmark,
+def kernel_settings(flush_denormal: bool) -> Dict[str, object]:
+    """The settings that change which kernels run, recorded beside the figures."""
+    return {"flush_denormal": flush_denormal, "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
             "float32_matmul_precision": torch.get_float32_matmul_precision()}

@@ -1,22 +1,19 @@
 """Where a training step's time goes, layer by layer, from torch's profiler.
 
-Every leaf module's forward is wrapped in a ``record_function`` scope named after it, so the
-forward time of ``conv1`` (or ``towers.1.conv3``, ``features.0``) is the time inside its
-scope. Backward work is tied to the forward op that created it by autograd's sequence
-number, so ``conv1``'s backward is the autograd node its forward created. Work outside any
-module (the functional ReLUs, the loss, the optimizer) is listed under the op's own name.
-
-On the CPU the times are the host's; on GPUs they are device (kernel) time, summed over
-every device the model uses. The profiler adds overhead of its own, so shares are the
-useful figure; the absolute times come from the timed runs.
+Each leaf module's forward runs inside a ``record_function`` scope named after it; backward work
+is tied to the forward op that created it by autograd's sequence number. Work outside any module
+(the functional ReLUs, the loss, the optimizer) is listed under the op's own name. Times are the
+host's on the CPU, kernel time summed over devices on GPUs; the profiler adds overhead of its
+own, so shares are the useful figure (the absolute times come from the timed runs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import OrderedDict
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, Sequence
 
 import torch
 from torch import nn
@@ -30,37 +27,30 @@ OPTIMIZER = "Optimizer."
 STEP = "bench::step"
 
 
-class _LayerScopes:
-    """Global forward pre/post hooks that open and close one profiler scope per leaf module
-    of ``model``. Global, so the modules' own hook lists stay empty: a module that checks
-    them (the LRN blocks' fused CPU path does) behaves as it does unprofiled."""
+@contextlib.contextmanager
+def _layer_scopes(model: nn.Module):
+    """One profiler scope per leaf module of ``model``, opened by global forward hooks: the modules'
+    own hook lists stay empty, so a module that checks them (the LRN blocks' fused CPU path does)
+    behaves as it does unprofiled. Yields each leaf module's type by name."""
+    names = {id(module): name for name, module in model.named_modules()
+             if name and next(module.children(), None) is None}
+    scopes = []
 
-    def __init__(self, model: nn.Module):
-        self.names: Dict[int, str] = {}
-        self.types: Dict[str, str] = OrderedDict()
-        for name, module in model.named_modules():
-            if name and not any(True for _ in module.children()):
-                self.names[id(module)] = name
-                self.types[name] = type(module).__name__
-        self.open: List[record_function] = []
-        self.handles = [
-            nn.modules.module.register_module_forward_pre_hook(self._enter),
-            nn.modules.module.register_module_forward_hook(self._exit),
-        ]
+    def enter(module, inputs):
+        if id(module) in names:
+            scopes.append(record_function(SCOPE + names[id(module)]))
+            scopes[-1].__enter__()
 
-    def _enter(self, module, inputs):
-        name = self.names.get(id(module))
-        if name is not None:
-            scope = record_function(SCOPE + name)
-            scope.__enter__()
-            self.open.append(scope)
+    def leave(module, inputs, output):
+        if id(module) in names:
+            scopes.pop().__exit__(None, None, None)
 
-    def _exit(self, module, inputs, output):
-        if id(module) in self.names:
-            self.open.pop().__exit__(None, None, None)
-
-    def remove(self):
-        for handle in self.handles:
+    handles = [nn.modules.module.register_module_forward_pre_hook(enter),
+               nn.modules.module.register_module_forward_hook(leave)]
+    try:
+        yield {name: type(module).__name__ for name, module in model.named_modules() if id(module) in names}
+    finally:
+        for handle in handles:
             handle.remove()
 
 
@@ -82,13 +72,25 @@ def _duration(event, on_device: bool) -> float:
 
 def profile_layers(model: nn.Module, step: Callable[[], object], devices: Sequence[torch.device],
                    steps: int = 2) -> Dict[str, object]:
-    """Profile ``steps`` calls of ``step`` (one training step of ``model``) and break the
-    time down per module, forward and backward. Returns rows in network order."""
+    """Profile ``steps`` calls of ``step`` (one training step of ``model``) after a warm one: the
+    time per module, forward and backward, in rows in network order."""
     on_device = any(d.type == "cuda" for d in devices)
-    events, wall, types = _record(model, step, devices, steps, on_device)
-    forward, kinds, creator = _forward_times(events, types, on_device)
-    backward = _backward_times(events, creator, kinds, on_device)
-    rows = _rows(forward, backward, kinds, steps)
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # else Kineto logs an error line where it finds no GPU
+    with _layer_scopes(model) as types:
+        step()  # warm: the first profiled step would otherwise carry one-off costs
+        synchronize(devices)
+        with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * on_device) as prof:
+            start = time.perf_counter()
+            for _ in range(steps):
+                with record_function(STEP):
+                    step()
+            synchronize(devices)
+            wall = time.perf_counter() - start
+    forward, backward, kinds = _attribute(sorted(prof.events(), key=lambda e: e.time_range.start), types, on_device)
+    rows = []
+    for name in OrderedDict.fromkeys(list(forward) + list(backward)):  # forward rows first, in step order
+        f, b = forward.get(name, 0.0) / steps / 1e3, backward.get(name, 0.0) / steps / 1e3
+        rows.append({"name": name, "type": kinds.get(name, ""), "forward_ms": f, "backward_ms": b, "total_ms": f + b})
     attributed = sum(row["total_ms"] for row in rows)
     for row in rows:
         row["share"] = row["total_ms"] / attributed if attributed > 0 else None
@@ -104,39 +106,23 @@ def profile_layers(model: nn.Module, step: Callable[[], object], devices: Sequen
     }
 
 
-def _record(model: nn.Module, step: Callable[[], object], devices: Sequence[torch.device], steps: int,
-            on_device: bool) -> Tuple[list, float, Dict[str, str]]:
-    """One warm step, then ``steps`` profiled ones inside layer scopes: (the profiler's events
-    in start order, the profiled steps' wall-clock seconds, each leaf module's type by name)."""
-    # Kineto logs an error line when it finds no GPU; it reads this when it first starts.
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_device else [])
-    scopes = _LayerScopes(model)
-    try:
-        step()  # warm: the first profiled step would otherwise carry one-off costs
-        synchronize(devices)
-        with profile(activities=activities) as prof:
-            start = time.perf_counter()
-            for _ in range(steps):
-                with record_function(STEP):
-                    step()
-            synchronize(devices)
-            wall = time.perf_counter() - start
-    finally:
-        scopes.remove()
-    return sorted(prof.events(), key=lambda e: e.time_range.start), wall, scopes.types
-
-
-def _forward_times(events, types: Dict[str, str], on_device: bool):
-    """Microseconds of forward work per row, in the order the step first reaches them; each
-    row's kind; and which row's forward created each autograd node (by sequence number)."""
+def _attribute(events, types: Dict[str, str], on_device: bool):
+    """Microseconds of forward and of backward work per row, in the order the step first reaches
+    them, and each row's kind. An autograd node's time goes to the row whose forward created it
+    (by sequence number), else to the node's own name."""
     forward: Dict[str, float] = OrderedDict()
+    backward: Dict[str, float] = OrderedDict()
     kinds: Dict[str, str] = {}
     creator: Dict[int, str] = {}
     last = "input"
     for event in events:
         top = event.cpu_parent is not None and event.cpu_parent.name == STEP
         label = None
+        if event.name.startswith(BACKWARD):
+            name = creator.get(event.sequence_nr, event.name[len(BACKWARD):])
+            backward[name] = backward.get(name, 0.0) + _duration(event, on_device)
+            kinds.setdefault(name, "autograd")
+            continue
         if event.name == STEP:
             last = "input"
         elif event.name.startswith(SCOPE):
@@ -145,7 +131,7 @@ def _forward_times(events, types: Dict[str, str], on_device: bool):
         elif event.name.startswith(OPTIMIZER):
             label = event.name.split("#")[0]  # Optimizer.step, Optimizer.zero_grad
             kinds[label] = "optimizer"
-        elif top and not event.name.startswith(BACKWARD):
+        elif top:
             # A functional op or autograd Function outside any module (the ReLUs, the fused
             # LRN blocks, the loss): named after the module it follows.
             label = f"{event.name} after {last}"
@@ -153,34 +139,10 @@ def _forward_times(events, types: Dict[str, str], on_device: bool):
         if label is not None:
             forward[label] = forward.get(label, 0.0) + _duration(event, on_device)
         # The last op to hold a sequence number is the one whose autograd node carries it.
-        if event.sequence_nr is not None and event.sequence_nr >= 0 and not event.name.startswith(BACKWARD):
+        if event.sequence_nr is not None and event.sequence_nr >= 0:
             scope = _scope_of(event)
             if scope:
                 creator[event.sequence_nr] = scope
             elif label is not None and top:
                 creator[event.sequence_nr] = label
-    return forward, kinds, creator
-
-
-def _backward_times(events, creator: Dict[int, str], kinds: Dict[str, str], on_device: bool) -> Dict[str, float]:
-    """Microseconds of backward work per row: each autograd node's time goes to the row whose
-    forward created it (else to the node's own name, added to ``kinds`` as autograd)."""
-    backward: Dict[str, float] = OrderedDict()
-    for event in events:
-        if event.name.startswith(BACKWARD):
-            node = event.name[len(BACKWARD):]
-            name = creator.get(event.sequence_nr, node)
-            backward[name] = backward.get(name, 0.0) + _duration(event, on_device)
-            kinds.setdefault(name, "autograd")
-    return backward
-
-
-def _rows(forward: Dict[str, float], backward: Dict[str, float], kinds: Dict[str, str],
-          steps: int) -> List[Dict[str, object]]:
-    """One row per name, forward rows first in step order: milliseconds per step."""
-    rows = []
-    for name in OrderedDict.fromkeys(list(forward) + list(backward)):
-        f, b = forward.get(name, 0.0) / steps / 1e3, backward.get(name, 0.0) / steps / 1e3
-        rows.append({"name": name, "type": kinds.get(name, ""), "forward_ms": f, "backward_ms": b,
-                     "total_ms": f + b})
-    return rows
+    return forward, backward, kinds

@@ -1,6 +1,6 @@
-"""Timing the cases: each net built once, every case of it warmed up (its peak memory), then
-one timed block of every case per round, round after round, with the transfer counters and the
-matrix-multiply ceilings read in the same rounds; and the per-layer profile of one case."""
+"""Timing the cases: each net built once, every case of it warmed up (its peak memory), then one
+timed block of every case per round, with the transfer counters and the matmul ceilings read in
+the same rounds; the LRN on its own; the per-layer profile of one case."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torchvision
-from torch import nn
 
+from ...devices import unavailable
 from ...model.build import build_model
+from ...model.lrn import LRN_IMPLS, LocalResponseNorm
 from ...model.spec import CROP, resolve
 from ...precision import autocast_context, autocast_dtype
 from ...train.optim import paper_sgd
@@ -22,24 +23,20 @@ from .cases import Bench, Case, why_not_run
 from .profile import profile_layers
 
 
-def build(case: Case, seed: int) -> nn.Module:
-    """The case's net, initialised, on its devices (eager, in the default memory format)."""
-    if case.model == "torchvision":
-        torch.manual_seed(seed)
-        return torchvision.models.alexnet(weights=None).to(case.placement.primary)
-    return build_model(variant=case.variant, layout=case.placement.layout, devices=list(case.devices), seed=seed,
-                       lrn_impl=case.lrn_impl)
-
-
 class Runner:
-    """One built net, shared by its cases (precisions, batch sizes, modes): the model, the form
-    its runtime runs it in (memory format, compiled), its optimizer and its synthetic batches."""
+    """One built net, shared by its cases: the model, the form its runtime runs it in (memory
+    format, compiled), its optimizer and its synthetic batches."""
 
     def __init__(self, case: Case, seed: int):
-        self.model = build(case, seed)
+        if case.model == "torchvision":
+            torch.manual_seed(seed)
+            self.model = torchvision.models.alexnet(weights=None).to(case.placement.primary)
+        else:
+            self.model = build_model(variant=case.variant, layout=case.placement.layout, devices=list(case.devices),
+                                     seed=seed, lrn_impl=case.lrn_impl)
         # The layer table's count for the paper's nets; torchvision's is counted from its modules.
-        table = resolve(variant=case.variant) if case.variant else None
-        self.macs = table.macs if table else measure.count_macs(self.model, case.devices[0])
+        self.macs = (resolve(variant=case.variant).macs if case.variant
+                     else measure.count_macs(self.model, case.devices[0]))
         self.run_model = case.runtime.apply(self.model)
         self.optimizer = paper_sgd(self.model)
         self.weights: Dict[str, int] = {}
@@ -62,7 +59,7 @@ class Runner:
         return self.inputs[size]
 
     def step(self, case: Case, eager: bool = False) -> Callable[[], object]:
-        """One step of ``case`` (``eager``: the uncompiled net, for hooks and the profiler)."""
+        """One step of ``case`` (``eager``: the uncompiled net, for the profiler's hooks)."""
         images, labels = self.batch(case)
         amp = autocast_dtype(case.precision)
         model = self.model if eager else self.run_model
@@ -89,20 +86,19 @@ class Runner:
 
 @dataclass
 class Timed:
-    """A case being timed: its row, its step, its blocks' seconds and the transfer counts of its
-    last block (every step sends the same)."""
+    """A case being timed; ``traffic``: the transfer counts of its last block (every step sends the same)."""
 
     case: Case
     row: Dict[str, object]
     step: Callable[[], object]
     seconds: List[float] = field(default_factory=list)
-    traffic: Optional[Dict[str, Dict[str, int]]] = None  # None: a net without towers
+    traffic: Optional[Dict[str, Dict[str, int]]] = None
 
 
 def run_models(cases: List[Case], bench: Bench, ceilings: measure.MatmulCeilings,
                log) -> Tuple[List[Dict[str, object]], Dict[tuple, Runner]]:
-    """Warm up every runnable case (measuring its peak memory), then time all of them in
-    interleaved rounds: the results rows, and the built nets by ``Case.net``."""
+    """Warm up every runnable case, then time all of them in interleaved rounds: the results
+    rows, and the built nets by ``Case.net``."""
     reasons = [why_not_run(case) for case in cases]
     rows = [{**case.as_dict(), "status": "not run" if why else "ok", "reason": why}
             for case, why in zip(cases, reasons)]
@@ -123,7 +119,15 @@ def run_models(cases: List[Case], bench: Bench, ceilings: measure.MatmulCeilings
         log(f"timed round {round_ + 1}/{bench.repeats} ({len(timed)} cases x {bench.steps} steps)")
         ceilings.sample()
         for t in (t for t in timed if t.row["status"] == "ok"):
-            time_one_block(t, runners[t.case.net], bench.steps)
+            runner = runners[t.case.net]
+            runner.model.train(t.case.mode == "train")
+            runner.traffic()  # zero the counters: the other cases of the net counted since
+            try:
+                t.seconds.append(measure.time_blocks(t.step, t.case.devices, bench.steps))
+            except Exception as error:  # noqa: BLE001
+                _failed(t.row, error)
+                continue
+            t.traffic = runner.traffic()
     for t in timed:
         if t.row["status"] == "ok":
             fill(t, runners[t.case.net].macs, bench.steps, ceilings.ceiling(t.case.devices, t.case.precision))
@@ -137,8 +141,7 @@ def _failed(row: Dict[str, object], error: Exception) -> None:
 
 
 def warm_up(runner: Runner, mine: List[Tuple[Case, Dict]], warmup: int, log) -> List[Timed]:
-    """The untimed steps of each of the net's cases, with the peak memory they reach; returns
-    the cases that ran, ready to be timed."""
+    """The untimed steps of each of the net's cases, with their peak memory: the cases that ran."""
     # Inference first: its peak memory then excludes the gradients and momentum buffers that
     # the first training step allocates.
     timed = []
@@ -163,24 +166,11 @@ def warm_up(runner: Runner, mine: List[Tuple[Case, Dict]], warmup: int, log) -> 
     return timed
 
 
-def time_one_block(t: Timed, runner: Runner, steps: int) -> None:
-    """One timed block of ``t``'s case, and the transfer counts it made."""
-    runner.model.train(t.case.mode == "train")
-    runner.traffic()  # zero the counters: the other cases of the net counted since
-    try:
-        t.seconds.append(measure.time_blocks(t.step, t.case.devices, steps))
-    except Exception as error:  # noqa: BLE001
-        _failed(t.row, error)
-        return
-    t.traffic = runner.traffic()
-
-
 def fill(t: Timed, macs: int, steps: int, ceiling: Optional[float]) -> None:
     """The row's figures: medians over the blocks, the achieved rate against the ceiling, traffic."""
     case = t.case
     ips = measure.median_spread([case.batch_size / (s / steps) for s in t.seconds])
-    # Training counts forward + the two backward products (input and weight gradients): 3x the
-    # forward pass, the usual convention.
+    # Training counts forward + the two backward products: 3x the forward pass, the usual convention.
     flops_per_image = 2 * macs * (3 if case.mode == "train" else 1)
     achieved = flops_per_image * ips["median"] / 1e12
     t.row.update({
@@ -217,11 +207,6 @@ def label(case: Case) -> str:
     return " ".join(words + ["channels_last"] * case.runtime.channels_last + ["compiled"] * case.runtime.compile)
 
 
-def find_row(rows, **want):
-    """The first measured row whose settings are all ``want``, or None."""
-    return next((r for r in rows if r.get("status") == "ok" and all(r.get(k) == v for k, v in want.items())), None)
-
-
 def run_profile(bench: Bench, cases: List[Case], rows: List[Dict[str, object]],
                 runners: Dict[tuple, Runner], log) -> Dict[str, object]:
     """Per-layer time of the ``--profile`` net's training step, on a net already built (eager:
@@ -237,3 +222,50 @@ def run_profile(bench: Bench, cases: List[Case], rows: List[Dict[str, object]],
     runner.model.train()
     result = profile_layers(runner.model, runner.step(case, eager=True), case.devices, steps=bench.profile_steps)
     return {"status": "ok", **case.as_dict(), "compile": False, **result}
+
+
+def run_lrn_alone(bench: Bench, device: torch.device, log) -> List[Dict[str, object]]:
+    """The fast LRN against the stock one at the paper's LRN inputs (from the layer table), forward
+    + backward in fp32: time (interleaved repeats), peak memory, bytes kept for backward; on the
+    fast one's row, its speed-up and the largest differences in value and gradient."""
+    reason, spec = unavailable([device]), resolve()
+    rows = []
+    for shape in ((row.out_channels, row.out_size, row.out_size) for row in spec.layers if row.layer.lrn):
+        full = (bench.lrn_batch, *shape)
+        base = {"shape": list(full), "groups": spec.towers, "device": str(device), "dtype": "fp32",
+                "pass": "forward+backward", "repeats": bench.lrn_repeats}
+        if reason:
+            rows += [{**base, "impl": impl, "status": "not run", "reason": reason} for impl in LRN_IMPLS]
+            continue
+        g = torch.Generator().manual_seed(bench.seed)
+        x = (torch.randn(full, generator=g) * 30).relu_().to(device)  # ReLU outputs on conv1's and conv2's scale
+        grad = torch.randn(full, generator=g).to(device)
+        modules = {impl: LocalResponseNorm(shape[0], groups=spec.towers, impl=impl) for impl in LRN_IMPLS}
+        by_impl, outputs = {}, {}
+        for impl in LRN_IMPLS:
+            log(f"LRN {impl} {full}: warm-up and memory")
+            with measure.peak_memory([device]) as memory:
+                with measure.saved_for_backward() as saved:
+                    leaf = x.detach().requires_grad_(True)
+                    y = modules[impl](leaf)
+                y.backward(grad)
+            outputs[impl] = (y.detach(), leaf.grad)
+            by_impl[impl] = {**base, "impl": impl, "status": "ok", "peak_memory": memory[str(device)],
+                             "saved_for_backward_bytes": saved["bytes"], "ms": []}
+            del y, leaf
+        (yf, gf), (ys, gs) = outputs.pop("fast"), outputs.pop("stock")
+        by_impl["fast"].update(
+            max_rel_diff_value=float(((yf - ys).abs() / ys.abs().clamp_min(1e-30)).max()),
+            max_diff_grad_over_max_grad=float((gf - gs).abs().max() / gs.abs().max().clamp_min(1e-30)))
+        del yf, gf, ys, gs
+        for r in range(bench.lrn_repeats):
+            log(f"LRN {full}: round {r + 1}/{bench.lrn_repeats}")
+            for impl, module in modules.items():
+                by_impl[impl]["ms"].append(measure.time_blocks(
+                    lambda: module(x.detach().requires_grad_(True)).backward(grad), [device], 1) * 1e3)
+        for impl in LRN_IMPLS:
+            by_impl[impl]["ms"] = measure.median_spread(by_impl[impl]["ms"])
+        by_impl["fast"]["speedup_vs_stock"] = by_impl["stock"]["ms"]["median"] / by_impl["fast"]["ms"]["median"]
+        rows += [by_impl[impl] for impl in LRN_IMPLS]
+        del x, grad
+    return rows
