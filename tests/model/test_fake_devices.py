@@ -112,10 +112,13 @@ def test_caffes_lrn_adds_one_exchange_each_of_two_edge_maps(blocks, edges):
 
 
 def test_a_layer_on_the_wrong_device_is_caught():
-    """The check above is not vacuous: a tower-1 layer left on cuda:0 fails the forward pass."""
+    """The check above is not vacuous: a tower-1 layer left on cuda:0 fails the forward pass.
+    (An FC layer: torch 2.11's fake convolution, unlike 2.14's, does not compare its operands'
+    devices; its matrix multiply does, in both.)"""
     with FakeTensorMode():
         model = build_model(layout="towers", devices=["cuda:0", "cuda:1"], initialize=False)
-        model.towers[1].conv4 = torch.nn.Conv2d(192, 192, 3, 1, 1, device="cuda:0")
+        fc7 = model.towers[1].fc7
+        model.towers[1].fc7 = torch.nn.Linear(fc7.in_features, fc7.out_features, device="cuda:0")
         with pytest.raises(RuntimeError, match="device"):
             model(torch.empty(2, 3, 224, 224))
 
