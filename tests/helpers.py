@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
+from alexnet.cli import main
+from alexnet.train.config import TrainConfig
 from alexnet.train.optim import paper_sgd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,3 +90,30 @@ def spatial_norm_by_loops(a, size=5, scale=1e-3, power=0.75):
             window = a[:, :, max(0, i - half):min(h, i - half + size), max(0, j - half):min(w, j - half + size)]
             out[:, :, i, j] = a[:, :, i, j] * (1 + scale / size**2 * window.pow(2).sum(dim=(2, 3))) ** -power
     return out
+
+
+#: How the tiny runs of the training tests run: on the CPU in this process, a metrics line per
+#: step, no ten-crop evaluation.
+TINY_RUNTIME = dict(devices="cpu", workers=0, log_every=1, ten_crop=False)
+
+
+def tiny_config(tiny, out, **changes):
+    """The built-in recipe, one epoch of batch 4 on the tiny set ``tiny``, into ``out``, run as
+    ``TINY_RUNTIME`` says; ``changes`` by name (any setting of ``TrainConfig``)."""
+    return TrainConfig.from_preset("builtin", **{"epochs": 1, "batch_size": 4, "data": str(tiny), "out": str(out),
+                                                 **TINY_RUNTIME, **changes})
+
+
+def run_cli(*args):
+    """``alexnet ARGS...`` in this process (click's runner): its result, output and exit code."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line(result, *fragments):
+    """``result`` is a refusal: exit 2 and one line, "Error: ..." holding every fragment."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

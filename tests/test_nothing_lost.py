@@ -5,7 +5,6 @@ where the repro is about them, real processes and signals."""
 import json
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -23,9 +22,8 @@ from alexnet.data import load_or_compute_stats
 from alexnet.data.stats import DatasetStats
 from alexnet.files import PART, FolderLock, save_torch
 from alexnet.run_folder import RunFolder
-from alexnet.train.config import TrainConfig
 from alexnet.train.loop import train
-from helpers import REPO, make_folder_dataset, write_image
+from helpers import REPO, make_folder_dataset, one_line, run_cli, tiny_config, write_image
 
 sys.path.insert(0, str(REPO / "tests" / "caffe"))
 from caffemodel_writer import random_state, write_caffemodel  # noqa: E402
@@ -34,27 +32,11 @@ pytestmark = pytest.mark.usefixtures("private_cache")
 TRAIN = ["--devices", "cpu", "-j", "0", "-b", "4", "--log-every", "1", "-q"]
 
 
-def run_cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
 def snapshot(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _config(tiny, out, **changes):
-    return TrainConfig.from_preset("builtin", **{"epochs": 1, "batch_size": 4, "data": str(tiny), "out": str(out),
-                                                 "devices": "cpu", "workers": 0, "log_every": 1, "ten_crop": False,
-                                                 **changes})
+_config = tiny_config
 
 
 @pytest.fixture(scope="module")

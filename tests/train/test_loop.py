@@ -16,18 +16,18 @@ from alexnet import load_model
 from alexnet.data.images import load_image
 from alexnet.checkpoint import read_checkpoint, stats_from_checkpoint
 from alexnet.data.preprocess import Preprocess
-from alexnet.train.loop import Interrupted, TrainConfig, TrainRuntime, resume_config, train
+from alexnet.train.loop import Interrupted, TrainRuntime, resume_config, train
+from helpers import TINY_RUNTIME, tiny_config
 from alexnet.train.optim import paper_sgd
 from alexnet.train.step import train_step
 
 pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cache/alexnet
-RUNTIME = dict(devices="cpu", workers=0, log_every=1, ten_crop=False)
+RUNTIME = TINY_RUNTIME
 
 
 def _config(tiny, out, **changes):
     """The built-in recipe, 2 epochs of batch 4 on the tiny set, on the CPU; ``changes`` by name."""
-    return TrainConfig.from_preset("builtin", **{"epochs": 2, "batch_size": 4, "data": str(tiny), "out": str(out),
-                                                 **RUNTIME, **changes})
+    return tiny_config(tiny, out, **{"epochs": 2, **changes})
 
 
 @pytest.fixture(scope="module")

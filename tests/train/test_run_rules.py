@@ -13,14 +13,10 @@ from alexnet.checkpoint import read_checkpoint
 from alexnet.errors import ConfigError
 from alexnet.run_folder import RunFolder
 from alexnet.train.loop import Interrupted, TrainConfig, TrainRuntime, resume_config, train
+from helpers import tiny_config
 
 pytestmark = pytest.mark.usefixtures("private_cache")
-RUNTIME = dict(devices="cpu", workers=0, log_every=1, ten_crop=False)
-
-
-def _config(tiny, out, **changes):
-    return TrainConfig.from_preset("builtin", **{"epochs": 1, "batch_size": 4, "data": str(tiny), "out": str(out),
-                                                 **RUNTIME, **changes})
+_config = tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 import alexnet.files as files_module
-from alexnet.cli import main
 from alexnet.data import generate_builtin
 from alexnet.errors import BusyError, CheckpointError, ConfigError, StorageError
 from alexnet.files import FolderLock
 from alexnet.train import session as session_module
 from alexnet.checkpoint import read_checkpoint
 from alexnet.train.config import TrainConfig
+from helpers import one_line, run_cli, tiny_config
 from alexnet.train.loop import train
 from alexnet.run_folder import RunFolder
 
@@ -35,23 +34,7 @@ pytestmark = pytest.mark.usefixtures("private_cache")  # nothing touches ~/.cach
 TRAIN = ["--devices", "cpu", "-j", "0", "-b", "4", "--log-every", "1", "--no-ten-crop", "-q"]
 
 
-def run_cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
-def config(tiny, out, **changes):
-    return TrainConfig.from_preset("builtin", **{"epochs": 1, "batch_size": 4, "data": str(tiny), "out": str(out),
-                                                 "devices": "cpu", "workers": 0, "log_every": 1, "ten_crop": False,
-                                                 **changes})
+config = tiny_config
 
 
 @pytest.fixture(scope="module")
