@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .analysis.activations import layer_outputs
 from .data import make_loader, open_dataset, resolve_data_root
 from .data.image_files import image_paths, open_images
 from .data.images import load_image
@@ -274,10 +273,7 @@ def dropout_scale(net: TrainedNet) -> float:
 def activations(net: TrainedNet, crops: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
     """(N, 3, crop, crop) preprocessed crops -> each of ``layers``' features (``FEATURE_LAYERS``),
     (N, D) float32 on the net's first device, run as ``net.logits`` runs (precision, format)."""
-    if net.runtime.channels_last:
-        crops = crops.contiguous(memory_format=torch.channels_last)
-    with autocast_context(net.placement.devices, net.amp_dtype):
-        outputs = layer_outputs(net.model, crops.to(net.device), layers)
+    outputs = net.layer_outputs(crops, layers)
     return {layer: (out if layer == LOGITS else F.relu(out)).flatten(1) for layer, out in outputs.items()}
 
 

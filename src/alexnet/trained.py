@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .analysis.activations import layer_outputs
 from .caffe.importer import open_caffemodel
 from .checkpoint import load_weights, read_checkpoint, saved_model, saved_preprocess, stats_from_checkpoint
 from .data.preprocess import Preprocess
@@ -65,12 +66,22 @@ class TrainedNet:
         """Where inputs go and logits come out."""
         return self.placement.primary
 
-    def logits(self, crops: torch.Tensor) -> torch.Tensor:
-        """(N, 3, crop, crop) preprocessed crops -> (N, classes) logits in fp32."""
+    def _input(self, crops: torch.Tensor) -> torch.Tensor:
+        """Crops as the runtime runs them: channels-last where it says, on the net's first device."""
         if self.runtime.channels_last:
             crops = crops.contiguous(memory_format=torch.channels_last)
+        return crops.to(self.device)
+
+    def logits(self, crops: torch.Tensor) -> torch.Tensor:
+        """(N, 3, crop, crop) preprocessed crops -> (N, classes) logits in fp32."""
         with autocast_context(self.placement.devices, self.amp_dtype):
-            return self.model(crops.to(self.device)).float()
+            return self.model(self._input(crops)).float()
+
+    def layer_outputs(self, crops: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
+        """(N, 3, crop, crop) preprocessed crops -> each of ``layers``' raw output
+        (``analysis.activations.layer_outputs``), run as ``logits`` runs (precision, format)."""
+        with autocast_context(self.placement.devices, self.amp_dtype):
+            return layer_outputs(self.model, self._input(crops), layers)
 
     def probabilities(self, crops: torch.Tensor) -> torch.Tensor:
         """(B, K, 3, crop, crop) crops -> (B, classes): the mean of the K crops' softmax
