@@ -368,3 +368,23 @@ def test_scaled_conv_rates_are_cuda_convnet2s_data_model_rates():
     set_lr(optimizer, 0.001)
     assert group_rates(optimizer) == pytest.approx({"weights": 0.001, "biases": 0.002, "conv weights": 0.004,
                                                     "conv biases": 0.008})
+
+
+@pytest.mark.parametrize("style,kept", [("paper", 1.0), ("inverted", 2.0)])
+def test_the_hybrids_dropout_masks_are_the_styles_own_form(style, kept):
+    """§4.2: each of fc6's and fc7's units is zeroed with probability 0.5 and the rest pass
+    unscaled (the paper's form; the inverted one scales them by 1/(1-p)); a step's masks are a
+    function of the seed and the step only."""
+    spec = resolve(num_classes=10, dropout_style=style)
+    generator = torch.Generator()
+    masks = hybrid.dropout_masks(spec, 64, generator, seed=3, step=5)
+    assert sorted(masks) == ["fc6", "fc7"]
+    for mask in masks.values():
+        assert mask.shape == (64, 4096)
+        assert set(mask.unique().tolist()) == {0.0, kept}
+        n = mask.numel()  # kept fraction within 5 standard deviations of 1 - p = 0.5
+        assert abs((mask > 0).float().mean().item() - 0.5) < 5 * (0.25 / n) ** 0.5
+    again = hybrid.dropout_masks(spec, 64, generator, seed=3, step=5)
+    other = hybrid.dropout_masks(spec, 64, generator, seed=3, step=6)
+    assert all(torch.equal(masks[k], again[k]) for k in masks)
+    assert not torch.equal(masks["fc6"], other["fc6"])
