@@ -16,7 +16,6 @@ from ...data.folders import FolderDataset
 from ...data.loader import default_workers
 from ...data.packed import PackedDataset, packed_state, prepare, read_meta
 from ...data.preprocess import Preprocess
-from ...data.transforms import train_crops
 from ...errors import AlexNetError, ConfigError
 from ...files import cache_entry
 from ...precision import autocast_dtype
@@ -55,27 +54,30 @@ def _open_path(root: Path, path: str, reporter: Reporter):
 
 
 class _Reader:
-    """One path's loader, timed batch by batch (wall clock and this process's CPU time)."""
+    """Batches from ``loader`` timed as they are read (wall clock and this process's CPU time); with
+    ``preprocess``, each moved to ``device``, augmented there and handed to ``step``, as training
+    does. The device is synchronised at the end of a read, not between batches."""
 
-    def __init__(self, dataset, batch_size: int, workers: int, seed: int, warmup: int, augment, stats):
-        self.batches = iter(make_loader(dataset, batch_size, shuffle=True, seed=seed, workers=workers, drop_last=True))
-        self.device, self.stats = augment, stats
-        self.generator = torch.Generator(augment).manual_seed(seed) if augment is not None else None
+    def __init__(self, loader, seed: int, warmup: int, device=None, preprocess: Optional[Preprocess] = None,
+                 step: Callable[[torch.Tensor, torch.Tensor], object] = lambda images, labels: None):
+        self.batches, self.device, self.preprocess, self.step = iter(loader), device, preprocess, step
+        self.generator = torch.Generator(device).manual_seed(seed) if preprocess is not None else None
         self.images, self.seconds, self.cpu_seconds = 0, 0.0, 0.0
-        for _ in range(warmup):
-            self._read_one()
+        self.read(warmup, timed=False)
 
-    def _read_one(self) -> int:
-        images, _ = next(self.batches)
-        if self.device is not None:
-            train_crops(images.to(self.device), self.stats, self.generator).sum().item()  # .item() waits for the device
-        return len(images)
-
-    def read(self, count: int):
-        wall, cpu = time.perf_counter(), time.process_time()
-        self.images += sum(self._read_one() for _ in range(count))
-        self.seconds += time.perf_counter() - wall
-        self.cpu_seconds += time.process_time() - cpu
+    def read(self, count: int, timed: bool = True) -> None:
+        wall, cpu, images_read = time.perf_counter(), time.process_time(), 0
+        for images, labels in itertools.islice(self.batches, count):
+            if self.preprocess is not None:
+                images = self.preprocess.augment(images.to(self.device, non_blocking=True), self.generator)
+                labels = labels.to(self.device, non_blocking=True)
+            self.step(images, labels)
+            images_read += len(images)
+        measure.synchronize([self.device] if self.device is not None else [])
+        if timed:
+            self.images += images_read
+            self.seconds += time.perf_counter() - wall
+            self.cpu_seconds += time.process_time() - cpu
 
 
 def measure_loader_paths(root=None, *, batch_size: int = 64, workers: int = 0, batches: int = 20,
@@ -86,14 +88,14 @@ def measure_loader_paths(root=None, *, batch_size: int = 64, workers: int = 0, b
     smaller). With ``workers=0``, in ``rounds`` interleaved turns so that other work slows every
     path alike, and also per second of this process's CPU time (per core); with workers, one
     path after the other (interleaving would let idle workers prefetch). ``augment_device``:
-    also move each batch there and apply ``train_crops``, as training does. torch runs
+    also move each batch there and augment it, as training does. torch runs
     single-threaded while it measures."""
     unknown = [path for path in paths if path not in PATHS]
     if unknown:
         raise ConfigError(f"unknown loader path(s) {', '.join(unknown)}; choose from {', '.join(PATHS)}")
     root = resolve_data_root(root, reporter)
     device = torch.device(augment_device) if augment_device is not None else None
-    stats = load_or_compute_stats(root, reporter=reporter).to(device) if device is not None else None
+    preprocess = Preprocess(load_or_compute_stats(root, reporter=reporter).to(device)) if device is not None else None
     rows, readers, timed = [], [], batches
     for path in paths:
         dataset, reason = _open_path(root, path, reporter)
@@ -105,7 +107,8 @@ def measure_loader_paths(root=None, *, batch_size: int = 64, workers: int = 0, b
             if batches_in_split <= warmup:
                 raise ConfigError(f"{root}: {len(dataset)} training images make {batches_in_split} batches of "
                                   f"{batch_size}; need more than warmup={warmup}")
-            readers.append((rows[-1], _Reader(dataset, batch_size, workers, seed, warmup, device, stats)))
+            loader = make_loader(dataset, batch_size, shuffle=True, seed=seed, workers=workers, drop_last=True)
+            readers.append((rows[-1], _Reader(loader, seed, warmup, device, preprocess)))
             timed = min(timed, batches_in_split - warmup)
     turns = max(1, min(rounds, timed)) if workers == 0 else 1
     threads = torch.get_num_threads()
@@ -173,25 +176,20 @@ def run_end_to_end(bench: Bench, rows: List[Dict[str, object]], log) -> Dict[str
         return {"status": "not run", "reason": f"{root}: {len(dataset)} training images give fewer than "
                                                f"{bench.warmup + 1} batches of {batch}"}
 
-    def timed(step: Callable[[torch.Tensor, torch.Tensor], object]) -> float:
-        generator = torch.Generator(device).manual_seed(bench.seed)
+    def images_per_s(step: Callable[[torch.Tensor, torch.Tensor], object]) -> float:
         loader = make_loader(dataset, batch, shuffle=True, seed=bench.seed, workers=workers, drop_last=True,
                              pin_memory=device.type == "cuda")
-        for i, (images, labels) in enumerate(itertools.islice(loader, steps)):
-            if i == bench.warmup:
-                measure.synchronize([device])
-                start = time.perf_counter()
-            step(preprocess.augment(images.to(device, non_blocking=True), generator), labels.to(device))
-        measure.synchronize([device])
-        return (steps - bench.warmup) * batch / (time.perf_counter() - start)
+        reader = _Reader(loader, bench.seed, bench.warmup, device, preprocess, step)
+        reader.read(steps - bench.warmup)
+        return reader.images / reader.seconds
 
     log(f"end to end: {len(dataset)} images from {root}, batch {batch}, {workers} workers")
     runner = Runner(case, bench.seed)
     runner.model.train()
     amp = autocast_dtype(case.precision)
-    training = timed(lambda x, y: train_step(runner.run_model, x, y, runner.optimizer, amp_dtype=amp).loss)
+    training = images_per_s(lambda x, y: train_step(runner.run_model, x, y, runner.optimizer, amp_dtype=amp).loss)
     del runner
-    loading = timed(lambda x, y: x.sum())  # the same batches and augmentation, no model
+    loading = images_per_s(lambda x, y: None)  # the same batches and augmentation, no model
     synthetic = next((r for r in rows if r["status"] == "ok" and all(r[k] == v for k, v in case.as_dict().items())),
                      None)
     model_only = synthetic["images_per_s"]["median"] if synthetic else None

@@ -241,28 +241,29 @@ def run_lrn_alone(bench: Bench, device: torch.device, log) -> List[Dict[str, obj
         x = (torch.randn(full, generator=g) * 30).relu_().to(device)  # ReLU outputs on conv1's and conv2's scale
         grad = torch.randn(full, generator=g).to(device)
         modules = {impl: LocalResponseNorm(shape[0], groups=spec.towers, impl=impl) for impl in LRN_IMPLS}
+
+        def forward_backward(impl: str) -> Tuple[torch.Tensor, torch.Tensor]:
+            leaf = x.detach().requires_grad_(True)
+            y = modules[impl](leaf)
+            y.backward(grad)
+            return y.detach(), leaf.grad
+
         by_impl, outputs = {}, {}
         for impl in LRN_IMPLS:
             log(f"LRN {impl} {full}: warm-up and memory")
-            with measure.peak_memory([device]) as memory:
-                with measure.saved_for_backward() as saved:
-                    leaf = x.detach().requires_grad_(True)
-                    y = modules[impl](leaf)
-                y.backward(grad)
-            outputs[impl] = (y.detach(), leaf.grad)
+            with measure.peak_memory([device]) as memory, measure.saved_for_backward() as saved:
+                outputs[impl] = forward_backward(impl)
             by_impl[impl] = {**base, "impl": impl, "status": "ok", "peak_memory": memory[str(device)],
                              "saved_for_backward_bytes": saved["bytes"], "ms": []}
-            del y, leaf
-        (yf, gf), (ys, gs) = outputs.pop("fast"), outputs.pop("stock")
+        (yf, gf), (ys, gs) = outputs["fast"], outputs["stock"]
         by_impl["fast"].update(
             max_rel_diff_value=float(((yf - ys).abs() / ys.abs().clamp_min(1e-30)).max()),
             max_diff_grad_over_max_grad=float((gf - gs).abs().max() / gs.abs().max().clamp_min(1e-30)))
-        del yf, gf, ys, gs
+        del outputs, yf, gf, ys, gs
         for r in range(bench.lrn_repeats):
             log(f"LRN {full}: round {r + 1}/{bench.lrn_repeats}")
-            for impl, module in modules.items():
-                by_impl[impl]["ms"].append(measure.time_blocks(
-                    lambda: module(x.detach().requires_grad_(True)).backward(grad), [device], 1) * 1e3)
+            for impl in LRN_IMPLS:
+                by_impl[impl]["ms"].append(measure.time_blocks(lambda: forward_backward(impl), [device], 1) * 1e3)
         for impl in LRN_IMPLS:
             by_impl[impl]["ms"] = measure.median_spread(by_impl[impl]["ms"])
         by_impl["fast"]["speedup_vs_stock"] = by_impl["stock"]["ms"]["median"] / by_impl["fast"]["ms"]["median"]
