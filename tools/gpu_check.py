@@ -122,9 +122,9 @@ def run_step(step: Step, check: Check, position: str) -> Dict:
     for path in (check.out / output for output in step.outputs):
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     try:
-        returncode = run_command(command, timeout, log)
-        found = step.collect(check, returncode, log) or {"status": "failed", "reason": f"exit status {returncode}"}
-        if returncode is None:
+        code = run_command(command, timeout, log)  # its exit status, None when stopped
+        found = step.collect(check, code, log) or {"status": "failed", "reason": f"exit status {code}; no results"}
+        if code is None:
             found.update(status="timed out", reason=f"stopped after {timeout:.0f} s (its budget)")
     except Exception as error:  # noqa: BLE001 - a bug in one step must not cost the others
         found = {"status": "failed", "reason": f"the check itself failed: {type(error).__name__}: {error}"}
@@ -150,9 +150,9 @@ def write_environment(path: Path) -> int:
 
 
 def collect_environment(check: Check, returncode: Optional[int], log: Path) -> Optional[Dict]:
-    if (check.out / "environment.json").exists():
-        check.environment = json.loads((check.out / "environment.json").read_text())
-        return {"status": "ok"}
+    path = check.out / "environment.json"
+    check.environment = json.loads(path.read_text()) if path.exists() else {}
+    return {"status": "ok"} if check.environment else None
 
 
 def pytest_step(name: str, budget_s: float, select: Sequence[str], optional=False, outputs=()) -> Step:
@@ -174,7 +174,7 @@ def pytest_step(name: str, budget_s: float, select: Sequence[str], optional=Fals
 
 def bench_step(name: str, budget_s: float, args: Sequence[str], needs_end_to_end=False) -> Step:
     """An ``alexnet bench`` run whose summary is the bench's own report and the targets tool's table."""
-    def collect(check: Check, returncode: Optional[int], log: Path) -> Dict:
+    def collect(check: Check, returncode: Optional[int], log: Path) -> Optional[Dict]:
         if returncode != 0 or not (check.out / f"{name}.json").exists():
             return None  # its last lines say why
         results = json.loads((check.out / f"{name}.json").read_text())

@@ -141,7 +141,7 @@ def test_a_failing_step_is_recorded_with_its_last_lines(one_step):
     no_results = lambda check, returncode, log: None  # noqa: E731 - what a collector says of a crash
     record = one_step(["-c", "print('step 1 of 2', flush=True); raise SystemExit('the GPU caught fire')"], 30,
                       collect=no_results)
-    assert record["status"] == "failed" and record["reason"] == "exit status 1"
+    assert record["status"] == "failed" and record["reason"] == "exit status 1; no results"
     summary = "\n".join(record["summary"])
     assert "step 1 of 2\nthe GPU caught fire" in summary
 
