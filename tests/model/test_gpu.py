@@ -4,8 +4,9 @@ The same test functions run on the CPU in the ordinary suite and on real GPUs un
 ``pytest -m gpu`` (the GPU check's gpu-tests step, docs/gpu.md): each CUDA case is marked
 ``gpu`` and skipped where fewer CUDA devices are visible. On a GPU the batches are the
 check's (8 images for the layouts, 32 for autocast); on the CPU one image keeps the suite
-fast. Every case records what it measured (``record_property``: the JUnit report's
-properties), which the GPU check puts in its summary.
+fast. Every case prints what it measured (the ``measured`` fixture), which pytest's report
+shows under ``-rA`` and the GPU check keeps in its summary; each number is also a property of
+the case in the JUnit report (``record_property``).
 
 Tolerances (docs/gpu.md, "Why the tolerances are what they are"): logits as max|difference|
 / max|reference logit|; each gradient as ||difference|| / ||reference|| under its canonical
@@ -70,6 +71,16 @@ def fixed_batch(n: int):
     images = torch.rand(n, 3, 224, 224, generator=generator) * 255 - 120
     labels = torch.randint(0, 1000, (n,), generator=generator)
     return images, labels
+
+
+@pytest.fixture
+def measured(record_property):
+    """``measured(name, value)``: a number a case measured, printed (pytest -rA reports a passed
+    test's output, a failed one's always) and recorded as a JUnit property."""
+    def record(name: str, value) -> None:
+        print(f"{name}: {value}")
+        record_property(name, value)
+    return record
 
 
 @pytest.fixture(autouse=True)
@@ -149,14 +160,13 @@ COMPARISONS = [pytest.param(layout, devices, dtype, marks=marks(devices, [pytest
 
 
 @pytest.mark.parametrize("layout,devices,dtype", COMPARISONS)
-def test_the_layout_computes_the_grouped_nets_logits_and_gradients(layout, devices, dtype, reference,
-                                                                   record_property):
+def test_the_layout_computes_the_grouped_nets_logits_and_gradients(layout, devices, dtype, reference, measured):
     errors = layout_errors(layout, devices, dtype, reference(layout_batch(devices)))
     tolerance = TOLERANCE[dtype]
     for key in ("logits_error", "worst_gradient_error", "worst_gradient", "misplaced"):
-        record_property(key, errors[key])
-    record_property("tolerance", f"{tolerance['logits']:g} / {tolerance['gradients']:g}")
-    record_property("batch", layout_batch(devices))
+        measured(key, errors[key])
+    measured("tolerance", f"{tolerance['logits']:g} / {tolerance['gradients']:g}")
+    measured("batch", layout_batch(devices))
     assert errors["gradients_compared"] == 16  # weight and bias of conv1-5 and fc6-8
     assert not errors["misplaced"], errors["misplaced"]
     assert errors["logits_error"] <= tolerance["logits"], errors
@@ -200,14 +210,14 @@ TOWERS = [pytest.param(devices, marks=marks(devices), id=",".join(devices))
 
 
 @pytest.mark.parametrize("devices", TOWERS)
-def test_the_exchange_counters_match_the_layer_table(devices, record_property):
+def test_the_exchange_counters_match_the_layer_table(devices, measured):
     batch = layout_batch(devices)
     counted = counted_traffic(devices, batch)
     expected = expected_traffic(batch, crosses=devices[0] != devices[1])
     for point in expected:
-        record_property(f"{point}_values", counted.get(point, {}).get("values"))
-        record_property(f"{point}_copied_bytes", counted.get(point, {}).get("copied_bytes"))
-    record_property("batch", batch)
+        measured(f"{point}_values", counted.get(point, {}).get("values"))
+        measured(f"{point}_copied_bytes", counted.get(point, {}).get("copied_bytes"))
+    measured("batch", batch)
     assert {point: counted.get(point) for point in expected} == expected
 
 
@@ -297,7 +307,7 @@ AUTOCAST = [pytest.param(device, impl, precision, marks=marks([device]), id=f"{d
 
 
 @pytest.mark.parametrize("device,impl,precision", AUTOCAST)
-def test_autocast_stays_near_fp32_and_the_lrn_computes_in_fp32(device, impl, precision, fp32_run, record_property):
+def test_autocast_stays_near_fp32_and_the_lrn_computes_in_fp32(device, impl, precision, fp32_run, measured):
     fp32 = fp32_run(device, impl)
     dtype = autocast_dtype(precision)
     with torch.no_grad(), LRNWatch(fp32["model"]) as watch, torch.autocast(torch.device(device).type, dtype=dtype):
@@ -310,7 +320,7 @@ def test_autocast_stays_near_fp32_and_the_lrn_computes_in_fp32(device, impl, pre
                        ("tolerance", AUTOCAST_TOLERANCE[precision]), ("lrn_computes_in", sorted(computes_in)),
                        ("lrn_returns", sorted({str(r["output"]) for r in watch.records.values()})),
                        ("batch", len(fp32["images"]))):
-        record_property(key, value)
+        measured(key, value)
     assert logits.dtype == dtype  # autocast ran: fc8's output is in its dtype
     assert torch.isfinite(logits).all()
     assert logits_error <= AUTOCAST_TOLERANCE[precision]
@@ -345,16 +355,18 @@ def test_the_lrn_watch_sees_the_dtype_an_lrn_computes_in(monkeypatch, buggy):
 
 @pytest.mark.gpu
 @needs_gpus(1)
-def test_bf16_autocast_and_channels_last_on_gpu():
+def test_bf16_autocast_and_channels_last_on_gpu(measured):
     images = fixed_batch(4)[0].to("cuda:0")
     model = build_model(devices=["cuda:0"], seed=0, dropout=0.0)
     with torch.no_grad():
         reference = model(images)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out = model.to(memory_format=torch.channels_last)(images.contiguous(memory_format=torch.channels_last))
+    logits_error = max_relative(out.float(), reference)
+    measured("logits_error", logits_error)
     assert out.dtype == torch.bfloat16
     assert torch.isfinite(out).all()
-    assert max_relative(out.float(), reference) <= AUTOCAST_TOLERANCE["bf16"]
+    assert logits_error <= AUTOCAST_TOLERANCE["bf16"]
 
 
 #: The built-in run learns to about 85% validation accuracy on a CPU (docs/training.md); a run
@@ -364,7 +376,7 @@ LEARNED_OVER_CHANCE = 2.0
 
 @pytest.mark.gpu
 @needs_gpus(1)
-def test_the_builtin_recipe_learns_on_a_gpu(tmp_path, record_property):
+def test_the_builtin_recipe_learns_on_a_gpu(tmp_path, measured):
     """The built-in recipe in full on cuda:0, as ``alexnet train --devices 0`` runs it (5 epochs
     of batch 32 on the built-in dataset's 2,500 images, --amp auto: bf16 where the GPU has it),
     ends with its validation accuracy at least twice chance. The GPU check runs it as its own
@@ -380,7 +392,7 @@ def test_the_builtin_recipe_learns_on_a_gpu(tmp_path, record_property):
                        ("val_top1_error_per_epoch", [round(r["val_top1_error"], 4) for r in records
                                                      if r.get("kind") == "epoch"]),
                        ("images_per_second_median", statistics.median(rates)), ("run", str(run))):
-        record_property(key, value)
+        measured(key, value)
     # 61 M weights and their momentum, twice: a gigabyte that is no result of the check.
     shutil.rmtree(run / "checkpoints", ignore_errors=True)
     assert accuracy >= LEARNED_OVER_CHANCE * chance, (accuracy, chance)

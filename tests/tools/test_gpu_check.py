@@ -1,4 +1,4 @@
-"""tools/gpu_check.py on the CPU: the dry run, the step guards and the reading of results. The
+"""tools/gpu_check.py on the CPU: the dry run, the step guards and the steps' reports. The
 checks it runs on GPUs are tests of their own (tests/model/test_gpu.py)."""
 
 import dataclasses
@@ -57,7 +57,7 @@ def test_dry_run_skips_every_gpu_step_for_lack_of_a_gpu(dry_run):
     assert environment["status"] == "ok"
     assert data["environment"]["gpu_count"] == 0 and data["environment"]["cuda"]["devices"] == []
     for step in gpu_steps:
-        assert step["status"] == "skipped" and "no CUDA GPU" in step["reason"], step
+        assert step["status"] == "skipped" and step["reason"].startswith("0 CUDA GPU(s) visible"), step
         assert f"{step['name']}: skipped" in done.stdout  # one line per step on the console
 
 
@@ -80,7 +80,7 @@ def test_only_runs_the_named_steps_and_the_environment_within_scaled_budgets(dry
     assert gc.main(["--dry-run", "--only", "bench,train", "--budget-scale", "2", str(tmp_path)]) == 0
     steps = {s["name"]: s for s in read_report(tmp_path)[0]["steps"]}
     assert steps["environment"]["status"] == "ok"
-    assert "no CUDA GPU" in steps["bench"]["reason"] and "no CUDA GPU" in steps["train"]["reason"]
+    assert steps["bench"]["reason"] == steps["train"]["reason"] == "0 CUDA GPU(s) visible; the step needs 1"
     assert {n for n, s in steps.items() if s.get("reason") == "not selected by --only"} == \
         set(DOCUMENTED_STEPS) - {"environment", "bench", "train"}
     unscaled = {s["name"]: s["budget_s"] for s in read_report(dry_run[1])[0]["steps"]}
@@ -98,7 +98,7 @@ def test_bad_options_are_one_line_and_status_2(capsys, args):
 # -- the guards ---------------------------------------------------------------------------
 
 def ok(check, returncode, log):
-    return gc.outcome("ok")
+    return {"status": "ok"}
 
 
 @pytest.fixture
@@ -106,8 +106,8 @@ def one_step(monkeypatch, tmp_path):
     """Run a made-up step through run_step, with its command and its collector."""
     def run(args, budget_s, collect=ok):
         monkeypatch.setattr(gc, "MIN_STEP_S", 0)
-        step = gc.Step("made-up", budget_s, 0, "a test step", args, collect)
-        return gc.run_step(step, gc.Check(out=tmp_path, gpus=0), "1/1")
+        step = gc.Step("made-up", budget_s, 0, args, collect)
+        return gc.run_step(step, gc.Check(out=tmp_path, environment={"gpu_count": 0}), "1/1")
     return run
 
 
@@ -129,7 +129,7 @@ def test_a_step_past_its_budget_is_stopped_with_all_it_started(one_step, monkeyp
     start = time.monotonic()
     record = one_step(["-c", script], 1)
     assert time.monotonic() - start < 15  # not the 60 s the step would take
-    assert record["status"] == "timed out" and "working" in record["error"]
+    assert record["status"] == "timed out" and "working" in "\n".join(record["summary"])  # its last lines
     worker = int(pidfile.read_text())
     deadline = time.monotonic() + 5
     while not gone(worker) and time.monotonic() < deadline:
@@ -138,10 +138,12 @@ def test_a_step_past_its_budget_is_stopped_with_all_it_started(one_step, monkeyp
 
 
 def test_a_failing_step_is_recorded_with_its_last_lines(one_step):
-    record = one_step(["-c", "raise SystemExit('the GPU caught fire')"], 30,
-                      collect=lambda check, returncode, log: gc.missing(returncode, log, "the step"))
-    assert record["status"] == "failed" and "status 1" in record["reason"]
-    assert "the GPU caught fire" in record["error"] and "the GPU caught fire" in "\n".join(record["summary"])
+    no_results = lambda check, returncode, log: None  # noqa: E731 - what a collector says of a crash
+    record = one_step(["-c", "print('step 1 of 2', flush=True); raise SystemExit('the GPU caught fire')"], 30,
+                      collect=no_results)
+    assert record["status"] == "failed" and record["reason"] == "exit status 1; no results"
+    summary = "\n".join(record["summary"])
+    assert "step 1 of 2\nthe GPU caught fire" in summary
 
 
 def test_a_bug_in_a_collector_fails_its_step_only(one_step, tmp_path):
@@ -149,7 +151,7 @@ def test_a_bug_in_a_collector_fails_its_step_only(one_step, tmp_path):
         raise KeyError("images_per_s")
     record = one_step(["-c", "pass"], 30, collect=broken)
     assert record["status"] == "failed" and "KeyError" in record["reason"]
-    check = gc.Check(out=tmp_path, gpus=0)
+    check = gc.Check(out=tmp_path, environment={"gpu_count": 0})
     check.steps.append(record)
     assert gc.finish(check) == 1  # the check says so in its exit status, and went on to finish
 
@@ -173,42 +175,26 @@ def test_results_of_an_earlier_run_do_not_pass_for_this_one(tmp_path, name):
             (path / "summary.json").write_text(json.dumps({"final_centre_crop": {"top1_error": 0.1},
                                                            "chance_top1_error": 0.9}))
     crashing = dataclasses.replace(step, args=("-c", "raise SystemExit(3)"))
-    record = gc.run_step(crashing, gc.Check(out=tmp_path, gpus=1), "1/1")
+    record = gc.run_step(crashing, gc.Check(out=tmp_path, environment={"gpu_count": 1}), "1/1")
     assert record["status"] == "failed" and "status 3" in record["reason"], record
     assert not any((tmp_path / output).exists() for output in step.outputs)
 
 
-# -- reading the results --------------------------------------------------------------------
+# -- the steps' reports ----------------------------------------------------------------------
 
-def test_read_junit_counts_and_measurements(tmp_path):
-    report = tmp_path / "report.xml"
-    report.write_text(
-        '<testsuites><testsuite name="pytest" tests="4">'
-        '<testcase classname="tests.model.test_gpu" name="test_a[cpu-bf16]"><properties>'
-        '<property name="logits_error" value="0.00346"/><property name="batch" value="1"/></properties></testcase>'
-        '<testcase classname="tests.model.test_gpu" name="test_a[cpu-fp16]"><properties>'
-        '<property name="logits_error" value="0.5"/></properties><failure message="assert 0.5 &lt;= 0.01"/></testcase>'
-        '<testcase classname="tests.model.test_gpu" name="test_c"><error message="CUDA error"/></testcase>'
-        '<testcase classname="tests.model.test_gpu" name="test_d">'
-        '<skipped message="needs 2 CUDA device(s)"/></testcase>'
-        '</testsuite></testsuites>')
-    found = gc.read_junit(report)
-    assert (found["passed"], found["failed"], found["skipped"]) == (1, 2, 1)
-    assert [gc.case_line(case) for case in found["cases"]] == [
-        "- `test_a[cpu-bf16]`: passed; logits_error 0.00346; batch 1",
-        "- `test_a[cpu-fp16]`: failed; message assert 0.5 <= 0.01; logits_error 0.5",
-        "- `test_c`: failed; message CUDA error",
-        "- `test_d`: skipped; message needs 2 CUDA device(s)"]
-
-
-MEASURING_TESTS = '''
+#: A few tests that measure as tests/model/test_gpu.py's do: with its own ``measured`` fixture.
+MEASURING_TESTS = f'''
+import sys
 import pytest
+
+sys.path[:0] = [{str(REPO / "tests")!r}, {str(REPO / "tests" / "model")!r}]
+from test_gpu import measured  # noqa: E402,F401 - the fixture, as the GPU tests use it
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", ["near", "far"])
-def test_error(record_property, case):
-    error = {"near": 0.002, "far": 0.3}[case]
-    record_property("logits_error", error)
+def test_error(measured, case):
+    error = {{"near": 0.002, "far": 0.3}}[case]
+    measured("logits_error", error)
     assert error <= 0.05
 
 @pytest.mark.gpu
@@ -220,24 +206,44 @@ def test_not_selected():
 '''
 
 
-def test_the_gpu_tests_step_reports_what_the_tests_measured(tmp_path):
-    """The step's own pytest options, on a few tests: the recorded numbers reach the JSON and
-    the summary through the JUnit report, without pytest's junit_family warning."""
+@pytest.fixture
+def gpu_tests(tmp_path):
+    """The gpu-tests step's own pytest options, aimed at MEASURING_TESTS with ``-k``."""
     (tmp_path / "test_measuring.py").write_text(MEASURING_TESTS)
-    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: a GPU test\n")
-    out = tmp_path / "out"
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: a GPU test\n    slow: (test_gpu's)\n")
     step = next(s for s in gc.STEPS if s.name == "gpu-tests")
-    aimed = dataclasses.replace(step, args=(*step.args[:-1], str(tmp_path)))
-    record = gc.run_step(aimed, gc.Check(out=out, gpus=1), "1/1")
-    assert record["status"] == "failed" and record["reason"] == "1 failed"
-    details = record["details"]
-    assert (details["passed"], details["failed"], details["skipped"]) == (1, 1, 1)
-    near, far = (next(c for c in details["cases"] if c["test"] == f"test_error[{case}]") for case in ("near", "far"))
-    assert (near["status"], near["logits_error"]) == ("passed", "0.002")
-    assert (far["status"], far["logits_error"]) == ("failed", "0.3")
-    assert "- `test_error[near]`: passed; logits_error 0.002" in record["summary"]
-    assert record["summary"][0].startswith("1 failed, 1 passed, 1 skipped, 1 deselected in ")  # pytest's own line
-    assert "incompatible with junit_family" not in (out / "logs" / "gpu-tests.log").read_text()
+
+    def run(select: str):
+        aimed = dataclasses.replace(step, args=(*step.args[:-1], "-k", select, str(tmp_path)))
+        return gc.run_step(aimed, gc.Check(out=tmp_path / "out", environment={"gpu_count": 1}), "1/1")
+    return run
+
+
+def test_the_gpu_tests_step_reports_what_the_tests_measured(gpu_tests, tmp_path):
+    """pytest's own report, passed tests' printed numbers included, is the step's summary; its
+    status is pytest's; the JUnit report keeps the numbers too, without pytest's junit_family warning."""
+    record = gpu_tests("error or skipped")
+    assert record["status"] == "failed"
+    assert record["reason"].startswith("tests failed: 1 failed, 1 passed, 1 skipped, 1 deselected in ")
+    summary = "\n".join(record["summary"])
+    # Each case's section (its header, its printed numbers), then pytest's line for it.
+    for case, number, status in (("near", "0.002", "PASSED"), ("far", "0.3", "FAILED")):
+        section = re.search(rf"_ test_error\[{case}\] _+\n(.*\n)*?logits_error: {number}\n", summary)
+        line = re.search(rf"^{status} \S*test_measuring.py::test_error\[{case}\]", summary, re.M)
+        assert section and line and section.end() <= line.start(), case
+    assert re.search(r"^SKIPPED \[1\] \S*test_measuring.py:\d+: needs 2 CUDA device\(s\)$", summary, re.M)
+    assert summary.rstrip("`\n").endswith(record["reason"][len("tests failed: "):])  # pytest's last line
+    report = (tmp_path / "out" / "gpu-tests.xml").read_text()
+    assert '<property name="logits_error" value="0.002"' in report
+    assert "incompatible with junit_family" not in (tmp_path / "out" / "logs" / "gpu-tests.log").read_text()
+
+
+@pytest.mark.parametrize("select,reason", [("near", None), ("skipped", "no test ran: 1 skipped, 3 deselected in "),
+                                           ("nothing", "no test was collected: 4 deselected in ")])
+def test_a_pytest_step_passes_only_when_a_test_passed(gpu_tests, select, reason):
+    record = gpu_tests(select)
+    assert record["status"] == ("ok" if reason is None else "failed")
+    assert (record["reason"] or "").startswith(reason or "")
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +269,7 @@ def test_a_bench_step_reads_the_bench_json_and_keeps_its_reports(tmp_path, bench
     results["results"][0].update(change or {})
     (tmp_path / f"{name}.json").write_text(json.dumps(results))
     step = next(s for s in gc.STEPS if s.name == name)
-    found = step.collect(gc.Check(out=tmp_path, gpus=1), 0, tmp_path / "bench.log")
+    found = step.collect(gc.Check(out=tmp_path, environment={"gpu_count": 1}), 0, tmp_path / "bench.log")
     assert found["status"] == ("ok" if reason is None else "failed")
     assert (found.get("reason") or "").startswith(reason or "")
     summary = "\n".join(found["summary"])
