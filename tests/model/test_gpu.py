@@ -25,6 +25,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet import build_model
+from measuring import measured  # noqa: F401 - the fixture every measuring case uses
 from alexnet.model.lrn import LocalResponseNorm, stock_lrn
 from alexnet.model.spec import resolve
 from alexnet.precision import autocast_dtype
@@ -71,16 +72,6 @@ def fixed_batch(n: int):
     images = torch.rand(n, 3, 224, 224, generator=generator) * 255 - 120
     labels = torch.randint(0, 1000, (n,), generator=generator)
     return images, labels
-
-
-@pytest.fixture
-def measured(record_property):
-    """``measured(name, value)``: a number a case measured, printed (pytest -rA reports a passed
-    test's output, a failed one's always) and recorded as a JUnit property."""
-    def record(name: str, value) -> None:
-        print(f"{name}: {value}")
-        record_property(name, value)
-    return record
 
 
 @pytest.fixture(autouse=True)

@@ -182,13 +182,13 @@ def test_results_of_an_earlier_run_do_not_pass_for_this_one(tmp_path, name):
 
 # -- the steps' reports ----------------------------------------------------------------------
 
-#: A few tests that measure as tests/model/test_gpu.py's do: with its own ``measured`` fixture.
+#: A few tests that measure as tests/model/test_gpu.py's do: with their ``measured`` fixture.
 MEASURING_TESTS = f'''
 import sys
 import pytest
 
-sys.path[:0] = [{str(REPO / "tests")!r}, {str(REPO / "tests" / "model")!r}]
-from test_gpu import measured  # noqa: E402,F401 - the fixture, as the GPU tests use it
+sys.path[:0] = [{str(REPO / "tests" / "model")!r}]
+from measuring import measured  # noqa: E402,F401 - the fixture, as the GPU tests use it
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", ["near", "far"])
