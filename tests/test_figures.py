@@ -372,8 +372,8 @@ def test_an_output_that_cannot_be_written_is_one_line_before_any_work(command, t
     def no_work(*args, **kwargs):
         raise AssertionError("read the run before checking the output")
 
-    for module, name in ((filters_module, "read_trained"), (neighbours_module, "open_trained"),
-                         (plot_module, "check_run_folder")):
+    for module, name in ((filters_module, "read_trained"), (neighbours_module, "read_trained"),
+                         (neighbours_module, "open_trained"), (plot_module, "check_run_folder")):
         monkeypatch.setattr(module, name, no_work)
     a_file = tmp_path / "a-file"
     a_file.write_text("")
@@ -383,12 +383,21 @@ def test_an_output_that_cannot_be_written_is_one_line_before_any_work(command, t
     assert ".png" in error_line(run(command, trained, "-o", tmp_path / "f.jpg"))
 
 
-def test_neighbors_with_data_of_other_classes_is_one_line(trained, other_classes, tmp_path):
+@pytest.fixture
+def no_net_built(monkeypatch):
+    """Refusals of the data or of --images come before the net is built (seconds for the paper's)."""
+    def no_net(*args, **kwargs):
+        raise AssertionError("built the net before checking the data and --images")
+
+    monkeypatch.setattr(neighbours_module, "open_trained", no_net)
+
+
+def test_neighbors_with_data_of_other_classes_is_one_line(trained, other_classes, tmp_path, no_net_built):
     line = error_line(run("neighbors", trained, "--data", other_classes, "-o", tmp_path / "n.png"))
     assert str(trained) in line and "10 classes" in line and str(other_classes) in line
 
 
-def test_neighbors_with_an_index_past_the_validation_split_is_one_line(trained, tmp_path):
+def test_neighbors_with_an_index_past_the_validation_split_is_one_line(trained, tmp_path, no_net_built):
     line = error_line(run("neighbors", trained, "--images", "3,10", "-o", tmp_path / "n.png", "-j", "0", "-q"))
     assert "--images 10" in line and "10 images" in line
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import saved_preprocess
 from .data import make_loader, open_dataset, resolve_data_root
 from .data.image_files import image_paths, open_images
 from .data.images import load_image
@@ -159,7 +160,7 @@ def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size
     out = evaluation_path(payload["path"], out, overwrite)  # before the long work
     net = open_trained(payload, runtime)
     root = resolve_data_root(trained_data(net.checkpoint["config"]) if data is None else data, reporter)
-    dataset = open_split(net, root, split)
+    dataset = open_split(net.checkpoint, root, split)
     kwargs = dict(batch_size=batch_size, amp_dtype=net.amp_dtype, workers=runtime.workers, reporter=reporter)
     results = [evaluate(net.model, dataset, net.preprocess, desc="centre crop", **kwargs)]
     if ten_crop:
@@ -172,11 +173,13 @@ def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size
     return summary
 
 
-def open_split(net: TrainedNet, root, split: str, hint: str = ""):
-    """A split of the dataset at ``root``, its files read as ``net`` was trained to read them,
-    with the classes the net was trained on (one line where they differ)."""
-    dataset = open_dataset(root, split, resize=net.preprocess.config.resize)
-    check_classes(net.classes, dataset, net.path, f"{root} ({split})", hint=hint)
+def open_split(checkpoint: Dict, root, split: str, hint: str = ""):
+    """A split of the dataset at ``root``, its files read as the net of ``checkpoint`` (its
+    contents, ``read_trained``'s, or a ``TrainedNet.checkpoint``) was trained to read them, with
+    the classes it was trained on (one line where they differ). It needs no net: a command
+    checks its data before it spends seconds building one."""
+    dataset = open_dataset(root, split, resize=saved_preprocess(checkpoint).resize)
+    check_classes(checkpoint["classes"], dataset, checkpoint["path"], f"{root} ({split})", hint=hint)
     return dataset
 
 

@@ -9,7 +9,8 @@ import alexnet
 from alexnet import build_model
 from alexnet.errors import CheckpointError
 from alexnet.trained import load_model
-from alexnet.checkpoint import VERSION, load_momentum_buffers, momentum_buffers, read_checkpoint, save_checkpoint
+from alexnet.checkpoint import (VERSION, all_finite, load_momentum_buffers, momentum_buffers, read_checkpoint,
+                                save_checkpoint)
 from alexnet.train.optim import paper_sgd
 
 CLASSES = [f"class{i}" for i in range(10)]
@@ -82,6 +83,32 @@ def test_bad_checkpoints_get_one_line(tmp_path, make, message):
     with pytest.raises(CheckpointError, match=message) as info:
         load_model(path)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_the_finite_check_agrees_with_isfinite_for_every_bad_value_anywhere(dtype):
+    """``all_finite`` (two extremes) against ``torch.isfinite`` flag by flag: a NaN, +inf or
+    -inf first, inside or last, in a tensor small or large enough to be reduced in parallel."""
+    for size in (1, 5, 4099, 3_000_017):
+        clean = torch.randn(size).to(dtype)
+        assert all_finite(clean) and bool(torch.isfinite(clean).all())
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            for where in {0, size // 2, size - 1}:
+                spoiled = clean.clone()
+                spoiled[where] = bad
+                assert not bool(torch.isfinite(spoiled).all())
+                assert not all_finite(spoiled), (size, bad, where)
+    assert all_finite(torch.empty(0, 4, dtype=dtype))
+
+
+def test_an_infinite_weight_is_refused_naming_the_layer(tmp_path):
+    path = tmp_path / "inf.pt"
+    save_checkpoint(path, model=_small(), classes=CLASSES)
+    payload = torch.load(path, weights_only=True)
+    payload["model"]["conv2.weight"][7, 0, 1, 1] = -float("inf")
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="conv2.weight holds values that are not finite"):
+        read_checkpoint(path)
 
 
 def test_a_run_folder_without_a_checkpoint_is_named(tmp_path):

@@ -33,7 +33,7 @@ from ...precision import precision_name
 from ...progress import SILENT, Reporter
 from ...run_folder import trained_data
 from ...runtime import Runtime
-from ...trained import TrainedNet, open_trained
+from ...trained import TrainedNet, open_trained, read_trained
 from .filters import checkpoint_label
 from .output import check_output
 
@@ -201,11 +201,12 @@ def draw_neighbours(checkpoint_or_run: Union[str, Path], path: Union[str, Path],
     out = check_output(path, overwrite=overwrite, inputs=[checkpoint_or_run])
     if k < 1:
         raise ConfigError(f"-k must be at least 1; got {k}")
-    net = open_trained(checkpoint_or_run, runtime)
-    root = resolve_data_root(trained_data(net.checkpoint["config"]) if data is None else data, reporter)
+    payload = read_trained(checkpoint_or_run)
+    root = resolve_data_root(trained_data(payload["config"]) if data is None else data, reporter)
     hint = "; give the run's data with --data"
-    train_set, val_set = open_split(net, root, "train", hint), open_split(net, root, "val", hint)
+    train_set, val_set = open_split(payload, root, "train", hint), open_split(payload, root, "val", hint)
     queries = choose_queries(images, count, seed, len(val_set))
+    net = open_trained(payload, runtime)  # the data and the queries checked first: building the net takes seconds
     database = cached_features(net, net.path, train_set, root, "train", batch_size=batch_size, reporter=reporter)
     query = dataset_features(net, val_set, [LAYER], batch_size=batch_size, indices=queries,
                              desc="fc7 features (queries)")
