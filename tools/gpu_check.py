@@ -211,18 +211,18 @@ BUDGET_S = sum(step.budget_s for step in STEPS)
 
 
 def save(check: Check, argv: Sequence[str], finished: bool = False) -> None:
-    env, git = check.environment, check.git
+    env, git, cuda = check.environment, check.git, check.environment.get("cuda") or {}
     data = {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": ["python", "tools/gpu_check.py", *argv], "dry_run": check.dry_run, "only": check.only,
             "limit_s": LIMIT_S, "budget_s": BUDGET_S * check.scale, "duration_s": time.monotonic() - check.started,
             "finished": finished, "git": git, "environment": env or None, "steps": check.steps}
     write_json(check.out / "gpu_check.json", data)
-    cuda = env.get("cuda") or {}
     gpus = ", ".join(f"{g['name']} ({g['memory_bytes'] / 2**30:.0f} GiB)" for g in cuda.get("devices", [])) or "none"
     changed = len(git.get("modified_files") or [])
     commit = f"`{git['commit'][:12]}`" + (f", {changed} tracked files modified" if changed else ", tree clean") \
         if git.get("commit") else git.get("reason")
     lines = [f"# GPU check{' (dry run)' if check.dry_run else ''}: {gpus}", "",
+             "What each step checks: docs/gpu.md.", "",
              f"{data['created']}, `{shlex.join(data['command'])}`{'' if finished else ' (not finished)'}; commit "
              f"{commit}; driver {env.get('driver') or '-'}, CUDA {cuda.get('version') or '-'}, cuDNN "
              f"{cuda.get('cudnn') or '-'}, torch {env.get('torch', '-')}, torchvision {env.get('torchvision', '-')}; "
