@@ -21,6 +21,7 @@ from alexnet.cli import main
 from alexnet.data import load_or_compute_stats, prepare
 from alexnet.data.images import load_image
 from alexnet.data.preprocess import Preprocess, PreprocessConfig
+from alexnet import inference
 from alexnet.inference import write_features
 from alexnet.runtime import Runtime
 
@@ -71,6 +72,10 @@ def error_line(result) -> str:
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
     return lines[0]
+
+
+def no_net_built(*args, **kwargs):
+    raise AssertionError("built the net before checking the output and the data (seconds for the paper's)")
 
 
 def files_of(folder):
@@ -169,22 +174,25 @@ def test_a_dataset_and_its_packed_copy_give_the_same_features_with_labels(net, f
     assert copy["paths"].tolist() == [f"{packed / 'val'}#{i}" for i in range(6)]
 
 
-def test_refusals_are_one_line_and_write_nothing(net, folder_root, tmp_path):
+def test_refusals_are_one_line_and_write_nothing(net, folder_root, tmp_path, monkeypatch):
     checkpoint, _, _ = net
     val = folder_root / "val"
     before = {path: open(path, "rb").read() for path in files_of(tmp_path)}
     existing = tmp_path / "old.npz"
     existing.write_bytes(b"keep me")
-    assert "is a file alexnet did not write" in error_line(run("features", checkpoint, val, "-o", existing, "-d", "cpu"))
-    assert existing.read_bytes() == b"keep me"
-    # never over an input, --overwrite or not: the checkpoint, or a file inside the data
-    error_line(run("features", checkpoint, val, "-o", checkpoint, "--overwrite", "-d", "cpu"))
-    assert "would write inside this command's own input" in error_line(
-        run("features", checkpoint, val, "-o", val / "f.npz", "-d", "cpu"))
-    mixed = tmp_path / "mixed"
-    (mixed / "sub").mkdir(parents=True)
-    (mixed / "a.jpg").write_bytes((val / "cat" / "img0.jpg").read_bytes())
-    assert "holds both image files" in error_line(run("features", checkpoint, mixed, "-o", tmp_path / "m.npz"))
+    with monkeypatch.context() as patched:  # the output and the data are refused before the net is built
+        patched.setattr(inference, "open_trained", no_net_built)
+        assert "is a file alexnet did not write" in error_line(
+            run("features", checkpoint, val, "-o", existing, "-d", "cpu"))
+        assert existing.read_bytes() == b"keep me"
+        # never over an input, --overwrite or not: the checkpoint, or a file inside the data
+        error_line(run("features", checkpoint, val, "-o", checkpoint, "--overwrite", "-d", "cpu"))
+        assert "would write inside this command's own input" in error_line(
+            run("features", checkpoint, val, "-o", val / "f.npz", "-d", "cpu"))
+        mixed = tmp_path / "mixed"
+        (mixed / "sub").mkdir(parents=True)
+        (mixed / "a.jpg").write_bytes((val / "cat" / "img0.jpg").read_bytes())
+        assert "holds both image files" in error_line(run("features", checkpoint, mixed, "-o", tmp_path / "m.npz"))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "b.jpg").write_bytes(b"\xff\xd8 not really a JPEG")

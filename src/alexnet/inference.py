@@ -158,9 +158,9 @@ def evaluate_checkpoint(checkpoint, *, data=None, split: str = "val", batch_size
     net's preprocessing says (an imported Caffe net's: warped to 256x256, 227 crops)."""
     payload = read_trained(checkpoint)
     out = evaluation_path(payload["path"], out, overwrite)  # before the long work
-    net = open_trained(payload, runtime)
-    root = resolve_data_root(trained_data(net.checkpoint["config"]) if data is None else data, reporter)
-    dataset = open_split(net.checkpoint, root, split)
+    root = resolve_data_root(trained_data(payload["config"]) if data is None else data, reporter)
+    dataset = open_split(payload, root, split)
+    net = open_trained(payload, runtime)  # the data checked first: building the net takes seconds
     kwargs = dict(batch_size=batch_size, amp_dtype=net.amp_dtype, workers=runtime.workers, reporter=reporter)
     results = [evaluate(net.model, dataset, net.preprocess, desc="centre crop", **kwargs)]
     if ten_crop:
@@ -334,9 +334,11 @@ def write_features(checkpoint, data, out, *, layers: Sequence[str] = ("fc7",), t
     after the layers, ``paths``, and where the folders give them ``labels`` and ``classes``;
     ``net_classes`` (fc8's), ``dropout_scale`` (``dropout_scale``), ``crops`` and ``checkpoint``."""
     layers = check_layers(layers)
-    net = open_trained(checkpoint, runtime)
-    out = check_new_file(out, inputs=[net.path, data], overwrite=overwrite, suffix=".npz", ours=is_features_file)
-    dataset = open_images(data, split, resize=net.preprocess.config.resize)
+    payload = read_trained(checkpoint)
+    out = check_new_file(out, inputs=[payload["path"], data], overwrite=overwrite, suffix=".npz",
+                         ours=is_features_file)
+    dataset = open_images(data, split, resize=saved_preprocess(payload).resize)
+    net = open_trained(payload, runtime)  # the output and the data checked first: building the net takes seconds
     features = dataset_features(net, dataset, layers, ten_crop=ten_crop, batch_size=batch_size, reporter=reporter,
                                 desc=f"{'+'.join(layers)} features")
     arrays = {layer: features[layer].numpy() for layer in layers}

@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from alexnet import build_model
+from alexnet import build_model, inference
 from alexnet.cli import main
 from alexnet.data import generate_builtin, load_or_compute_stats, open_dataset
 from alexnet.errors import ConfigError, TrainingError
@@ -214,7 +214,7 @@ def test_eval_and_predict_commands(tiny, one_epoch, tmp_path):
     assert [p["probability"] for p in prediction["predictions"]] == pytest.approx(top.values.tolist(), rel=1e-5)
 
 
-def test_eval_refuses_a_dataset_with_other_classes(tiny, one_epoch, tmp_path):
+def test_eval_refuses_a_dataset_with_other_classes(tiny, one_epoch, tmp_path, monkeypatch):
     _copy(one_epoch, tmp_path)
     other = generate_builtin(tmp_path / "other", train_per_class=1, val_per_class=1, workers=0)
     for folder in ("train", "val"):
@@ -222,6 +222,10 @@ def test_eval_refuses_a_dataset_with_other_classes(tiny, one_epoch, tmp_path):
             for f in extra.iterdir():
                 f.unlink()
             extra.rmdir()
+
+    def no_net(*args, **kwargs):
+        raise AssertionError("built the net before checking the data (seconds for the paper's)")
+    monkeypatch.setattr(inference, "open_trained", no_net)
     result = run_cli("eval", tmp_path / "run", "--data", other, "--devices", "cpu", "-q")
     assert result.exit_code == 2
     assert "trained on 10 classes, but" in result.output and "has 5" in result.output
